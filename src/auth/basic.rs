@@ -1,0 +1,411 @@
+//! `Authorization: Basic` decoding (RFC 7617).
+//!
+//! Pipeline role: the *authenticate* step starts here. After the request head
+//! is read, the raw `Authorization` value goes through [`decode`]; the
+//! resulting [`Credentials`] are then checked against the user database
+//! (`crate::auth::htpasswd`) before authorization and forwarding. Nothing in
+//! this module does I/O or is slow, so it runs on the event loop.
+//!
+//! Secrets are the concern here: the password, and every buffer that ever
+//! held it in decoded form, is wiped on drop, and neither `Debug` nor the
+//! error messages can print it.
+
+use std::fmt;
+
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use base64::Engine as _;
+use zeroize::Zeroizing;
+
+/// Largest accepted decoded `user:password`, in bytes. Real credentials are
+/// tiny; the bound keeps a hostile header from making us allocate and decode
+/// megabytes before we even know who is asking.
+pub const MAX_CREDENTIALS_BYTES: usize = 4096;
+
+/// Longest token68 that can decode to at most [`MAX_CREDENTIALS_BYTES`];
+/// checked before decoding so oversized input costs nothing.
+pub const MAX_TOKEN_BYTES: usize = MAX_CREDENTIALS_BYTES.div_ceil(3) * 4;
+
+/// Standard alphabet; padding optional because some clients drop it and it
+/// carries no information. Trailing bits stay strict (the crate's default),
+/// so each credential has a single canonical encoding.
+const LENIENT_PADDING: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+
+/// A user-id and password taken from a Basic header.
+#[derive(Clone)]
+pub struct Credentials {
+    /// Valid UTF-8, non-empty, no control characters, no ':'.
+    pub user: String,
+    password: Zeroizing<Vec<u8>>,
+}
+
+impl Credentials {
+    /// Builds credentials without validation (for callers and tests that
+    /// already hold them); [`decode`] is the validating path.
+    pub fn new(user: impl Into<String>, password: &[u8]) -> Self {
+        Credentials {
+            user: user.into(),
+            password: Zeroizing::new(password.to_vec()),
+        }
+    }
+
+    /// Raw password bytes: RFC 7617 does not promise UTF-8, and bcrypt works
+    /// on bytes, so no conversion is attempted.
+    pub fn password(&self) -> &[u8] {
+        &self.password
+    }
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Credentials end up in tracing spans and panic messages; the
+        // password must never follow them there.
+        f.debug_struct("Credentials")
+            .field("user", &self.user)
+            .field("password", &format_args!("<redacted>"))
+            .finish()
+    }
+}
+
+/// Why a header could not yield credentials. Carries no data, so it can be
+/// logged freely.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BasicError {
+    /// Some other scheme (Bearer, Digest, ...) or no scheme at all: the
+    /// caller answers with a Basic challenge.
+    NotBasic,
+    /// The token is missing, not base64, or followed by something other
+    /// than whitespace.
+    BadBase64,
+    /// Decoded fine but has no ':' separating user-id and password.
+    NoColon,
+    /// Longer than [`MAX_CREDENTIALS_BYTES`] once decoded.
+    TooLong,
+    /// User-id empty, not UTF-8, or containing control characters.
+    BadUser,
+}
+
+impl fmt::Display for BasicError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let msg = match self {
+            BasicError::NotBasic => "authorization scheme is not Basic",
+            BasicError::BadBase64 => "Basic credentials are not valid base64",
+            BasicError::NoColon => "Basic credentials lack a ':' between user and password",
+            BasicError::TooLong => "Basic credentials are too long",
+            BasicError::BadUser => "Basic user-id is empty, not UTF-8, or has control characters",
+        };
+        f.write_str(msg)
+    }
+}
+
+impl std::error::Error for BasicError {}
+
+/// SP and HTAB are the only whitespace RFC 9110 allows around tokens.
+fn is_ows(b: u8) -> bool {
+    b == b' ' || b == b'\t'
+}
+
+/// Parses an `Authorization` header value such as `Basic YWxpY2U6c2VjcmV0`.
+pub fn decode(header_value: &[u8]) -> Result<Credentials, BasicError> {
+    // Leading OWS is not part of a field value (RFC 9110 §5.5); a parser
+    // upstream normally strips it, but accepting it costs nothing.
+    let start = header_value
+        .iter()
+        .position(|&b| !is_ows(b))
+        .unwrap_or(header_value.len());
+    let value = &header_value[start..];
+
+    const SCHEME: &[u8] = b"Basic";
+    let Some(scheme) = value.get(..SCHEME.len()) else {
+        return Err(BasicError::NotBasic);
+    };
+    if !scheme.eq_ignore_ascii_case(SCHEME) {
+        return Err(BasicError::NotBasic);
+    }
+    let after_scheme = &value[SCHEME.len()..];
+    match after_scheme.first() {
+        // "Basic" with nothing after it names the scheme but carries no
+        // credentials: the client meant Basic, so this is a malformed token,
+        // not a different scheme.
+        None => return Err(BasicError::BadBase64),
+        Some(&b) if is_ows(b) => {}
+        // "Basicx ..." is some other token that merely starts with "Basic".
+        Some(_) => return Err(BasicError::NotBasic),
+    }
+
+    let rest = &after_scheme[after_scheme.iter().take_while(|&&b| is_ows(b)).count()..];
+    let token_len = rest.iter().take_while(|&&b| !is_ows(b)).count();
+    let (token, tail) = rest.split_at(token_len);
+    // Anything after the token other than whitespace (a second token, a
+    // comma-separated auth-param list) is not a Basic credential.
+    if token.is_empty() || !tail.iter().all(|&b| is_ows(b)) {
+        return Err(BasicError::BadBase64);
+    }
+    if token.len() > MAX_TOKEN_BYTES {
+        return Err(BasicError::TooLong);
+    }
+
+    // Decode into a zeroizing buffer sized up front, so the base64 crate
+    // never reallocates and leaves an unwiped copy of the secret behind.
+    let mut decoded = Zeroizing::new(vec![0u8; base64::decoded_len_estimate(token.len())]);
+    let written = LENIENT_PADDING
+        .decode_slice(token, decoded.as_mut_slice())
+        .map_err(|_| BasicError::BadBase64)?;
+    decoded.truncate(written);
+    if decoded.len() > MAX_CREDENTIALS_BYTES {
+        return Err(BasicError::TooLong);
+    }
+
+    // RFC 7617 §2: the user-id cannot contain ':', the password can, so the
+    // first colon is the separator.
+    let colon = decoded
+        .iter()
+        .position(|&b| b == b':')
+        .ok_or(BasicError::NoColon)?;
+    let (user_bytes, password_with_colon) = decoded.split_at(colon);
+
+    let user = std::str::from_utf8(user_bytes).map_err(|_| BasicError::BadUser)?;
+    // Control characters in a user-id would end up verbatim in access logs
+    // and upstream headers; RFC 7617 excludes CTLs anyway.
+    if user.is_empty() || user.chars().any(char::is_control) {
+        return Err(BasicError::BadUser);
+    }
+
+    Ok(Credentials {
+        user: user.to_owned(),
+        password: Zeroizing::new(password_with_colon[1..].to_vec()),
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn enc(raw: &[u8]) -> String {
+        base64::engine::general_purpose::STANDARD.encode(raw)
+    }
+
+    fn header(raw: &[u8]) -> Vec<u8> {
+        format!("Basic {}", enc(raw)).into_bytes()
+    }
+
+    #[test]
+    fn decodes_rfc7617_example() {
+        // The example from RFC 7617 §2.
+        let c = decode(b"Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ==").unwrap();
+        assert_eq!(c.user, "Aladdin");
+        assert_eq!(c.password(), b"open sesame");
+    }
+
+    #[test]
+    fn scheme_is_case_insensitive() {
+        for scheme in ["basic", "BASIC", "bAsIc"] {
+            let v = format!("{scheme} {}", enc(b"alice:secret"));
+            let c = decode(v.as_bytes()).unwrap();
+            assert_eq!(c.user, "alice");
+            assert_eq!(c.password(), b"secret");
+        }
+    }
+
+    #[test]
+    fn tolerates_runs_of_sp_and_htab_and_surrounding_whitespace() {
+        let t = enc(b"alice:secret");
+        for v in [
+            format!("Basic  {t}"),
+            format!("Basic\t{t}"),
+            format!("Basic \t \t{t}"),
+            format!("Basic {t} "),
+            format!("Basic {t}\t \t"),
+            format!("  Basic {t}"),
+        ] {
+            let c = decode(v.as_bytes()).unwrap();
+            assert_eq!((c.user.as_str(), c.password()), ("alice", &b"secret"[..]));
+        }
+    }
+
+    #[test]
+    fn other_schemes_are_not_basic() {
+        for v in [
+            &b"Bearer abc"[..],
+            b"Digest username=\"a\"",
+            b"",
+            b"   ",
+            b"Basi",
+            b"Basicx YWxpY2U6c2VjcmV0",
+            b"Basic:YWxpY2U6c2VjcmV0",
+            b"YWxpY2U6c2VjcmV0",
+        ] {
+            assert_eq!(decode(v).unwrap_err(), BasicError::NotBasic, "{v:?}");
+        }
+    }
+
+    #[test]
+    fn scheme_without_token_is_bad_base64() {
+        for v in [&b"Basic"[..], b"Basic ", b"basic \t "] {
+            assert_eq!(decode(v).unwrap_err(), BasicError::BadBase64, "{v:?}");
+        }
+    }
+
+    #[test]
+    fn rejects_non_base64_and_extra_tokens() {
+        for v in [
+            &b"Basic !!!!"[..],
+            b"Basic YWxp Y2U6c2VjcmV0",
+            b"Basic YWxpY2U6c2VjcmV0, realm=x",
+            b"Basic YWxpY2U6c2VjcmV0\x00",
+            b"Basic YWxpY2U6c2VjcmV0\r\n",
+            // URL-safe alphabet is not what RFC 7617 uses.
+            b"Basic _-8=",
+            // A lone base64 char cannot encode a whole byte.
+            b"Basic Y",
+            // Padding in the middle.
+            b"Basic YQ==YQ==",
+        ] {
+            assert_eq!(decode(v).unwrap_err(), BasicError::BadBase64, "{v:?}");
+        }
+    }
+
+    #[test]
+    fn non_canonical_trailing_bits_are_rejected() {
+        // "YQ==" is "a"; "YR==" sets bits that "a" does not use.
+        assert!(decode(b"Basic YTpi").is_ok());
+        assert_eq!(decode(b"Basic YTpj").unwrap().password(), b"c");
+        assert_eq!(
+            decode(b"Basic YTpiYR==").unwrap_err(),
+            BasicError::BadBase64
+        );
+    }
+
+    #[test]
+    fn padding_is_optional() {
+        // "alice:secre" needs one '=' and "alice:secr" needs two.
+        for raw in [&b"alice:secre"[..], b"alice:secr", b"alice:secret"] {
+            let padded = enc(raw);
+            let bare = padded.trim_end_matches('=');
+            for t in [padded.as_str(), bare] {
+                let c = decode(format!("Basic {t}").as_bytes()).unwrap();
+                assert_eq!(c.user, "alice");
+                assert_eq!(c.password(), &raw[6..]);
+            }
+        }
+    }
+
+    #[test]
+    fn splits_at_first_colon_so_password_may_contain_colons() {
+        let c = decode(&header(b"alice:pa:ss:")).unwrap();
+        assert_eq!(c.user, "alice");
+        assert_eq!(c.password(), b"pa:ss:");
+    }
+
+    #[test]
+    fn empty_password_is_allowed() {
+        // Whether an empty password can match is the hash's business.
+        let c = decode(&header(b"alice:")).unwrap();
+        assert_eq!(c.password(), b"");
+    }
+
+    #[test]
+    fn password_may_be_arbitrary_bytes() {
+        let c = decode(&header(b"alice:\xff\x00\xa3\n")).unwrap();
+        assert_eq!(c.password(), b"\xff\x00\xa3\n");
+    }
+
+    #[test]
+    fn missing_colon() {
+        assert_eq!(decode(&header(b"alice")).unwrap_err(), BasicError::NoColon);
+        assert_eq!(decode(&header(b"\x00")).unwrap_err(), BasicError::NoColon);
+    }
+
+    #[test]
+    fn bad_users() {
+        for raw in [
+            &b":secret"[..],
+            b"al\xffice:secret",
+            b"al\x00ice:secret",
+            b"alice\t:secret",
+            b"\x7f:secret",
+            // U+0085 (NEL) is a C1 control character.
+            "al\u{85}ice:secret".as_bytes(),
+        ] {
+            assert_eq!(
+                decode(&header(raw)).unwrap_err(),
+                BasicError::BadUser,
+                "{raw:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn unicode_and_spaces_in_user_are_fine() {
+        let c = decode(&header("zoë bob:x".as_bytes())).unwrap();
+        assert_eq!(c.user, "zoë bob");
+    }
+
+    #[test]
+    fn length_limit_is_on_decoded_bytes() {
+        let mut at_limit = b"u:".to_vec();
+        at_limit.resize(MAX_CREDENTIALS_BYTES, b'p');
+        let c = decode(&header(&at_limit)).unwrap();
+        assert_eq!(c.password().len(), MAX_CREDENTIALS_BYTES - 2);
+
+        let mut over = at_limit.clone();
+        over.push(b'p');
+        assert_eq!(decode(&header(&over)).unwrap_err(), BasicError::TooLong);
+    }
+
+    #[test]
+    fn over_long_token_is_rejected_before_decoding() {
+        // Not even valid base64: proves the length check comes first.
+        let v = format!("Basic {}", "!".repeat(MAX_TOKEN_BYTES + 1));
+        assert_eq!(decode(v.as_bytes()).unwrap_err(), BasicError::TooLong);
+        // A token of exactly MAX_TOKEN_BYTES can still decode to one byte
+        // too many (4098 bytes); that is caught after decoding.
+        let raw = vec![b'a'; MAX_TOKEN_BYTES / 4 * 3];
+        let v = format!("Basic {}", enc(&raw));
+        assert_eq!(v.len() - 6, MAX_TOKEN_BYTES);
+        assert_eq!(decode(v.as_bytes()).unwrap_err(), BasicError::TooLong);
+    }
+
+    #[test]
+    fn debug_redacts_password() {
+        let c = decode(&header(b"alice:hunter2")).unwrap();
+        let dbg = format!("{c:?}");
+        assert!(dbg.contains("alice"), "{dbg}");
+        assert!(dbg.contains("<redacted>"), "{dbg}");
+        assert!(!dbg.contains("hunter2"), "{dbg}");
+        assert!(!format!("{c:#?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn new_and_clone_keep_bytes() {
+        let c = Credentials::new("bob", b"p\xffw");
+        let d = c.clone();
+        assert_eq!(d.user, "bob");
+        assert_eq!(d.password(), b"p\xffw");
+    }
+
+    #[test]
+    fn error_messages_are_fixed_strings() {
+        let all = [
+            BasicError::NotBasic,
+            BasicError::BadBase64,
+            BasicError::NoColon,
+            BasicError::TooLong,
+            BasicError::BadUser,
+        ];
+        let msgs: Vec<String> = all.iter().map(|e| e.to_string()).collect();
+        for (i, m) in msgs.iter().enumerate() {
+            assert!(!m.is_empty());
+            // Distinct, so logs tell the cases apart.
+            assert!(!msgs[..i].contains(m), "{m}");
+        }
+        // The error type holds no data, so it cannot carry a secret; check
+        // the message for an actual failing input anyway.
+        let e = decode(&header(b"al\x01ice:hunter2")).unwrap_err();
+        assert!(!e.to_string().contains("hunter2"));
+        assert!(!format!("{e:?}").contains("hunter2"));
+    }
+}

@@ -1,0 +1,586 @@
+//! The per-connection, per-request driver. One request, top to bottom:
+//!
+//! read head → route → authenticate → authorize → pick upstream →
+//! forward head → relay request body → relay response → log.
+//!
+//! Each step is a call into a pure module (`http`, `auth`, `policy`) or the
+//! relay; this file only sequences them and decides what the client is told
+//! when one fails.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::access_log::{AccessLog, Entry};
+use crate::auth::basic::{self, Credentials};
+use crate::auth::cache::{AuthFailure, LocalVerifier};
+use crate::config::Config;
+use crate::error::{chunk_error, ProxyError, Side};
+use crate::http::head::{
+    parse_request, parse_response, Method, Parse, RequestBody, RequestHead, ResponseBody,
+    ResponseHead, Version,
+};
+use crate::http::write::{self, ClientFraming, Forwarding, CONTINUE_100};
+use crate::metrics::WorkerMetrics;
+use crate::policy::{self, PushPolicy, Route};
+use crate::relay::{
+    self, Buffered, Encode, Io, Moved, RelayError, SplicePipe, Timeouts, READ_BUF_BYTES,
+};
+use crate::shutdown::Drain;
+use crate::upstream::pool::{is_stale_connection_error, Pool, Upstream};
+use monoio::net::TcpStream;
+
+/// Everything a worker's requests share. One per worker, never across cores.
+pub struct Ctx {
+    pub config: Arc<Config>,
+    pub verifier: LocalVerifier,
+    pub policy: PushPolicy,
+    pub pool: Pool,
+    pub metrics: Arc<Vec<WorkerMetrics>>,
+    pub worker: usize,
+    pub log: AccessLog,
+    pub drain: Rc<Drain>,
+}
+
+impl Ctx {
+    fn m(&self) -> &WorkerMetrics {
+        &self.metrics[self.worker]
+    }
+}
+
+/// Per-connection state that outlives one request: buffers are reused.
+struct Conn<S> {
+    client: Buffered<S>,
+    peer: SocketAddr,
+    tls: bool,
+    /// Spare read buffer for the upstream side of each exchange.
+    upstream_buf: Vec<u8>,
+    /// Scratch for heads and re-encoded chunks.
+    out: Vec<u8>,
+    pipe: Option<SplicePipe>,
+}
+
+/// What the access log needs to know about one request.
+#[derive(Default)]
+struct Exchange {
+    user: Option<String>,
+    status: u16,
+    bytes_in: u64,
+    bytes_out: u64,
+    /// Response bytes already went to the client: an error can only close.
+    responded: bool,
+    /// The client may send another request on this connection.
+    keep_alive: bool,
+}
+
+/// Serves one client connection until it closes, fails, or the worker drains.
+pub async fn serve<S: Io>(ctx: Rc<Ctx>, io: S, peer: SocketAddr, tls: bool) {
+    let mut conn = Conn {
+        client: Buffered::new(io),
+        peer,
+        tls,
+        upstream_buf: Vec::new(),
+        out: Vec::with_capacity(4096),
+        pipe: None,
+    };
+    let mut first = true;
+    loop {
+        let head = match read_head(&ctx, &mut conn, first).await {
+            Ok(Some(head)) => head,
+            Ok(None) => break,
+            Err(e) => {
+                // A bad head: answer, log, and close (RFC 9112 §11.2).
+                let started = Instant::now();
+                let mut ex = Exchange::default();
+                fail(&ctx, &mut conn, &mut ex, &e, false).await;
+                ctx.log.record(&Entry {
+                    client: peer.ip(),
+                    user: None,
+                    method: "-",
+                    target: "-",
+                    http10: false,
+                    status: ex.status,
+                    bytes_in: 0,
+                    bytes_out: 0,
+                    duration: started.elapsed(),
+                    user_agent: None,
+                    error: Some(&e.to_string()),
+                });
+                break;
+            }
+        };
+        first = false;
+        WorkerMetrics::inc(&ctx.m().requests_total);
+        let started = Instant::now();
+        let mut ex = Exchange::default();
+        let result = exchange(&ctx, &mut conn, &head, &mut ex).await;
+        let error = match &result {
+            Ok(()) => None,
+            Err(e) => {
+                fail(&ctx, &mut conn, &mut ex, e, head.method == Method::Head).await;
+                Some(e.to_string())
+            }
+        };
+        ctx.m().count_status(ex.status);
+        ctx.log.record(&Entry {
+            client: peer.ip(),
+            user: ex.user.as_deref(),
+            method: head.method.as_str(),
+            target: head.target(),
+            http10: head.version == Version::Http10,
+            status: ex.status,
+            bytes_in: ex.bytes_in,
+            bytes_out: ex.bytes_out,
+            duration: started.elapsed(),
+            user_agent: head.header("user-agent"),
+            error: error.as_deref(),
+        });
+        if !ex.keep_alive || ctx.drain.is_draining() {
+            break;
+        }
+    }
+    let _ = monoio::io::AsyncWriteRent::shutdown(&mut conn.client.io).await;
+}
+
+/// Reads the next request head. `Ok(None)`: the client closed cleanly
+/// between requests, idled out, or the worker is draining.
+async fn read_head<S: Io>(
+    ctx: &Ctx,
+    conn: &mut Conn<S>,
+    first: bool,
+) -> Result<Option<RequestHead>, ProxyError> {
+    let cfg = &ctx.config.client;
+    // Between requests a connection may idle; once a head has begun it must
+    // arrive whole within the header timeout (nginx: client_header_timeout).
+    let idle = if first {
+        cfg.header_timeout
+    } else {
+        cfg.idle_timeout
+    };
+    let mut deadline: Option<Instant> = None;
+    loop {
+        if !conn.client.unconsumed().is_empty() {
+            match parse_request(conn.client.unconsumed())? {
+                Parse::Complete { head, len } => {
+                    conn.client.consume(len);
+                    return Ok(Some(head));
+                }
+                Parse::Partial => {}
+            }
+        }
+        let started = conn.client.unconsumed().is_empty();
+        let timeout = match deadline {
+            None if started => idle,
+            None => {
+                let d = Instant::now() + cfg.header_timeout;
+                deadline = Some(d);
+                cfg.header_timeout
+            }
+            Some(d) => d.saturating_duration_since(Instant::now()),
+        };
+        let got = if started {
+            let drain = ctx.drain.wait();
+            monoio::select! {
+                _ = drain => return Ok(None),
+                r = conn.client.fill(timeout) => r,
+            }
+        } else {
+            conn.client.fill(timeout).await
+        };
+        match got {
+            Ok(0) if conn.client.unconsumed().is_empty() => return Ok(None),
+            Ok(0) => {
+                return Err(ProxyError::BadRequest(
+                    "connection closed inside request head",
+                ))
+            }
+            Ok(_) => {}
+            Err(e) if started && e.kind() == std::io::ErrorKind::TimedOut => return Ok(None),
+            Err(e) => return Err(ProxyError::ClientIo(e)),
+        }
+        if deadline.is_none() {
+            deadline = Some(Instant::now() + cfg.header_timeout);
+        }
+    }
+}
+
+/// One request, after its head was read: the pipeline proper.
+async fn exchange<S: Io>(
+    ctx: &Ctx,
+    conn: &mut Conn<S>,
+    head: &RequestHead,
+    ex: &mut Exchange,
+) -> Result<(), ProxyError> {
+    // Route: only the registry API is proxied (the recipe's `location /v2/`).
+    match policy::route(head.path()) {
+        Route::Registry => {}
+        Route::NotFound => return Err(ProxyError::NotFound),
+        Route::BadPath => return Err(ProxyError::BadRequest("invalid request path")),
+    }
+    // The recipe refuses pre-1.6 docker clients before authenticating.
+    if head
+        .header("user-agent")
+        .is_some_and(policy::is_blocked_user_agent)
+    {
+        return Err(ProxyError::NotFound);
+    }
+
+    // Authenticate.
+    let creds = authenticate(ctx, head).await?;
+    ex.user = Some(creds.user.clone());
+
+    // Authorize.
+    let access = policy::access_for(head.method.as_str());
+    if !ctx.policy.allows(&creds.user, access) {
+        WorkerMetrics::inc(&ctx.m().denied_total);
+        return Err(ProxyError::Denied);
+    }
+    drop(creds);
+
+    // RFC 9110 §10.1.1: the client waits for our go-ahead before uploading;
+    // it comes only now, after the request was authorized.
+    if head.expect_continue && head.body != RequestBody::None {
+        let (res, buf) = relay::write_all(
+            &mut conn.client.io,
+            CONTINUE_100.to_vec(),
+            ctx.config.client.body_timeout,
+        )
+        .await;
+        drop(buf);
+        res.map_err(ProxyError::ClientIo)?;
+    }
+
+    forward(ctx, conn, head, ex).await
+}
+
+async fn authenticate(ctx: &Ctx, head: &RequestHead) -> Result<Credentials, ProxyError> {
+    let refused = |e: ProxyError| {
+        WorkerMetrics::inc(&ctx.m().auth_failures_total);
+        e
+    };
+    let value = head
+        .header("authorization")
+        .ok_or_else(|| refused(ProxyError::Unauthorized))?;
+    let creds = basic::decode(value).map_err(|e| refused(e.into()))?;
+    match ctx.verifier.authenticate(&creds).await {
+        Ok(()) => Ok(creds),
+        Err(AuthFailure::Invalid) => Err(refused(ProxyError::Unauthorized)),
+        Err(AuthFailure::Busy) => Err(ProxyError::AuthBusy),
+    }
+}
+
+/// Pick upstream → forward head → relay request body → relay response.
+async fn forward<S: Io>(
+    ctx: &Ctx,
+    conn: &mut Conn<S>,
+    head: &RequestHead,
+    ex: &mut Exchange,
+) -> Result<(), ProxyError> {
+    let cfg = &ctx.config;
+    let fwd = Forwarding {
+        client_ip: conn.peer.ip(),
+        tls: conn.tls,
+        trust_forwarded_headers: cfg.forwarding.trust_forwarded_headers,
+        forward_authorization: cfg.forwarding.forward_authorization,
+    };
+    conn.out.clear();
+    write::request_head(head, &fwd, &mut conn.out);
+    let to_upstream = Timeouts {
+        src: cfg.client.body_timeout,
+        dst: cfg.upstream.read_timeout,
+    };
+    // Only a request with nothing to resend may be retried (and only if it
+    // is idempotent): the body has been streamed, not kept.
+    let retryable = head.method.is_idempotent() && head.body == RequestBody::None;
+
+    let mut attempt = 0;
+    let (mut upstream, server, response) = loop {
+        attempt += 1;
+        let up = if attempt == 1 {
+            ctx.pool.get().await
+        } else {
+            ctx.pool.connect().await
+        }
+        .inspect_err(|_| WorkerMetrics::inc(&ctx.m().upstream_errors_total))?;
+        WorkerMetrics::inc(if up.reused {
+            &ctx.m().upstream_reuses_total
+        } else {
+            &ctx.m().upstream_connects_total
+        });
+        let (server, reused) = (up.server, up.reused);
+        let mut upstream = Buffered::with_buf(up.stream, take_buf(&mut conn.upstream_buf));
+
+        let result = match send_request(ctx, conn, head, &mut upstream.io, to_upstream, ex).await {
+            Ok(()) => {
+                read_response_head(&mut upstream, &head.method, cfg.upstream.read_timeout).await
+            }
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(resp) => break (upstream, server, resp),
+            Err(failure) => {
+                conn.upstream_buf = upstream.into_parts().1;
+                match failure {
+                    Attempt::Stale(e) if reused && retryable && attempt == 1 => {
+                        tracing::debug!(error = %e, upstream = %server, "pooled connection was stale; retrying");
+                        WorkerMetrics::inc(&ctx.m().upstream_retries_total);
+                    }
+                    Attempt::Stale(e) => {
+                        WorkerMetrics::inc(&ctx.m().upstream_errors_total);
+                        return Err(ProxyError::UpstreamFailed(e));
+                    }
+                    Attempt::Failed(e) => {
+                        if e.side() == Side::Upstream {
+                            WorkerMetrics::inc(&ctx.m().upstream_errors_total);
+                        }
+                        return Err(e);
+                    }
+                }
+            }
+        }
+    };
+
+    // The response head, rewritten for the client.
+    let keep_alive = head.keep_alive && head.version == Version::Http11 && !ctx.drain.is_draining();
+    let framing = write::client_framing(response.body, head.version);
+    conn.out.clear();
+    write::response_head(&response, framing, keep_alive, &mut conn.out);
+    ex.status = response.status;
+    ex.responded = true;
+    let client_timeout = cfg.client.body_timeout;
+    let (res, buf) = relay::write_all(
+        &mut conn.client.io,
+        std::mem::take(&mut conn.out),
+        client_timeout,
+    )
+    .await;
+    conn.out = buf;
+    res.map_err(ProxyError::ClientIo)?;
+
+    // The response body.
+    let to_client = Timeouts {
+        src: cfg.upstream.read_timeout,
+        dst: client_timeout,
+    };
+    let moved = match (response.body, framing) {
+        (ResponseBody::None, _) => Ok(Moved::default()),
+        (ResponseBody::Length(n), _) => {
+            relay::relay_length(
+                &mut upstream,
+                &mut conn.client.io,
+                n,
+                to_client,
+                &mut conn.pipe,
+            )
+            .await
+        }
+        (ResponseBody::Chunked, f) => {
+            relay::relay_chunked(
+                &mut upstream,
+                &mut conn.client.io,
+                encoding(f),
+                to_client,
+                &mut conn.out,
+            )
+            .await
+        }
+        (ResponseBody::CloseDelimited, f) => {
+            relay::relay_to_close(
+                &mut upstream,
+                &mut conn.client.io,
+                encoding(f),
+                to_client,
+                &mut conn.out,
+            )
+            .await
+        }
+    };
+    let moved = moved.map_err(|e| relay_error(e, Side::Upstream))?;
+    ex.bytes_out = moved.body;
+    WorkerMetrics::add(&ctx.m().response_body_bytes_total, moved.body);
+    WorkerMetrics::add(&ctx.m().spliced_bytes_total, moved.spliced);
+
+    // Give the registry connection back only if its response ended cleanly
+    // and nothing unasked-for follows it.
+    let clean = response.keep_alive
+        && response.body != ResponseBody::CloseDelimited
+        && upstream.unconsumed().is_empty();
+    let (stream, buf) = upstream.into_parts();
+    conn.upstream_buf = buf;
+    if clean {
+        ctx.pool.put(Upstream {
+            stream,
+            server,
+            reused: true,
+        });
+    }
+    ex.keep_alive = keep_alive && framing != ClientFraming::Close;
+    Ok(())
+}
+
+fn encoding(f: ClientFraming) -> Encode {
+    if f == ClientFraming::Close {
+        Encode::Raw
+    } else {
+        Encode::Chunked
+    }
+}
+
+/// How one attempt at the registry failed.
+enum Attempt {
+    /// The connection was dead before the registry saw the request.
+    Stale(std::io::Error),
+    Failed(ProxyError),
+}
+
+/// Forwards the head and the request body.
+async fn send_request<S: Io>(
+    ctx: &Ctx,
+    conn: &mut Conn<S>,
+    head: &RequestHead,
+    up: &mut TcpStream,
+    t: Timeouts,
+    ex: &mut Exchange,
+) -> Result<(), Attempt> {
+    let (res, buf) = relay::write_all(up, std::mem::take(&mut conn.out), t.dst).await;
+    conn.out = buf;
+    if let Err(e) = res {
+        return Err(if is_stale_connection_error(&e) {
+            Attempt::Stale(e)
+        } else {
+            Attempt::Failed(upstream_io(e))
+        });
+    }
+    let moved = match head.body {
+        RequestBody::None => return Ok(()),
+        RequestBody::Length(n) => {
+            relay::relay_length(&mut conn.client, up, n, t, &mut conn.pipe).await
+        }
+        RequestBody::Chunked => {
+            relay::relay_chunked(&mut conn.client, up, Encode::Chunked, t, &mut conn.out).await
+        }
+    };
+    let moved = moved.map_err(|e| Attempt::Failed(relay_error(e, Side::Client)))?;
+    ex.bytes_in = moved.body;
+    WorkerMetrics::add(&ctx.m().request_body_bytes_total, moved.body);
+    WorkerMetrics::add(&ctx.m().spliced_bytes_total, moved.spliced);
+    Ok(())
+}
+
+async fn read_response_head(
+    reader: &mut Buffered<TcpStream>,
+    method: &Method,
+    timeout: Duration,
+) -> Result<ResponseHead, Attempt> {
+    let mut received_any = false;
+    loop {
+        if !reader.unconsumed().is_empty() {
+            match parse_response(reader.unconsumed(), method) {
+                Ok(Parse::Complete { head, len }) => {
+                    reader.consume(len);
+                    // RFC 9110 §15.2: interim responses are not forwarded; we
+                    // sent no Expect and no Upgrade, so none is meant for the
+                    // client.
+                    if (100..200).contains(&head.status) {
+                        if head.status == 101 {
+                            return Err(Attempt::Failed(ProxyError::UpstreamProtocol(
+                                "unexpected protocol switch",
+                            )));
+                        }
+                        continue;
+                    }
+                    return Ok(head);
+                }
+                Ok(Parse::Partial) => {}
+                Err(e) => return Err(Attempt::Failed(e.into())),
+            }
+        }
+        match reader.fill(timeout).await {
+            Ok(0) if !received_any => {
+                return Err(Attempt::Stale(std::io::ErrorKind::UnexpectedEof.into()))
+            }
+            Ok(0) => {
+                return Err(Attempt::Failed(ProxyError::UpstreamProtocol(
+                    "connection closed inside response head",
+                )))
+            }
+            Ok(_) => received_any = true,
+            Err(e) if !received_any && is_stale_connection_error(&e) => {
+                return Err(Attempt::Stale(e))
+            }
+            Err(e) => return Err(Attempt::Failed(upstream_io(e))),
+        }
+    }
+}
+
+/// The connection's spare upstream buffer, allocated on first use.
+fn take_buf(spare: &mut Vec<u8>) -> Vec<u8> {
+    let mut buf = std::mem::take(spare);
+    buf.clear();
+    if buf.capacity() < READ_BUF_BYTES {
+        buf = Vec::with_capacity(READ_BUF_BYTES);
+    }
+    buf
+}
+
+fn upstream_io(e: std::io::Error) -> ProxyError {
+    if e.kind() == std::io::ErrorKind::TimedOut {
+        ProxyError::UpstreamTimeout
+    } else {
+        ProxyError::UpstreamFailed(e)
+    }
+}
+
+/// Maps a relay failure to the side that caused it. `src` is who was sending.
+fn relay_error(e: RelayError, src: Side) -> ProxyError {
+    let client_io = ProxyError::ClientIo;
+    match (e, src) {
+        (RelayError::Framing(c), side) => chunk_error(side, c),
+        (RelayError::Src(e), Side::Upstream) | (RelayError::Dst(e), Side::Client) => upstream_io(e),
+        (RelayError::Src(e), _) | (RelayError::Dst(e), _) => client_io(e),
+    }
+}
+
+/// Answers the client with `err` if nothing was sent yet; records the
+/// status. The connection stays open only if `ex.keep_alive` already says so.
+async fn fail<S: Io>(
+    ctx: &Ctx,
+    conn: &mut Conn<S>,
+    ex: &mut Exchange,
+    err: &ProxyError,
+    head_only: bool,
+) {
+    if ex.responded {
+        // Mid-body: the only honest signal left is closing the connection.
+        ex.keep_alive = false;
+        return;
+    }
+    let keep_alive = ex.keep_alive && !ctx.drain.is_draining();
+    ex.keep_alive = keep_alive;
+    ex.status = err.status();
+    if matches!(err, ProxyError::ClientIo(_)) {
+        return;
+    }
+    if err.side() == Side::Upstream {
+        tracing::warn!(error = %err, client = %conn.peer, "upstream failure");
+    }
+    conn.out.clear();
+    write::error_response(
+        err,
+        &ctx.config.auth.realm,
+        head_only,
+        keep_alive,
+        &mut conn.out,
+    );
+    let (res, buf) = relay::write_all(
+        &mut conn.client.io,
+        std::mem::take(&mut conn.out),
+        ctx.config.client.body_timeout,
+    )
+    .await;
+    conn.out = buf;
+    if res.is_err() {
+        ex.keep_alive = false;
+    }
+}

@@ -1,0 +1,511 @@
+//! The chunked transfer coding (RFC 9112 §7.1), the body framing that needs
+//! a parser of its own.
+//!
+//! When a head says `Chunked`, the relay feeds every byte it reads from that
+//! side through [`ChunkedDecoder::decode`], which walks the framing one byte
+//! at a time and hands back body data as ranges of the caller's buffer, so
+//! data is never copied or held back until a chunk is whole. It stops exactly
+//! at the end of the trailer section, leaving any pipelined bytes to the next
+//! message. The writers here let the relay re-chunk what it forwards.
+//!
+//! Line endings are strictly CRLF. RFC 9112 §2.2 lets a recipient accept a
+//! bare LF, but in chunked framing that leniency is a known smuggling vector
+//! when the next hop disagrees; hyper and regproxy both refuse it.
+
+use std::fmt;
+use std::ops::Range;
+
+/// Longest chunk-size line, extensions included, CRLF excluded. Extensions
+/// are allowed and ignored (RFC 9112 §7.1.1); this bounds the work they cost.
+pub const MAX_CHUNK_LINE: usize = 4096;
+/// Largest trailer section, field lines and final CRLF included
+/// (RFC 9112 §7.1.2); its fields are discarded.
+pub const MAX_TRAILER_BYTES: usize = 16 * 1024;
+/// Ends each chunk's data (RFC 9112 §7.1).
+pub const CHUNK_TERMINATOR: &[u8] = b"\r\n";
+/// The last-chunk and an empty trailer section: the end of a chunked body.
+pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
+
+/// Incremental decoder for one chunked body.
+#[derive(Debug, Default)]
+pub struct ChunkedDecoder {
+    state: State,
+    /// Chunk size being read, then data bytes left in the chunk.
+    size: u64,
+    /// Bytes of the current chunk-size line, or of the whole trailer section.
+    count: usize,
+}
+
+/// What one [`ChunkedDecoder::decode`] call got through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Progress {
+    /// Bytes of the input used, framing and data alike.
+    pub consumed: usize,
+    /// Body data found, as a range of the input ending at `consumed`.
+    pub data: Option<Range<usize>>,
+    /// The body, trailer section included, has ended.
+    pub done: bool,
+}
+
+/// Malformed chunked framing. From a client this is a 400, from the upstream
+/// a 502; either way the connection cannot be reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChunkError {
+    /// The chunk-size line is not `1*HEXDIG [BWS] *(";" ext)`.
+    BadSize,
+    /// The chunk-size line exceeds [`MAX_CHUNK_LINE`].
+    LineTooLong,
+    /// Something other than CRLF where a line must end.
+    BadLineEnd,
+    /// The trailer section exceeds [`MAX_TRAILER_BYTES`].
+    TrailerTooLarge,
+    /// A trailer line is not a field line.
+    BadTrailer,
+    /// The chunk size does not fit in 64 bits.
+    SizeOverflow,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Before the first hex digit of a chunk-size.
+    #[default]
+    SizeStart,
+    /// After at least one hex digit.
+    Size,
+    /// Whitespace after the digits.
+    SizeWs,
+    /// Inside chunk extensions, up to the CR.
+    Ext,
+    SizeLf,
+    /// `size` bytes of data remain.
+    Data,
+    DataCr,
+    DataLf,
+    /// Start of a trailer field line, or the final CRLF.
+    TrailerStart,
+    TrailerName,
+    TrailerValue,
+    TrailerLf,
+    EndLf,
+    Done,
+    /// An error was returned; it is returned again.
+    Failed(ChunkError),
+}
+
+// === impl ChunkedDecoder ===
+
+impl ChunkedDecoder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.state == State::Done
+    }
+
+    /// Walks the framing in `input`, the bytes the caller has not had consumed
+    /// yet. Returns at the first run of body data (`data` is its range,
+    /// `consumed` ends with it), when `input` runs out (`data` None: read more
+    /// and call again with what is left plus the new bytes), or when the
+    /// trailer section ends (`done`; bytes after `consumed` are the next
+    /// message's). Once done, it consumes nothing more.
+    pub fn decode(&mut self, input: &[u8]) -> Result<Progress, ChunkError> {
+        let mut pos = 0;
+        loop {
+            match self.state {
+                State::Failed(e) => return Err(e),
+                State::Done => return Ok(Progress::framing(pos, true)),
+                State::Data if pos < input.len() => {
+                    let available = input.len() - pos;
+                    // `size` may exceed usize on 32-bit targets; the input cannot.
+                    let take = usize::try_from(self.size).map_or(available, |s| s.min(available));
+                    self.size -= take as u64;
+                    if self.size == 0 {
+                        self.state = State::DataCr;
+                    }
+                    let (consumed, data) = (pos + take, Some(pos..pos + take));
+                    return Ok(Progress {
+                        consumed,
+                        data,
+                        done: false,
+                    });
+                }
+                _ => {}
+            }
+            let Some(&byte) = input.get(pos) else {
+                return Ok(Progress::framing(pos, false));
+            };
+            pos += 1;
+            self.state = self.step(byte).unwrap_or_else(State::Failed);
+        }
+    }
+
+    /// The state after `byte`, per the grammar of RFC 9112 §7.1:
+    ///
+    /// ```text
+    /// chunked-body = *chunk last-chunk trailer-section CRLF
+    /// chunk        = chunk-size [ chunk-ext ] CRLF chunk-data CRLF
+    /// last-chunk   = 1*("0") [ chunk-ext ] CRLF
+    /// ```
+    fn step(&mut self, byte: u8) -> Result<State, ChunkError> {
+        use ChunkError::*;
+        use State::*;
+        if matches!(self.state, Size | SizeWs | Ext) && byte != b'\r' {
+            self.count += 1;
+            if self.count > MAX_CHUNK_LINE {
+                return Err(LineTooLong);
+            }
+        }
+        let in_trailer = matches!(self.state, TrailerStart | TrailerName | TrailerValue);
+        if in_trailer || matches!(self.state, TrailerLf | EndLf) {
+            self.count += 1;
+            if self.count > MAX_TRAILER_BYTES {
+                return Err(TrailerTooLarge);
+            }
+        }
+        match (self.state, byte) {
+            // chunk-size = 1*HEXDIG: no sign, no "0x", never empty.
+            (SizeStart, _) => {
+                self.size = u64::from(hex(byte).ok_or(BadSize)?);
+                self.count = 1;
+                Ok(Size)
+            }
+            (Size, _) if hex(byte).is_some() => {
+                let digit = u64::from(hex(byte).unwrap_or_default());
+                self.size = self.size.checked_mul(16).ok_or(SizeOverflow)? | digit;
+                Ok(Size)
+            }
+            // RFC 9112 §7.1.1: BWS may precede ";" of an extension. Like hyper
+            // and Go, whitespace straight before the CRLF is tolerated too:
+            // it cannot change the size.
+            (Size | SizeWs, b' ' | b'\t') => Ok(SizeWs),
+            (Size | SizeWs | Ext, b';') => Ok(Ext),
+            (Size | SizeWs | Ext, b'\r') => Ok(SizeLf),
+            (Size | SizeWs | Ext, b'\n') => Err(BadLineEnd),
+            // RFC 9112 §7.1.1: extensions are tokens and quoted-strings, and
+            // are ignored; only bytes no field could hold are refused.
+            (Ext, _) if is_field_byte(byte) => Ok(Ext),
+            (Size | SizeWs | Ext, _) => Err(BadSize),
+            // RFC 9112 §7.1: a zero size is the last-chunk; the trailer
+            // section follows instead of data.
+            (SizeLf, b'\n') if self.size == 0 => {
+                self.count = 0;
+                Ok(TrailerStart)
+            }
+            (SizeLf, b'\n') => Ok(Data),
+            // RFC 9112 §7.1: chunk-data is followed by CRLF, nothing else.
+            (DataCr, b'\r') => Ok(DataLf),
+            (DataLf, b'\n') => Ok(SizeStart),
+            // RFC 9112 §7.1.2: trailer-section = *( field-line CRLF ), read
+            // with the §5 field-line rules and discarded.
+            (TrailerStart, b'\r') => Ok(EndLf),
+            (TrailerStart | TrailerName, _) if is_tchar(byte) => Ok(TrailerName),
+            (TrailerName, b':') => Ok(TrailerValue),
+            (TrailerValue, b'\r') => Ok(TrailerLf),
+            (TrailerValue, _) if is_field_byte(byte) => Ok(TrailerValue),
+            (TrailerStart | TrailerValue, b'\n') => Err(BadLineEnd),
+            (TrailerStart | TrailerName | TrailerValue, _) => Err(BadTrailer),
+            (TrailerLf, b'\n') => Ok(TrailerStart),
+            // RFC 9112 §7.1: the chunked-body ends with the CRLF that closes
+            // the trailer section.
+            (EndLf, b'\n') => Ok(Done),
+            (SizeLf | DataCr | DataLf | TrailerLf | EndLf, _) => Err(BadLineEnd),
+            // `decode` never steps in these states.
+            (Data | Done | Failed(_), _) => Ok(self.state),
+        }
+    }
+}
+
+// === impl Progress ===
+
+impl Progress {
+    fn framing(consumed: usize, done: bool) -> Self {
+        Self {
+            consumed,
+            data: None,
+            done,
+        }
+    }
+}
+
+// === impl ChunkError ===
+
+impl fmt::Display for ChunkError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::BadSize => "invalid chunk size line",
+            Self::LineTooLong => "chunk size line too long",
+            Self::BadLineEnd => "expected CRLF in chunked body",
+            Self::TrailerTooLarge => "chunked trailer section too large",
+            Self::BadTrailer => "invalid chunked trailer field",
+            Self::SizeOverflow => "chunk size overflows 64 bits",
+        })
+    }
+}
+
+impl std::error::Error for ChunkError {}
+
+// === writers ===
+
+/// Appends the chunk-size line for a chunk of `len` bytes: `{len:x}\r\n`.
+/// Follow it with the data and [`CHUNK_TERMINATOR`]. A zero `len` writes
+/// nothing: a zero-size chunk is the last-chunk (RFC 9112 §7.1), and an empty
+/// read must not end the body by accident; end it with [`LAST_CHUNK`].
+pub fn write_chunk_header(len: usize, out: &mut Vec<u8>) {
+    if len == 0 {
+        return;
+    }
+    let digits = (usize::BITS - len.leading_zeros()).div_ceil(4);
+    for shift in (0..digits).rev() {
+        out.push(b"0123456789abcdef"[(len >> (shift * 4)) & 0xf]);
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+fn hex(byte: u8) -> Option<u8> {
+    // RFC 5234 §B.1: HEXDIG, case-insensitive as ABNF strings are.
+    char::from(byte)
+        .to_digit(16)
+        .and_then(|d| u8::try_from(d).ok())
+}
+
+/// RFC 9110 §5.6.2: tchar.
+fn is_tchar(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte)
+}
+
+/// RFC 9110 §5.5: field-vchar, SP and HTAB; obs-text included.
+fn is_field_byte(byte: u8) -> bool {
+    matches!(byte, b'\t' | b' '..=b'~' | 0x80..=0xff)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// Extensions (bare, valued, quoted with ';' inside, after BWS), both hex
+    /// cases, a chunk holding CRLFs, and a trailer section.
+    const BODY: &[u8] = b"4;ext=1\r\nWiki\r\n5 ; a=\"q;\\\"x\"\t;b\r\npedia\r\n\
+        e\r\n in\r\n\r\nchunks.\r\n00A\r\n0123456789\r\n\
+        0;last\r\nExpires: never\r\nX-T:\ta b\xe9\r\n\r\n";
+    const DATA: &[u8] = b"Wikipedia in\r\n\r\nchunks.0123456789";
+    const NEXT: &[u8] = b"GET /next HTTP/1.1\r\n";
+
+    /// Feeds `pieces` as a relay would: unconsumed bytes are kept and new ones
+    /// appended. Returns the data, the bytes left over and the total consumed.
+    fn drive(pieces: &[&[u8]]) -> Result<(Vec<u8>, Vec<u8>, usize), ChunkError> {
+        let (mut dec, mut held, mut data, mut total) = (ChunkedDecoder::new(), vec![], vec![], 0);
+        for piece in pieces {
+            held.extend_from_slice(piece);
+            while !dec.is_done() {
+                let p = dec.decode(&held)?;
+                assert!(p.consumed <= held.len());
+                if let Some(r) = p.data.clone() {
+                    assert!(!r.is_empty() && r.end == p.consumed, "{p:?}");
+                    data.extend_from_slice(&held[r]);
+                }
+                held.drain(..p.consumed);
+                total += p.consumed;
+                assert_eq!(p.done, dec.is_done());
+                if p.data.is_none() && !p.done {
+                    break;
+                }
+            }
+        }
+        assert!(dec.is_done(), "body never ended");
+        let after = dec.decode(&held)?;
+        assert_eq!(
+            after,
+            Progress {
+                consumed: 0,
+                data: None,
+                done: true
+            }
+        );
+        Ok((data, held, total))
+    }
+
+    fn error_of(input: &[u8]) -> ChunkError {
+        let mut dec = ChunkedDecoder::new();
+        let mut rest = input;
+        loop {
+            match dec.decode(rest) {
+                Err(e) => {
+                    assert_eq!(dec.decode(b"0\r\n\r\n"), Err(e), "errors stick");
+                    return e;
+                }
+                Ok(p) if p.consumed == 0 => panic!("no error in {input:?}: {p:?}"),
+                Ok(p) => rest = &rest[p.consumed..],
+            }
+        }
+    }
+
+    #[test]
+    fn every_split() {
+        let whole = [BODY, NEXT].concat();
+        let expect = (DATA.to_vec(), NEXT.to_vec(), BODY.len());
+        let bytes: Vec<&[u8]> = whole.chunks(1).collect();
+        assert_eq!(drive(&bytes), Ok(expect.clone()), "byte at a time");
+        for cut in 0..=whole.len() {
+            let (a, b) = whole.split_at(cut);
+            assert_eq!(drive(&[a, b]), Ok(expect.clone()), "split at {cut}");
+        }
+    }
+
+    #[test]
+    fn data_streams_before_the_chunk_ends() {
+        const MIB: usize = 1 << 20;
+        let mut dec = ChunkedDecoder::new();
+        let p = dec.decode(b"100000\r\n").unwrap();
+        assert_eq!(
+            p,
+            Progress {
+                consumed: 8,
+                data: None,
+                done: false
+            }
+        );
+        let payload = [7u8; 100];
+        let mut seen = 0;
+        while seen < MIB {
+            let piece = &payload[..100.min(MIB - seen)];
+            let p = dec.decode(piece).unwrap();
+            assert_eq!(
+                p,
+                Progress {
+                    consumed: piece.len(),
+                    data: Some(0..piece.len()),
+                    done: false
+                }
+            );
+            seen += piece.len();
+        }
+        // Data and framing in one buffer: the data comes back first, alone.
+        let mut dec = ChunkedDecoder::new();
+        let p = dec.decode(b"3\r\nabc\r\n0\r\n\r\n").unwrap();
+        assert_eq!(
+            p,
+            Progress {
+                consumed: 6,
+                data: Some(3..6),
+                done: false
+            }
+        );
+        assert_eq!(
+            dec.decode(b"\r\n0\r\n\r\nX").unwrap(),
+            Progress {
+                consumed: 7,
+                data: None,
+                done: true
+            }
+        );
+        assert!(dec.is_done());
+        assert_eq!(
+            dec.decode(b"").unwrap(),
+            Progress {
+                consumed: 0,
+                data: None,
+                done: true
+            }
+        );
+        assert_eq!(
+            ChunkedDecoder::new().decode(b"").unwrap(),
+            Progress {
+                consumed: 0,
+                data: None,
+                done: false
+            }
+        );
+    }
+
+    #[test]
+    fn sizes_and_limits_accepted() {
+        let long_ext = format!("1;{}\r\nx\r\n0\r\n\r\n", "e".repeat(MAX_CHUNK_LINE - 2));
+        let zeros = format!("{}1\r\nx\r\n0\r\n\r\n", "0".repeat(MAX_CHUNK_LINE - 1));
+        let field = format!("X: {}\r\n", "a".repeat(MAX_TRAILER_BYTES - 7));
+        let trailer = format!("0\r\n{field}\r\n");
+        for body in [&long_ext, &zeros, &trailer, "1 \r\nx\r\n000\r\n\r\n"] {
+            assert!(drive(&[body.as_bytes()]).is_ok(), "{body:.40}");
+        }
+        let mut dec = ChunkedDecoder::new();
+        let p = dec.decode(b"FFFFFFFFFFFFFFFF\r\nab").unwrap();
+        assert_eq!(p.data, Some(18..20));
+        assert_eq!(dec.size, u64::MAX - 2);
+    }
+
+    #[test]
+    fn errors() {
+        use ChunkError::*;
+        let long_ext = format!("1;{}\r\n", "e".repeat(MAX_CHUNK_LINE - 1));
+        let zeros = "0".repeat(MAX_CHUNK_LINE + 1);
+        let trailer = format!("0\r\nX: {}\r\n\r\n", "a".repeat(MAX_TRAILER_BYTES));
+        let many = format!("0\r\n{}\r\n", "X: y\r\n".repeat(MAX_TRAILER_BYTES / 6 + 1));
+        #[rustfmt::skip]
+        let cases: &[(&[u8], ChunkError)] = &[
+            (b"\r\n", BadSize), (b";ext\r\n", BadSize), (b" 1\r\n", BadSize),
+            (b"+1\r\n", BadSize), (b"-1\r\n", BadSize), (b"0x1\r\n", BadSize),
+            (b"g\r\n", BadSize), (b"1 2\r\n", BadSize), (b"1;a\x00\r\n", BadSize),
+            (b"1;a\x7f\r\n", BadSize),
+            (long_ext.as_bytes(), LineTooLong), (zeros.as_bytes(), LineTooLong),
+            (b"10000000000000000\r\n", SizeOverflow), (b"FFFFFFFFFFFFFFFF0", SizeOverflow),
+            (b"1\n", BadLineEnd), (b"1;a\n", BadLineEnd), (b"1\rx", BadLineEnd),
+            (b"1\r\nab", BadLineEnd), (b"1\r\na\n", BadLineEnd), (b"1\r\na\r\r", BadLineEnd),
+            (b"0\r\n\n", BadLineEnd), (b"0\r\n\rx", BadLineEnd), (b"0\r\nX: y\n", BadLineEnd),
+            (b"0\r\nX: y\rx", BadLineEnd),
+            (b"0\r\n: y\r\n", BadTrailer), (b"0\r\nX y: z\r\n", BadTrailer),
+            (b"0\r\n folded\r\n", BadTrailer), (b"0\r\nX: a\x00\r\n", BadTrailer),
+            (b"0\r\nX\r\n", BadTrailer),
+            (trailer.as_bytes(), TrailerTooLarge), (many.as_bytes(), TrailerTooLarge),
+        ];
+        for (input, want) in cases {
+            assert_eq!(
+                error_of(input),
+                *want,
+                "{:?}",
+                String::from_utf8_lossy(input)
+            );
+        }
+    }
+
+    #[test]
+    fn writes_round_trip() {
+        for (len, line) in [(1, "1\r\n"), (255, "ff\r\n"), (4096, "1000\r\n"), (0, "")] {
+            let mut out = vec![];
+            write_chunk_header(len, &mut out);
+            assert_eq!(out, line.as_bytes());
+        }
+        let mut out = vec![];
+        write_chunk_header(usize::MAX, &mut out);
+        assert_eq!(out, format!("{:x}\r\n", usize::MAX).as_bytes());
+
+        let pieces: [&[u8]; 4] = [b"a", b"", &[0xAB; 300], b"\r\n0\r\n\r\n"];
+        let mut wire = vec![];
+        for piece in pieces.iter().filter(|p| !p.is_empty()) {
+            write_chunk_header(piece.len(), &mut wire);
+            wire.extend_from_slice(piece);
+            wire.extend_from_slice(CHUNK_TERMINATOR);
+        }
+        wire.extend_from_slice(LAST_CHUNK);
+        assert_eq!(
+            drive(&[&wire]).unwrap(),
+            (pieces.concat(), vec![], wire.len())
+        );
+    }
+
+    #[test]
+    fn display() {
+        use ChunkError::*;
+        for e in [
+            BadSize,
+            LineTooLong,
+            BadLineEnd,
+            TrailerTooLarge,
+            BadTrailer,
+            SizeOverflow,
+        ] {
+            assert!(!e.to_string().is_empty());
+        }
+        assert_eq!(BadLineEnd.to_string(), "expected CRLF in chunked body");
+    }
+}

@@ -1,0 +1,389 @@
+//! The heads regproxy writes: the request it forwards to the registry, the
+//! response head it relays back, and the answers it makes itself.
+//!
+//! Forwarding follows the recipe's `proxy_set_header` lines (Host, X-Real-IP,
+//! X-Forwarded-For, X-Forwarded-Proto) and RFC 9110 §7.6.1: hop-by-hop fields
+//! stop here. Framing headers are always regenerated from the framing we
+//! actually send, never copied, so a smuggled length cannot reach the registry.
+
+use std::io::Write as _;
+use std::net::IpAddr;
+
+use super::head::{RequestBody, RequestHead, ResponseHead, Version};
+use crate::error::ProxyError;
+
+/// The interim answer for `Expect: 100-continue` (RFC 9110 §10.1.1), sent
+/// once the request is authorized, so a rejected client never uploads.
+pub const CONTINUE_100: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+/// The registry API version every response must carry; docker checks it.
+pub const API_VERSION_HEADER: &str = "Docker-Distribution-Api-Version";
+const API_VERSION: &str = "registry/2.0";
+
+/// Facts about the client connection that shape the forwarded head.
+#[derive(Debug, Clone, Copy)]
+pub struct Forwarding {
+    pub client_ip: IpAddr,
+    pub tls: bool,
+    /// Keep X-Forwarded-* and X-Real-IP set by a load balancer in front.
+    pub trust_forwarded_headers: bool,
+    /// Pass the client's Authorization header on to the registry.
+    pub forward_authorization: bool,
+}
+
+/// Client-supplied proxy headers; a client must not be able to pose as a
+/// load balancer unless the operator says one is there.
+const FORWARDING_HEADERS: [&str; 6] = [
+    "x-real-ip",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "forwarded",
+];
+
+fn eq(a: &str, b: &str) -> bool {
+    a.eq_ignore_ascii_case(b)
+}
+
+/// Writes the head forwarded to the registry for `req`, whose body will be
+/// sent with framing `body`.
+pub fn request_head(req: &RequestHead, fwd: &Forwarding, out: &mut Vec<u8>) {
+    out.extend_from_slice(req.method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(req.target().as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    // The recipe: `proxy_set_header Host $http_host` — docker builds upload
+    // URLs from it, so it must be the client's, not the upstream's address.
+    if let Some(host) = req.host() {
+        header(out, "Host", host.as_bytes());
+    }
+
+    let mut incoming_xff: Option<&[u8]> = None;
+    let mut has_real_ip = false;
+    let mut has_proto = false;
+    for (name, value) in req.headers() {
+        if eq(name, "host")
+            || eq(name, "content-length")
+            || eq(name, "expect")
+            || req.is_connection_header(name)
+        {
+            continue;
+        }
+        if eq(name, "authorization") && !fwd.forward_authorization {
+            continue;
+        }
+        if FORWARDING_HEADERS.iter().any(|h| eq(name, h)) {
+            if !fwd.trust_forwarded_headers {
+                continue;
+            }
+            if eq(name, "x-forwarded-for") {
+                // Folded into one appended value below.
+                incoming_xff.get_or_insert(value);
+                continue;
+            }
+            has_real_ip |= eq(name, "x-real-ip");
+            has_proto |= eq(name, "x-forwarded-proto");
+        }
+        header(out, name, value);
+    }
+
+    let ip = fwd.client_ip.to_string();
+    if !has_real_ip {
+        header(out, "X-Real-IP", ip.as_bytes());
+    }
+    // nginx's $proxy_add_x_forwarded_for: the incoming chain plus our peer.
+    match incoming_xff {
+        Some(chain) if !chain.is_empty() => {
+            out.extend_from_slice(b"X-Forwarded-For: ");
+            out.extend_from_slice(chain);
+            out.extend_from_slice(b", ");
+            out.extend_from_slice(ip.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        _ => header(out, "X-Forwarded-For", ip.as_bytes()),
+    }
+    if !has_proto {
+        let proto: &[u8] = if fwd.tls { b"https" } else { b"http" };
+        header(out, "X-Forwarded-Proto", proto);
+    }
+    // RFC 9112 §6.1-6.2: we send exactly one framing header of our own.
+    match req.body {
+        RequestBody::None => {}
+        RequestBody::Length(n) => {
+            let _ = write!(out, "Content-Length: {n}\r\n");
+        }
+        RequestBody::Chunked => header(out, "Transfer-Encoding", b"chunked"),
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// How a relayed response body is framed towards the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientFraming {
+    /// No body follows (HEAD, 204, 304, 1xx). A Content-Length from the
+    /// registry still passes through: for HEAD it is the size of the blob.
+    NoBody,
+    Length(u64),
+    Chunked,
+    /// Delimited by closing the connection (HTTP/1.0 clients only).
+    Close,
+}
+
+/// Writes the response head relayed to the client.
+pub fn response_head(
+    resp: &ResponseHead,
+    framing: ClientFraming,
+    keep_alive: bool,
+    out: &mut Vec<u8>,
+) {
+    let _ = write!(out, "HTTP/1.1 {} {}\r\n", resp.status, resp.reason());
+    let mut has_api_version = false;
+    for (name, value) in resp.headers() {
+        if resp.is_connection_header(name) {
+            continue;
+        }
+        if eq(name, "content-length") && framing != ClientFraming::NoBody {
+            continue;
+        }
+        has_api_version |= eq(name, API_VERSION_HEADER);
+        header(out, name, value);
+    }
+    if !has_api_version {
+        header(out, API_VERSION_HEADER, API_VERSION.as_bytes());
+    }
+    match framing {
+        ClientFraming::NoBody | ClientFraming::Close => {}
+        ClientFraming::Length(n) => {
+            let _ = write!(out, "Content-Length: {n}\r\n");
+        }
+        ClientFraming::Chunked => header(out, "Transfer-Encoding", b"chunked"),
+    }
+    if !keep_alive || framing == ClientFraming::Close {
+        header(out, "Connection", b"close");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Picks the client framing for a response body framed as `upstream` by
+/// the registry, for a client speaking `version`.
+pub fn client_framing(upstream: super::head::ResponseBody, version: Version) -> ClientFraming {
+    use super::head::ResponseBody as B;
+    match (upstream, version) {
+        (B::None, _) => ClientFraming::NoBody,
+        (B::Length(n), _) => ClientFraming::Length(n),
+        // RFC 9112 §7: chunked is HTTP/1.1 only; a 1.0 client reads to close.
+        (B::Chunked | B::CloseDelimited, Version::Http11) => ClientFraming::Chunked,
+        (B::Chunked | B::CloseDelimited, Version::Http10) => ClientFraming::Close,
+    }
+}
+
+/// Writes a complete answer of regproxy's own: registry JSON error body,
+/// the Basic challenge on 401, and the API version header.
+pub fn error_response(
+    err: &ProxyError,
+    realm: &str,
+    head_only: bool,
+    keep_alive: bool,
+    out: &mut Vec<u8>,
+) {
+    let body = err.json_body();
+    let status = err.status();
+    let _ = write!(out, "HTTP/1.1 {status} {}\r\n", reason(status));
+    header(out, "Content-Type", b"application/json; charset=utf-8");
+    let _ = write!(out, "Content-Length: {}\r\n", body.len());
+    header(out, API_VERSION_HEADER, API_VERSION.as_bytes());
+    if status == 401 {
+        // Realm is validated at config load: no quotes or control characters.
+        let _ = write!(out, "WWW-Authenticate: Basic realm=\"{realm}\"\r\n");
+    }
+    if !keep_alive {
+        header(out, "Connection", b"close");
+    }
+    out.extend_from_slice(b"\r\n");
+    // RFC 9110 §9.3.2: a HEAD answer carries the headers of a GET, no body.
+    if !head_only {
+        out.extend_from_slice(body.as_bytes());
+    }
+}
+
+fn header(out: &mut Vec<u8>, name: &str, value: &[u8]) {
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Reason phrases for the statuses regproxy itself sends.
+fn reason(status: u16) -> &'static str {
+    match status {
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        414 => "URI Too Long",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        499 => "Client Closed Request",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => "Error",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::head::{parse_request, parse_response, Method, Parse};
+
+    fn req(raw: &str) -> RequestHead {
+        match parse_request(raw.as_bytes()) {
+            Ok(Parse::Complete { head, .. }) => head,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    fn fwd(trust: bool) -> Forwarding {
+        Forwarding {
+            client_ip: "10.1.2.3".parse().expect("ip"),
+            tls: true,
+            trust_forwarded_headers: trust,
+            forward_authorization: false,
+        }
+    }
+
+    fn forwarded(raw: &str, f: &Forwarding) -> String {
+        let mut out = Vec::new();
+        request_head(&req(raw), f, &mut out);
+        String::from_utf8(out).expect("utf8")
+    }
+
+    #[test]
+    fn strips_hop_by_hop_and_credentials_and_sets_forwarding() {
+        let out = forwarded(
+            "PATCH /v2/a/blobs/uploads/x HTTP/1.1\r\nHost: reg:5043\r\nAuthorization: Basic dTpw\r\n\
+             Connection: keep-alive, X-Secret\r\nX-Secret: 1\r\nKeep-Alive: 5\r\nTE: trailers\r\n\
+             Upgrade: h2c\r\nProxy-Authorization: x\r\nTransfer-Encoding: chunked\r\n\
+             X-Forwarded-For: 6.6.6.6\r\nX-Real-IP: 6.6.6.6\r\nExpect: 100-continue\r\nUser-Agent: docker/24\r\n\r\n",
+            &fwd(false),
+        );
+        assert_eq!(
+            out,
+            "PATCH /v2/a/blobs/uploads/x HTTP/1.1\r\nHost: reg:5043\r\nUser-Agent: docker/24\r\n\
+             X-Real-IP: 10.1.2.3\r\nX-Forwarded-For: 10.1.2.3\r\nX-Forwarded-Proto: https\r\n\
+             Transfer-Encoding: chunked\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn trusted_balancer_values_are_kept_and_chain_appended() {
+        let out = forwarded(
+            "GET /v2/ HTTP/1.1\r\nHost: r\r\nX-Forwarded-For: 1.1.1.1, 2.2.2.2\r\n\
+             X-Real-IP: 1.1.1.1\r\nX-Forwarded-Proto: https\r\nContent-Length: 0\r\n\r\n",
+            &Forwarding {
+                tls: false,
+                ..fwd(true)
+            },
+        );
+        assert!(out.contains("X-Real-IP: 1.1.1.1\r\n"), "{out}");
+        assert!(
+            out.contains("X-Forwarded-For: 1.1.1.1, 2.2.2.2, 10.1.2.3\r\n"),
+            "{out}"
+        );
+        assert!(out.contains("X-Forwarded-Proto: https\r\n"), "{out}");
+        assert!(!out.contains("X-Forwarded-Proto: http\r\n"), "{out}");
+        assert!(out.contains("Content-Length: 0\r\n"), "{out}");
+    }
+
+    #[test]
+    fn authorization_forwarded_only_when_asked() {
+        let raw = "GET /v2/ HTTP/1.1\r\nHost: r\r\nAuthorization: Basic dTpw\r\n\r\n";
+        assert!(!forwarded(raw, &fwd(false)).contains("Authorization"));
+        let f = Forwarding {
+            forward_authorization: true,
+            ..fwd(false)
+        };
+        assert!(forwarded(raw, &f).contains("Authorization: Basic dTpw\r\n"));
+    }
+
+    fn resp(raw: &str, method: Method) -> ResponseHead {
+        match parse_response(raw.as_bytes(), &method) {
+            Ok(Parse::Complete { head, .. }) => head,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn head_response_keeps_content_length_and_adds_api_version() {
+        let r = resp(
+            "HTTP/1.1 200 OK\r\nContent-Length: 1073741824\r\nDocker-Content-Digest: sha256:ab\r\n\r\n",
+            Method::Head,
+        );
+        let framing = client_framing(r.body, Version::Http11);
+        assert_eq!(framing, ClientFraming::NoBody);
+        let mut out = Vec::new();
+        response_head(&r, framing, true, &mut out);
+        let out = String::from_utf8(out).expect("utf8");
+        assert_eq!(
+            out,
+            "HTTP/1.1 200 OK\r\nContent-Length: 1073741824\r\nDocker-Content-Digest: sha256:ab\r\n\
+             Docker-Distribution-Api-Version: registry/2.0\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn upstream_api_version_passes_through_once() {
+        let r = resp(
+            "HTTP/1.1 200 OK\r\nDocker-Distribution-Api-Version: registry/2.0\r\n\
+             Transfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n",
+            Method::Get,
+        );
+        let mut out = Vec::new();
+        response_head(&r, ClientFraming::Chunked, false, &mut out);
+        let out = String::from_utf8(out).expect("utf8");
+        assert_eq!(out.matches("Docker-Distribution-Api-Version").count(), 1);
+        assert!(out.ends_with("Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"));
+    }
+
+    #[test]
+    fn unauthorized_answer_has_challenge_and_json() {
+        let mut out = Vec::new();
+        error_response(
+            &ProxyError::Unauthorized,
+            "Registry realm",
+            false,
+            true,
+            &mut out,
+        );
+        let out = String::from_utf8(out).expect("utf8");
+        assert!(out.starts_with("HTTP/1.1 401 Unauthorized\r\n"));
+        assert!(out.contains("WWW-Authenticate: Basic realm=\"Registry realm\"\r\n"));
+        assert!(out.contains("Docker-Distribution-Api-Version: registry/2.0\r\n"));
+        assert!(out.contains("Content-Type: application/json"));
+        assert!(out.ends_with("{\"errors\":[{\"code\":\"UNAUTHORIZED\",\"message\":\"authentication required\",\"detail\":null}]}\n"));
+        let mut head = Vec::new();
+        error_response(&ProxyError::Denied, "r", true, false, &mut head);
+        let head = String::from_utf8(head).expect("utf8");
+        assert!(head.ends_with("Connection: close\r\n\r\n"), "{head}");
+        assert!(!head.contains("WWW-Authenticate"));
+    }
+
+    #[test]
+    fn framing_for_http10_clients_is_close() {
+        use crate::http::head::ResponseBody as B;
+        assert_eq!(
+            client_framing(B::Chunked, Version::Http10),
+            ClientFraming::Close
+        );
+        assert_eq!(
+            client_framing(B::CloseDelimited, Version::Http11),
+            ClientFraming::Chunked
+        );
+        assert_eq!(
+            client_framing(B::Length(3), Version::Http10),
+            ClientFraming::Length(3)
+        );
+    }
+}

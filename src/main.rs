@@ -1,0 +1,196 @@
+//! The regproxy binary: load and validate everything, bind one socket per
+//! worker, start the shared services (hash pool, reload watcher, admin
+//! endpoint, signal handler), then hand over to the workers.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{anyhow, Context};
+use clap::{Parser, Subcommand};
+
+use regproxy::auth::cache::Verifier;
+use regproxy::auth::htpasswd::Htpasswd;
+use regproxy::config::Config;
+use regproxy::metrics::{self, WorkerMetrics};
+use regproxy::reload::{self, Published};
+use regproxy::{listen, shutdown, tls, worker};
+
+/// Authenticating front door for a private Docker/OCI registry: TLS, HTTP
+/// basic auth against an htpasswd file, and push restriction, in front of
+/// the CNCF distribution registry.
+#[derive(Parser)]
+#[command(name = "regproxy", version, about, long_about = None)]
+struct Cli {
+    /// The configuration file (TOML). Relative paths inside it are resolved
+    /// against its folder.
+    #[arg(
+        short,
+        long,
+        value_name = "FILE",
+        default_value = "regproxy.toml",
+        global = true
+    )]
+    config: PathBuf,
+
+    /// Log filter for stderr, e.g. "info", "debug", "regproxy=debug".
+    /// RUST_LOG overrides it.
+    #[arg(long, value_name = "FILTER", default_value = "info", global = true)]
+    log: String,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate the configuration and every file it names, then exit:
+    /// 0 when everything is usable, 1 with the problems otherwise.
+    Check,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&cli.log))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+
+    let result = match cli.command {
+        Some(Command::Check) => check(&cli.config),
+        None => serve(&cli.config),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("regproxy: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Everything loaded from disk before serving.
+struct Loaded {
+    config: Config,
+    users: Htpasswd,
+    tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+fn load(path: &Path) -> anyhow::Result<Loaded> {
+    let config = Config::load(path)?;
+    let users = load_htpasswd(&config.auth.htpasswd)?;
+    let tls = match &config.tls {
+        Some(files) => Some(tls::server_config(files)?),
+        None => None,
+    };
+    Ok(Loaded { config, users, tls })
+}
+
+fn load_htpasswd(path: &Path) -> anyhow::Result<Htpasswd> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read htpasswd file {}", path.display()))?;
+    Htpasswd::parse(&text).map_err(|errors| {
+        let lines: Vec<String> = errors
+            .iter()
+            .map(|e| format!("{}:{}: {}", path.display(), e.line, e.reason))
+            .collect();
+        anyhow!("{}", lines.join("\n"))
+    })
+}
+
+fn check(path: &Path) -> anyhow::Result<()> {
+    let loaded = load(path)?;
+    println!(
+        "{}: ok ({} users, tls {}, {} upstream servers)",
+        path.display(),
+        loaded.users.len(),
+        if loaded.tls.is_some() { "on" } else { "off" },
+        loaded.config.upstream.servers.len()
+    );
+    Ok(())
+}
+
+fn serve(path: &Path) -> anyhow::Result<()> {
+    let Loaded { config, users, tls } = load(path)?;
+    if users.is_empty() {
+        tracing::warn!(file = %config.auth.htpasswd.display(), "htpasswd file has no users; every request will get 401");
+    }
+    let config = Arc::new(config);
+    let workers = config.workers;
+
+    let (addr, listeners) = listen::bind_all(config.listen, workers)
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+
+    let users = Arc::new(Published::new(users));
+    let verifier = Verifier::start(
+        users.clone(),
+        config.auth.cache_ttl,
+        config.auth.hash_threads,
+        config.auth.hash_queue,
+    )
+    .context("cannot start the password hash pool")?;
+
+    // Reload the user database when its file changes; a broken file keeps
+    // the old users and says exactly what is wrong.
+    let htpasswd = config.auth.htpasswd.clone();
+    reload::watch_file(
+        htpasswd.clone(),
+        config.auth.reload_interval,
+        move || match load_htpasswd(&htpasswd) {
+            Ok(db) => {
+                tracing::info!(file = %htpasswd.display(), users = db.len(), "htpasswd reloaded");
+                users.publish(db);
+            }
+            Err(e) => tracing::error!("htpasswd not reloaded, keeping the previous users: {e:#}"),
+        },
+    )
+    .context("cannot start the htpasswd watcher")?;
+
+    let metrics = Arc::new(
+        (0..workers)
+            .map(|_| WorkerMetrics::default())
+            .collect::<Vec<_>>(),
+    );
+    let admin = match config.admin_listen {
+        Some(a) => Some(
+            metrics::serve_admin(
+                a,
+                metrics::Registry {
+                    workers: metrics.clone(),
+                    verifier: verifier.clone(),
+                },
+            )
+            .with_context(|| format!("cannot listen for admin on {a}"))?,
+        ),
+        None => None,
+    };
+
+    let stops = shutdown::on_signal(workers).context("cannot install signal handlers")?;
+    let shared = worker::Shared {
+        config: config.clone(),
+        verifier,
+        tls: tls.clone(),
+        metrics,
+    };
+    let mut handles = Vec::with_capacity(workers);
+    for (id, (listener, stop)) in listeners.into_iter().zip(stops).enumerate() {
+        handles.push(worker::spawn(id, shared.clone(), listener, stop)?);
+    }
+    tracing::info!(
+        addr = %addr,
+        workers,
+        tls = %if tls.is_some() { "on" } else { "off" },
+        admin_addr = %admin.map_or("off".to_owned(), |a| a.to_string()),
+        upstream = ?config.upstream.servers,
+        "listening"
+    );
+    for h in handles {
+        let _ = h.join();
+    }
+    tracing::info!("stopped");
+    Ok(())
+}

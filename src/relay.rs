@@ -1,0 +1,383 @@
+//! Moving bytes: the buffered reader both sides are read through, and the
+//! body relays (Content-Length, chunked, read-to-close) between them.
+//!
+//! Memory per connection is bounded by the buffers here, whatever the body
+//! size: a body is never held whole. When both ends are plain TCP sockets,
+//! length-delimited bodies move with splice(2) through a per-connection pipe
+//! and never enter user space.
+
+use std::io;
+use std::time::Duration;
+
+use monoio::buf::{IoBuf, IoBufMut};
+use monoio::io::splice::{SpliceDestination, SpliceSource};
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
+use monoio::net::{Pipe, TcpStream};
+
+use crate::http::body::{
+    write_chunk_header, ChunkError, ChunkedDecoder, CHUNK_TERMINATOR, LAST_CHUNK,
+};
+
+/// Read buffer per side of a connection. It must hold the largest head we
+/// accept (`MAX_RESPONSE_HEAD_BYTES`) and is the unit of a body copy.
+pub const READ_BUF_BYTES: usize = 64 * 1024;
+/// Re-encoded chunked output is written once it reaches this size.
+const CHUNK_OUT_FLUSH: usize = 32 * 1024;
+/// Bytes asked of one splice(2): the default pipe capacity.
+const SPLICE_CHUNK: u32 = 64 * 1024;
+
+/// A stream the relay can splice from or to when it is plain TCP.
+pub trait Io: AsyncReadRent + AsyncWriteRent {
+    fn as_tcp(&mut self) -> Option<&mut TcpStream>;
+}
+
+impl Io for TcpStream {
+    fn as_tcp(&mut self) -> Option<&mut TcpStream> {
+        Some(self)
+    }
+}
+
+impl Io for monoio_rustls::ServerTlsStream<TcpStream> {
+    fn as_tcp(&mut self) -> Option<&mut TcpStream> {
+        None
+    }
+}
+
+/// A stream with read-ahead: bytes read but not yet consumed stay here, so a
+/// head read can return with part of the body (or the next request) buffered.
+#[derive(Debug)]
+pub struct Buffered<S> {
+    pub io: S,
+    buf: Vec<u8>,
+    start: usize,
+}
+
+impl<S: AsyncReadRent> Buffered<S> {
+    pub fn new(io: S) -> Self {
+        Self::with_buf(io, Vec::with_capacity(READ_BUF_BYTES))
+    }
+
+    /// Wraps `io` with an empty buffer the caller recycles.
+    pub fn with_buf(io: S, mut buf: Vec<u8>) -> Self {
+        buf.clear();
+        Self { io, buf, start: 0 }
+    }
+
+    /// The stream, and the buffer for reuse. Unconsumed bytes are dropped.
+    pub fn into_parts(self) -> (S, Vec<u8>) {
+        (self.io, self.buf)
+    }
+
+    /// Read but not yet consumed.
+    pub fn unconsumed(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+
+    pub fn consume(&mut self, n: usize) {
+        self.start = (self.start + n).min(self.buf.len());
+        if self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        }
+    }
+
+    /// Reads more bytes after the unconsumed ones. `Ok(0)` is end of stream.
+    pub async fn fill(&mut self, timeout: Duration) -> io::Result<usize> {
+        if self.start > 0 {
+            self.buf.copy_within(self.start.., 0);
+            self.buf.truncate(self.buf.len() - self.start);
+            self.start = 0;
+        }
+        let len = self.buf.len();
+        let cap = self.buf.capacity();
+        if len == cap {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "read buffer full",
+            ));
+        }
+        let buf = std::mem::take(&mut self.buf);
+        match monoio::time::timeout(timeout, self.io.read(buf.slice_mut(len..cap))).await {
+            Ok((res, slice)) => {
+                self.buf = slice.into_inner();
+                res
+            }
+            // The read was cancelled with the buffer: the caller closes this
+            // connection on a timeout, so only the allocation is redone.
+            Err(_elapsed) => {
+                self.buf = Vec::with_capacity(READ_BUF_BYTES);
+                Err(io::ErrorKind::TimedOut.into())
+            }
+        }
+    }
+
+    /// Writes `n` unconsumed bytes to `dst` and consumes them.
+    async fn forward_buffered<D: AsyncWriteRent>(
+        &mut self,
+        dst: &mut D,
+        n: usize,
+        timeout: Duration,
+    ) -> Result<(), RelayError> {
+        let (start, end) = (self.start, self.start + n);
+        let buf = std::mem::take(&mut self.buf);
+        match monoio::time::timeout(timeout, dst.write_all(buf.slice(start..end))).await {
+            Ok((res, slice)) => {
+                self.buf = slice.into_inner();
+                res.map_err(RelayError::Dst)?;
+                self.consume(n);
+                Ok(())
+            }
+            Err(_elapsed) => {
+                self.buf = Vec::with_capacity(READ_BUF_BYTES);
+                Err(RelayError::Dst(io::ErrorKind::TimedOut.into()))
+            }
+        }
+    }
+}
+
+/// Writes all of `buf` within `timeout`; the buffer comes back for reuse.
+pub async fn write_all<D: AsyncWriteRent>(
+    dst: &mut D,
+    buf: Vec<u8>,
+    timeout: Duration,
+) -> (io::Result<()>, Vec<u8>) {
+    match monoio::time::timeout(timeout, dst.write_all(buf)).await {
+        Ok((res, buf)) => (res.map(|_| ()), buf),
+        Err(_elapsed) => (Err(io::ErrorKind::TimedOut.into()), Vec::new()),
+    }
+}
+
+/// Why a body relay stopped.
+#[derive(Debug)]
+pub enum RelayError {
+    /// Reading the sending side failed, timed out or ended early.
+    Src(io::Error),
+    /// Writing the receiving side failed or timed out.
+    Dst(io::Error),
+    /// The sender's chunked framing is malformed.
+    Framing(ChunkError),
+}
+
+/// Byte counts of one relay.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Moved {
+    /// Body bytes (payload, without chunk framing).
+    pub body: u64,
+    /// Of those, bytes moved by splice(2).
+    pub spliced: u64,
+}
+
+/// Timeouts for the two ends of a relay.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub src: Duration,
+    pub dst: Duration,
+}
+
+/// A pipe kept for the life of a client connection, so splicing costs no
+/// pipe creation per body.
+pub struct SplicePipe {
+    read: Pipe,
+    write: Pipe,
+}
+
+impl std::fmt::Debug for SplicePipe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SplicePipe")
+    }
+}
+
+impl SplicePipe {
+    pub fn new() -> io::Result<Self> {
+        let (read, write) = monoio::net::unix::new_pipe()?;
+        Ok(Self { read, write })
+    }
+}
+
+/// Relays exactly `n` body bytes (RFC 9112 §6.2: Content-Length framing).
+pub async fn relay_length<S: Io, D: Io>(
+    src: &mut Buffered<S>,
+    dst: &mut D,
+    n: u64,
+    t: Timeouts,
+    pipe: &mut Option<SplicePipe>,
+) -> Result<Moved, RelayError> {
+    let mut left = n;
+    let mut moved = Moved::default();
+    // What the head read already pulled in goes first.
+    let buffered = (src.unconsumed().len() as u64).min(left) as usize;
+    if buffered > 0 {
+        src.forward_buffered(dst, buffered, t.dst).await?;
+        left -= buffered as u64;
+        moved.body += buffered as u64;
+    }
+    if left == 0 {
+        return Ok(moved);
+    }
+    if let (Some(s), Some(d)) = (src.io.as_tcp(), dst.as_tcp()) {
+        if pipe.is_none() {
+            *pipe = SplicePipe::new().ok();
+        }
+        if let Some(p) = pipe.as_mut() {
+            splice_exact(s, d, p, left, t).await?;
+            moved.body += left;
+            moved.spliced += left;
+            return Ok(moved);
+        }
+    }
+    while left > 0 {
+        let got = src.fill(t.src).await.map_err(RelayError::Src)?;
+        if got == 0 {
+            return Err(RelayError::Src(io::ErrorKind::UnexpectedEof.into()));
+        }
+        let take = (src.unconsumed().len() as u64).min(left) as usize;
+        src.forward_buffered(dst, take, t.dst).await?;
+        left -= take as u64;
+        moved.body += take as u64;
+    }
+    Ok(moved)
+}
+
+async fn splice_exact(
+    src: &mut TcpStream,
+    dst: &mut TcpStream,
+    pipe: &mut SplicePipe,
+    n: u64,
+    t: Timeouts,
+) -> Result<(), RelayError> {
+    let mut left = n;
+    while left > 0 {
+        let want = left.min(u64::from(SPLICE_CHUNK)) as u32;
+        let got =
+            match monoio::time::timeout(t.src, src.splice_to_pipe(&mut pipe.write, want)).await {
+                Ok(r) => r.map_err(RelayError::Src)?,
+                Err(_) => return Err(RelayError::Src(io::ErrorKind::TimedOut.into())),
+            };
+        if got == 0 {
+            return Err(RelayError::Src(io::ErrorKind::UnexpectedEof.into()));
+        }
+        let mut in_pipe = got;
+        while in_pipe > 0 {
+            let put =
+                match monoio::time::timeout(t.dst, dst.splice_from_pipe(&mut pipe.read, in_pipe))
+                    .await
+                {
+                    Ok(r) => r.map_err(RelayError::Dst)?,
+                    Err(_) => return Err(RelayError::Dst(io::ErrorKind::TimedOut.into())),
+                };
+            if put == 0 {
+                return Err(RelayError::Dst(io::ErrorKind::WriteZero.into()));
+            }
+            in_pipe -= put;
+        }
+        left -= u64::from(got);
+    }
+    Ok(())
+}
+
+/// How a decoded body is written out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encode {
+    /// Re-framed as chunked (RFC 9112 §7.1), extensions and trailers dropped.
+    Chunked,
+    /// Raw bytes, for an HTTP/1.0 client that reads until close.
+    Raw,
+}
+
+/// Relays a chunked body (RFC 9112 §7.1), decoding it strictly and
+/// re-encoding it, so malformed or smuggling-prone framing never passes on.
+pub async fn relay_chunked<S: Io, D: Io>(
+    src: &mut Buffered<S>,
+    dst: &mut D,
+    encode: Encode,
+    t: Timeouts,
+    out: &mut Vec<u8>,
+) -> Result<Moved, RelayError> {
+    let mut decoder = ChunkedDecoder::new();
+    let mut moved = Moved::default();
+    loop {
+        let p = decoder
+            .decode(src.unconsumed())
+            .map_err(RelayError::Framing)?;
+        if let Some(range) = p.data.clone() {
+            let data = &src.unconsumed()[range];
+            append(out, data, encode);
+            moved.body += data.len() as u64;
+        }
+        src.consume(p.consumed);
+        if p.done {
+            if encode == Encode::Chunked {
+                out.extend_from_slice(LAST_CHUNK);
+            }
+            flush(dst, out, t.dst).await?;
+            return Ok(moved);
+        }
+        if p.data.is_none() {
+            // Nothing more can be decoded from what is buffered: pass on
+            // what we have before blocking on the sender.
+            flush(dst, out, t.dst).await?;
+            let got = src.fill(t.src).await.map_err(RelayError::Src)?;
+            if got == 0 {
+                return Err(RelayError::Src(io::ErrorKind::UnexpectedEof.into()));
+            }
+        } else if out.len() >= CHUNK_OUT_FLUSH {
+            flush(dst, out, t.dst).await?;
+        }
+    }
+}
+
+/// Relays a body delimited by the sender closing (RFC 9112 §6.3 rule 8).
+pub async fn relay_to_close<S: Io, D: Io>(
+    src: &mut Buffered<S>,
+    dst: &mut D,
+    encode: Encode,
+    t: Timeouts,
+    out: &mut Vec<u8>,
+) -> Result<Moved, RelayError> {
+    let mut moved = Moved::default();
+    loop {
+        if !src.unconsumed().is_empty() {
+            let n = src.unconsumed().len();
+            append(out, src.unconsumed(), encode);
+            moved.body += n as u64;
+            src.consume(n);
+            flush(dst, out, t.dst).await?;
+        }
+        if src.fill(t.src).await.map_err(RelayError::Src)? == 0 {
+            if encode == Encode::Chunked {
+                out.extend_from_slice(LAST_CHUNK);
+            }
+            flush(dst, out, t.dst).await?;
+            return Ok(moved);
+        }
+    }
+}
+
+fn append(out: &mut Vec<u8>, data: &[u8], encode: Encode) {
+    if data.is_empty() {
+        return;
+    }
+    match encode {
+        Encode::Chunked => {
+            write_chunk_header(data.len(), out);
+            out.extend_from_slice(data);
+            out.extend_from_slice(CHUNK_TERMINATOR);
+        }
+        Encode::Raw => out.extend_from_slice(data),
+    }
+}
+
+async fn flush<D: AsyncWriteRent>(
+    dst: &mut D,
+    out: &mut Vec<u8>,
+    timeout: Duration,
+) -> Result<(), RelayError> {
+    if out.is_empty() {
+        return Ok(());
+    }
+    let (res, mut buf) = write_all(dst, std::mem::take(out), timeout).await;
+    res.map_err(RelayError::Dst)?;
+    buf.clear();
+    *out = buf;
+    Ok(())
+}

@@ -1,0 +1,92 @@
+//! Graceful shutdown. SIGTERM/SIGINT reach a signal thread, which tells each
+//! worker once; the worker stops accepting and sets its local [`Drain`], which
+//! wakes idle keep-alive connections so they close, while requests in flight
+//! finish (their responses carry `Connection: close`).
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+
+use futures_channel::oneshot;
+
+/// Installs the SIGTERM/SIGINT handler thread; each signal-time sender
+/// fires once. Returns the receivers, one per worker.
+pub fn on_signal(workers: usize) -> std::io::Result<Vec<oneshot::Receiver<()>>> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])?;
+    let (txs, rxs): (Vec<_>, Vec<_>) = (0..workers).map(|_| oneshot::channel()).unzip();
+    std::thread::Builder::new()
+        .name("regproxy-signals".into())
+        .spawn(move || {
+            if let Some(sig) = signals.forever().next() {
+                tracing::info!(signal = sig, "shutting down: no new connections, draining");
+                for tx in txs {
+                    let _ = tx.send(());
+                }
+            }
+        })?;
+    Ok(rxs)
+}
+
+/// A worker-local "we are draining" flag that idle connections can await.
+#[derive(Debug, Default)]
+pub struct Drain {
+    draining: Cell<bool>,
+    next_id: Cell<u64>,
+    waiters: RefCell<HashMap<u64, Waker>>,
+}
+
+impl Drain {
+    pub fn start(&self) {
+        self.draining.set(true);
+        let waiters = std::mem::take(&mut *self.waiters.borrow_mut());
+        for (_, w) in waiters {
+            w.wake();
+        }
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.get()
+    }
+
+    /// Resolves once draining has started.
+    pub fn wait(self: &Rc<Self>) -> DrainWait {
+        let id = self.next_id.get();
+        self.next_id.set(id + 1);
+        DrainWait {
+            drain: self.clone(),
+            id,
+        }
+    }
+}
+
+/// Unregisters itself when dropped, so connections that close while idle
+/// leave no waker behind.
+#[derive(Debug)]
+pub struct DrainWait {
+    drain: Rc<Drain>,
+    id: u64,
+}
+
+impl Future for DrainWait {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.drain.draining.get() {
+            return Poll::Ready(());
+        }
+        self.drain
+            .waiters
+            .borrow_mut()
+            .insert(self.id, cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+impl Drop for DrainWait {
+    fn drop(&mut self) {
+        self.drain.waiters.borrow_mut().remove(&self.id);
+    }
+}

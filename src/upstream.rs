@@ -1,0 +1,3 @@
+//! The registry side: per-worker keep-alive connection pools.
+
+pub mod pool;

@@ -1,0 +1,203 @@
+//! Thread-per-core workers. Each worker is one OS thread pinned to a core,
+//! running its own monoio runtime (io_uring, or epoll where io_uring is
+//! unavailable) with its own listening socket, upstream pool, credential
+//! cache tier and access-log buffer. Nothing on a worker's request path is
+//! shared with another worker.
+
+use std::cell::Cell;
+use std::io;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use futures_channel::oneshot;
+use monoio::net::TcpListener;
+use monoio_rustls::TlsAcceptor;
+
+use crate::access_log::{AccessLog, FLUSH_INTERVAL};
+use crate::auth::cache::{LocalVerifier, Verifier};
+use crate::config::{Config, Driver};
+use crate::conn::{self, Ctx};
+use crate::metrics::WorkerMetrics;
+use crate::policy::PushPolicy;
+use crate::shutdown::Drain;
+use crate::upstream::pool::Pool;
+
+/// Submission queue entries per io_uring instance.
+const URING_ENTRIES: u32 = 1024;
+/// How often a draining worker checks whether its connections are done.
+const DRAIN_POLL: Duration = Duration::from_millis(20);
+/// Back-off after accept fails (e.g. out of file descriptors).
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// What every worker gets a handle to. Cloned once per worker at start.
+#[derive(Clone)]
+pub struct Shared {
+    pub config: Arc<Config>,
+    pub verifier: Arc<Verifier>,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub metrics: Arc<Vec<WorkerMetrics>>,
+}
+
+/// Starts worker `id` on its own thread, serving `listener` until `stop`.
+pub fn spawn(
+    id: usize,
+    shared: Shared,
+    listener: std::net::TcpListener,
+    stop: oneshot::Receiver<()>,
+) -> io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name(format!("regproxy-worker-{id}"))
+        .spawn(move || {
+            let core = pin(id);
+            let result = match shared.config.driver {
+                Driver::Auto => monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+                    .enable_timer()
+                    .with_entries(URING_ENTRIES)
+                    .build()
+                    .map(|mut rt| rt.block_on(run(id, core, shared, listener, stop))),
+                Driver::Epoll => monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+                    .enable_timer()
+                    .build()
+                    .map(|mut rt| rt.block_on(run(id, core, shared, listener, stop))),
+            };
+            if let Err(e) = result.and_then(|r| r) {
+                tracing::error!(worker = id, error = %e, "worker failed to start");
+            }
+        })
+}
+
+/// Pins the current thread to core `id` (modulo the cores we may use).
+fn pin(id: usize) -> Option<usize> {
+    let cores = core_affinity::get_core_ids()?;
+    let core = *cores.get(id % cores.len().max(1))?;
+    core_affinity::set_for_current(core).then_some(core.id)
+}
+
+/// Decrements the worker's live-connection count when a connection ends.
+struct Active(Rc<Cell<usize>>);
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() - 1);
+    }
+}
+
+async fn run(
+    id: usize,
+    core: Option<usize>,
+    shared: Shared,
+    listener: std::net::TcpListener,
+    mut stop: oneshot::Receiver<()>,
+) -> io::Result<()> {
+    let listener = TcpListener::from_std(listener)?;
+    let local: SocketAddr = listener.local_addr()?;
+    let driver = if monoio::utils::is_legacy() {
+        "epoll"
+    } else {
+        "io_uring"
+    };
+    if driver == "epoll" && shared.config.driver == Driver::Auto {
+        tracing::warn!(
+            worker = id,
+            "io_uring is unavailable here (kernel, seccomp or memlock limits); using the epoll fallback"
+        );
+    }
+    tracing::info!(
+        worker = id,
+        core = %core.map_or("unpinned".to_owned(), |c| c.to_string()),
+        driver = %driver,
+        listen = %local,
+        tls = %if shared.tls.is_some() { "on" } else { "off" },
+        "worker started"
+    );
+
+    let cfg = shared.config.clone();
+    let ctx = Rc::new(Ctx {
+        verifier: LocalVerifier::new(shared.verifier.clone()),
+        policy: PushPolicy::new(cfg.auth.push_users.clone()),
+        pool: Pool::new(&cfg.upstream),
+        metrics: shared.metrics.clone(),
+        worker: id,
+        log: AccessLog::open(&cfg.access_log)?,
+        drain: Rc::new(Drain::default()),
+        config: cfg.clone(),
+    });
+    let acceptor = shared.tls.clone().map(TlsAcceptor::from);
+    let active = Rc::new(Cell::new(0usize));
+
+    let flusher = ctx.clone();
+    monoio::spawn(async move {
+        loop {
+            monoio::time::sleep(FLUSH_INTERVAL).await;
+            flusher.log.flush();
+        }
+    });
+
+    loop {
+        let accepted = monoio::select! {
+            _ = &mut stop => break,
+            r = listener.accept() => r,
+        };
+        let (stream, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                tracing::warn!(worker = id, error = %e, "accept failed");
+                monoio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
+            }
+        };
+        WorkerMetrics::inc(&ctx.metrics[id].connections_total);
+        let _ = stream.set_nodelay(true);
+        active.set(active.get() + 1);
+        let guard = Active(active.clone());
+        let ctx = ctx.clone();
+        let acceptor = acceptor.clone();
+        monoio::spawn(async move {
+            let _guard = guard;
+            match acceptor {
+                None => conn::serve(ctx, stream, peer, false).await,
+                Some(acceptor) => {
+                    let handshake = monoio::time::timeout(
+                        ctx.config.client.header_timeout,
+                        acceptor.accept(stream),
+                    )
+                    .await;
+                    match handshake {
+                        Ok(Ok(tls)) => conn::serve(ctx, tls, peer, true).await,
+                        Ok(Err(e)) => {
+                            WorkerMetrics::inc(&ctx.metrics[id].tls_handshake_failures_total);
+                            tracing::debug!(client = %peer, error = %e, "TLS handshake failed");
+                        }
+                        Err(_elapsed) => {
+                            WorkerMetrics::inc(&ctx.metrics[id].tls_handshake_failures_total);
+                            tracing::debug!(client = %peer, "TLS handshake timed out");
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+    // Draining: no new connections; idle ones close now, busy ones after
+    // their current response, and whatever is left at the deadline is cut.
+    drop(listener);
+    ctx.drain.start();
+    let deadline = Instant::now() + cfg.shutdown_timeout;
+    while active.get() > 0 && Instant::now() < deadline {
+        monoio::time::sleep(DRAIN_POLL).await;
+    }
+    if active.get() > 0 {
+        tracing::warn!(
+            worker = id,
+            connections = active.get(),
+            "shutdown deadline reached; closing connections still in flight"
+        );
+    }
+    ctx.pool.clear();
+    ctx.log.flush();
+    tracing::info!(worker = id, "worker stopped");
+    Ok(())
+}
