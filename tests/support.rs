@@ -1,0 +1,114 @@
+//! End-to-end test harness shared by every test binary (`mod support;`).
+//!
+//! - [`registry`]: a real CNCF distribution registry (`docker-registry`) on a
+//!   free loopback port with throwaway storage, and a count of the requests
+//!   that reached it.
+//! - [`proxy`]: the `regproxy` binary under test, started from a TOML string.
+//! - [`tls`]: a test CA and a `localhost`/`127.0.0.1` server certificate.
+//! - [`http`]: a tiny blocking HTTP/1.1 client (plain or TLS) that can send
+//!   arbitrary bytes and report how the server framed and closed.
+//! - [`skopeo`]: image directories with random layers, `skopeo copy`, and
+//!   the digests of what came back.
+//! - [`mem`]: peak resident memory (`VmHWM`) of a process.
+//! - [`htpasswd_bcrypt`]: an htpasswd line made by the real `htpasswd -B`.
+//!
+//! Nothing here uses fixed ports or kills processes by name: every child is
+//! killed by its own PID when its handle is dropped.
+#![allow(dead_code)]
+
+pub mod http;
+pub mod mem;
+pub mod proxy;
+pub mod registry;
+pub mod skopeo;
+pub mod tls;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// bcrypt cost used by the tests unless they need another: the recipe's
+/// `htpasswd -B` default is 5, which keeps the hash at a few milliseconds.
+pub const BCRYPT_COST: u32 = 5;
+
+/// One `user:$2y$05$...` htpasswd line (no trailing newline) made by the real
+/// `htpasswd -Bbn` at [`BCRYPT_COST`].
+pub fn htpasswd_bcrypt(user: &str, pass: &str) -> String {
+    htpasswd_bcrypt_cost(user, pass, BCRYPT_COST)
+}
+
+/// Like [`htpasswd_bcrypt`] with an explicit cost (`htpasswd -C`, 4..=17).
+pub fn htpasswd_bcrypt_cost(user: &str, pass: &str, cost: u32) -> String {
+    let out = Command::new("htpasswd")
+        .arg("-Bbn")
+        .arg("-C")
+        .arg(cost.to_string())
+        .arg(user)
+        .arg(pass)
+        .output()
+        .expect("run htpasswd (apt-get install apache2-utils)");
+    assert!(
+        out.status.success(),
+        "htpasswd failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).expect("htpasswd output is UTF-8");
+    let line = text.trim_end().to_owned();
+    assert!(
+        line.starts_with(&format!("{user}:$2")),
+        "unexpected htpasswd output {line:?}"
+    );
+    line
+}
+
+/// Writes an htpasswd file with one bcrypt line per `(user, password)`.
+pub fn write_htpasswd(path: &Path, users: &[(&str, &str)]) {
+    let mut text = String::new();
+    for (user, pass) in users {
+        text.push_str(&htpasswd_bcrypt(user, pass));
+        text.push('\n');
+    }
+    std::fs::write(path, text).expect("write htpasswd file");
+}
+
+/// Polls `check` every 20 ms until it returns `Some` or `timeout` passes.
+pub fn wait_for<T>(timeout: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The part of `text` up to and including its last newline, so a line that
+/// is still being written is never parsed.
+pub fn complete_lines(text: &str) -> &str {
+    &text[..text.rfind('\n').map_or(0, |i| i + 1)]
+}
+
+/// Removes ANSI colour escapes (`ESC [ ... letter`) so log lines can be parsed
+/// whether or not the logger coloured them.
+pub fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            if chars.clone().next() == Some('[') {
+                chars.next();
+                for c in chars.by_ref() {
+                    if c.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
+        out.push(c);
+    }
+    out
+}
