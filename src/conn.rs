@@ -118,6 +118,12 @@ pub async fn serve<S: Io>(ctx: Rc<Ctx>, io: S, peer: SocketAddr, tls: bool) {
         let error = match &result {
             Ok(()) => None,
             Err(e) => {
+                // The connection survives a refusal only if no request body
+                // is left unread: it would be parsed as the next head.
+                ex.keep_alive = !e.closes_connection()
+                    && head.keep_alive
+                    && head.version == Version::Http11
+                    && matches!(head.body, RequestBody::None | RequestBody::Length(0));
                 fail(&ctx, &mut conn, &mut ex, e, head.method == Method::Head).await;
                 Some(e.to_string())
             }

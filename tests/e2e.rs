@@ -1,0 +1,224 @@
+//! The main job, end to end: skopeo pushes and pulls through regproxy (TLS,
+//! CA verified) into the real distribution registry, with a GiB layer, under
+//! a memory ceiling; and the recipe's refusals hold for a real client.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::path::Path;
+
+use support::proxy::Proxy;
+use support::registry::Registry;
+use support::skopeo::{
+    docker_ref, make_image_dir, pulled_layer_digests, skopeo_copy, verify_dir_blobs, CopyOpts,
+};
+use support::tls::Tls;
+
+const GIB: u64 = 1 << 30;
+const MIB: u64 = 1 << 20;
+/// regproxy's peak RSS while a GiB layer goes through it both ways.
+const RSS_CEILING_KIB: u64 = 64 * 1024;
+
+/// A registry and a TLS regproxy in front, with `testuser` (may push) and
+/// `reader` (may pull).
+struct Stack {
+    _dir: tempfile::TempDir,
+    registry: Registry,
+    tls: Tls,
+    proxy: Proxy,
+}
+
+fn stack() -> Stack {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = Registry::start();
+    let tls = Tls::generate(&dir.path().join("tls"));
+    support::write_htpasswd(
+        &dir.path().join("users"),
+        &[("testuser", "testpassword"), ("reader", "readerpassword")],
+    );
+    let config = format!(
+        r#"
+listen = "127.0.0.1:0"
+[tls]
+cert = "{cert}"
+key = "{key}"
+[auth]
+htpasswd = "users"
+push_users = ["testuser"]
+[upstream]
+servers = ["{upstream}"]
+"#,
+        cert = tls.server_cert().display(),
+        key = tls.server_key().display(),
+        upstream = registry.addr(),
+    );
+    let proxy = Proxy::start(&config, dir.path());
+    Stack {
+        _dir: dir,
+        registry,
+        tls,
+        proxy,
+    }
+}
+
+fn workdir() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}
+
+#[test]
+fn gib_layer_round_trips_through_tls_under_memory_ceiling() {
+    let s = stack();
+    let work = workdir();
+    let image = make_image_dir(&work.path().join("image"), &[GIB, 3 * MIB]);
+    let certs = s.tls.cert_dir_for_skopeo();
+    let dest = docker_ref(s.proxy.addr(), "e2e/big", "v1");
+
+    skopeo_copy(
+        &image.reference(),
+        &dest,
+        &CopyOpts::push(&certs, "testuser", "testpassword"),
+    )
+    .assert_success();
+    for layer in &image.layers {
+        assert!(
+            s.registry.has_blob(&layer.digest),
+            "registry lacks {}",
+            layer.digest
+        );
+    }
+    let after_push = s.proxy.vm_hwm_kib();
+
+    let pulled = work.path().join("pulled");
+    skopeo_copy(
+        &dest,
+        &format!("dir:{}", pulled.display()),
+        &CopyOpts::pull(&certs, "reader", "readerpassword"),
+    )
+    .assert_success();
+    let mut want = image.layer_digests();
+    let mut got = pulled_layer_digests(&pulled);
+    want.sort();
+    got.sort();
+    assert_eq!(got, want, "pulled layers differ from pushed ones");
+    // Re-hash what landed on disk: the bytes, not just the names, match.
+    verify_dir_blobs(&pulled).unwrap();
+    let big = image.layers.iter().find(|l| l.size == GIB).unwrap();
+    let pulled_big = pulled.join(big.digest.trim_start_matches("sha256:"));
+    assert_eq!(std::fs::metadata(&pulled_big).unwrap().len(), GIB);
+
+    let peak = s.proxy.vm_hwm_kib();
+    assert!(
+        peak < RSS_CEILING_KIB,
+        "regproxy peak RSS {peak} KiB (after push: {after_push} KiB) is over {RSS_CEILING_KIB} KiB"
+    );
+    eprintln!("regproxy peak RSS over a 1 GiB push and pull: {peak} KiB");
+}
+
+#[test]
+fn wrong_password_cannot_push() {
+    let s = stack();
+    let work = workdir();
+    let image = make_image_dir(&work.path().join("image"), &[MIB]);
+    let before = s.registry.blob_count();
+    let stderr = skopeo_copy(
+        &image.reference(),
+        &docker_ref(s.proxy.addr(), "e2e/wrongpw", "v1"),
+        &CopyOpts::push(&s.tls.cert_dir_for_skopeo(), "testuser", "not-the-password"),
+    )
+    .assert_failure()
+    .to_owned();
+    assert!(
+        stderr.contains("401") || stderr.to_lowercase().contains("unauthorized"),
+        "{stderr}"
+    );
+    assert_eq!(s.registry.blob_count(), before, "a blob was stored");
+    assert_nothing_written(&s.registry);
+}
+
+#[test]
+fn pull_only_user_gets_403_and_nothing_is_stored() {
+    let s = stack();
+    let work = workdir();
+    let image = make_image_dir(&work.path().join("image"), &[2 * MIB]);
+    let before = s.registry.blob_count();
+    let stderr = skopeo_copy(
+        &image.reference(),
+        &docker_ref(s.proxy.addr(), "e2e/readonly", "v1"),
+        &CopyOpts::push(&s.tls.cert_dir_for_skopeo(), "reader", "readerpassword"),
+    )
+    .assert_failure()
+    .to_owned();
+    assert!(
+        stderr.contains("denied") || stderr.contains("403"),
+        "skopeo should report the refusal: {stderr}"
+    );
+    assert_eq!(s.registry.blob_count(), before, "a blob was stored");
+    for layer in &image.layers {
+        assert!(!s.registry.has_blob(&layer.digest));
+    }
+    assert_nothing_written(&s.registry);
+    // The refusal is logged with the user, and the credential never is.
+    let log = s.proxy.access_log_text() + &s.proxy.stderr_text();
+    assert!(log.contains(" reader \""), "{log}");
+    assert!(!log.contains("readerpassword"));
+}
+
+/// The registry saw only reads (skopeo's HEAD checks may pass for pulls
+/// allowed to everyone valid); no upload ever started.
+fn assert_nothing_written(registry: &Registry) {
+    registry.settle(std::time::Duration::from_millis(300));
+    let writes: Vec<_> = registry
+        .requests()
+        .into_iter()
+        .filter(|r| !matches!(r.method.as_str(), "GET" | "HEAD"))
+        .collect();
+    assert!(writes.is_empty(), "writes reached the registry: {writes:?}");
+}
+
+#[test]
+fn push_then_pull_small_image_over_plain_http_uses_splice() {
+    // TLS ends at a load balancer: no [tls] table. Length-delimited bodies
+    // then move kernel to kernel.
+    let dir = tempfile::tempdir().unwrap();
+    let registry = Registry::start();
+    support::write_htpasswd(&dir.path().join("users"), &[("testuser", "testpassword")]);
+    let config = format!(
+        r#"
+listen = "127.0.0.1:0"
+[auth]
+htpasswd = "users"
+[upstream]
+servers = ["{}"]
+[admin]
+listen = "127.0.0.1:0"
+"#,
+        registry.addr()
+    );
+    let proxy = Proxy::start(&config, dir.path());
+    let work = workdir();
+    let image = make_image_dir(&work.path().join("image"), &[16 * MIB]);
+    let dest = docker_ref(proxy.addr(), "e2e/plain", "v1");
+    let mut push = CopyOpts::push(Path::new("/nonexistent"), "testuser", "testpassword");
+    push.dest_cert_dir = None;
+    push.dest_tls_verify = Some(false);
+    skopeo_copy(&image.reference(), &dest, &push).assert_success();
+    let pulled = work.path().join("pulled");
+    let mut pull = CopyOpts::pull(Path::new("/nonexistent"), "testuser", "testpassword");
+    pull.src_cert_dir = None;
+    pull.src_tls_verify = Some(false);
+    skopeo_copy(&dest, &format!("dir:{}", pulled.display()), &pull).assert_success();
+    verify_dir_blobs(&pulled).unwrap();
+
+    let metrics = support::http::get(proxy.admin_addr(), "/metrics", None, &[]).unwrap();
+    let spliced = metric(&metrics.body_text(), "regproxy_spliced_bytes_total");
+    assert!(
+        spliced >= 16 * MIB,
+        "the 16 MiB layer should have been spliced at least on the way out: {spliced}"
+    );
+}
+
+fn metric(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+}
