@@ -301,6 +301,7 @@ async fn forward<S: Io>(
     let retryable = head.method.is_idempotent() && head.body == RequestBody::None;
 
     let mut attempt = 0;
+    let mut body_unfinished = false;
     let (mut upstream, server, response) = loop {
         attempt += 1;
         let up = if attempt == 1 {
@@ -321,6 +322,16 @@ async fn forward<S: Io>(
             Ok(()) => {
                 read_response_head(&mut upstream, &head.method, cfg.upstream.read_timeout).await
             }
+            // The registry stopped reading the body: it has usually answered
+            // already (an error, or a POST that ignores its body). Relay that
+            // answer rather than a 502; the unread rest of the client's body
+            // means the client connection closes after it.
+            Err(Attempt::BodyRefused(e)) => {
+                body_unfinished = true;
+                read_response_head(&mut upstream, &head.method, cfg.upstream.read_timeout)
+                    .await
+                    .map_err(|_| Attempt::Failed(e))
+            }
             Err(e) => Err(e),
         };
         match result {
@@ -336,7 +347,7 @@ async fn forward<S: Io>(
                         WorkerMetrics::inc(&ctx.m().upstream_errors_total);
                         return Err(ProxyError::UpstreamFailed(e));
                     }
-                    Attempt::Failed(e) => {
+                    Attempt::Failed(e) | Attempt::BodyRefused(e) => {
                         if e.side() == Side::Upstream {
                             WorkerMetrics::inc(&ctx.m().upstream_errors_total);
                         }
@@ -348,7 +359,10 @@ async fn forward<S: Io>(
     };
 
     // The response head, rewritten for the client.
-    let keep_alive = head.keep_alive && head.version == Version::Http11 && !ctx.drain.is_draining();
+    let keep_alive = head.keep_alive
+        && head.version == Version::Http11
+        && !body_unfinished
+        && !ctx.drain.is_draining();
     let framing = write::client_framing(response.body, head.version);
     conn.out.clear();
     write::response_head(&response, framing, keep_alive, &mut conn.out);
@@ -410,6 +424,7 @@ async fn forward<S: Io>(
     // Give the registry connection back only if its response ended cleanly
     // and nothing unasked-for follows it.
     let clean = response.keep_alive
+        && !body_unfinished
         && response.body != ResponseBody::CloseDelimited
         && upstream.unconsumed().is_empty();
     let (stream, buf) = upstream.into_parts();
@@ -437,6 +452,9 @@ fn encoding(f: ClientFraming) -> Encode {
 enum Attempt {
     /// The connection was dead before the registry saw the request.
     Stale(std::io::Error),
+    /// Writing the request body to the registry failed; it may have
+    /// answered early.
+    BodyRefused(ProxyError),
     Failed(ProxyError),
 }
 
@@ -467,7 +485,10 @@ async fn send_request<S: Io>(
             relay::relay_chunked(&mut conn.client, up, Encode::Chunked, t, &mut conn.out).await
         }
     };
-    let moved = moved.map_err(|e| Attempt::Failed(relay_error(e, Side::Client)))?;
+    let moved = moved.map_err(|e| match e {
+        RelayError::Dst(io) => Attempt::BodyRefused(upstream_io(io)),
+        other => Attempt::Failed(relay_error(other, Side::Client)),
+    })?;
     ex.bytes_in = moved.body;
     WorkerMetrics::add(&ctx.m().request_body_bytes_total, moved.body);
     WorkerMetrics::add(&ctx.m().spliced_bytes_total, moved.spliced);
