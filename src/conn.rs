@@ -25,7 +25,7 @@ use crate::http::write::{self, ClientFraming, Forwarding, CONTINUE_100};
 use crate::metrics::WorkerMetrics;
 use crate::policy::{self, PushPolicy, Route};
 use crate::relay::{
-    self, Buffered, Encode, Io, Moved, RelayError, SplicePipe, Timeouts, READ_BUF_BYTES,
+    self, Buffered, Encode, Framing, Io, Moved, RelayError, SplicePipe, Timeouts, READ_BUF_BYTES,
 };
 use crate::shutdown::Drain;
 use crate::upstream::pool::{is_stale_connection_error, Pool, Upstream};
@@ -157,35 +157,34 @@ async fn read_head<S: Io>(
     first: bool,
 ) -> Result<Option<RequestHead>, ProxyError> {
     let cfg = &ctx.config.client;
-    // Between requests a connection may idle; once a head has begun it must
-    // arrive whole within the header timeout (nginx: client_header_timeout).
-    let idle = if first {
+    // Between requests a connection may idle (nginx: keepalive_timeout);
+    // once a head has begun it must arrive whole within the header timeout
+    // (nginx: client_header_timeout), which also bounds the first request.
+    let idle_timeout = if first {
         cfg.header_timeout
     } else {
         cfg.idle_timeout
     };
     let mut deadline: Option<Instant> = None;
     loop {
-        if !conn.client.unconsumed().is_empty() {
-            match parse_request(conn.client.unconsumed())? {
-                Parse::Complete { head, len } => {
-                    conn.client.consume(len);
-                    return Ok(Some(head));
-                }
-                Parse::Partial => {}
+        let idle = conn.client.unconsumed().is_empty();
+        if !idle {
+            if let Parse::Complete { head, len } = parse_request(conn.client.unconsumed())? {
+                conn.client.consume(len);
+                return Ok(Some(head));
             }
         }
-        let started = conn.client.unconsumed().is_empty();
         let timeout = match deadline {
-            None if started => idle,
+            None if idle => idle_timeout,
             None => {
-                let d = Instant::now() + cfg.header_timeout;
-                deadline = Some(d);
+                deadline = Some(Instant::now() + cfg.header_timeout);
                 cfg.header_timeout
             }
             Some(d) => d.saturating_duration_since(Instant::now()),
         };
-        let got = if started {
+        let got = if idle {
+            // Only an idle connection is closed by draining; a head in
+            // progress is read and answered.
             let drain = ctx.drain.wait();
             monoio::select! {
                 _ = drain => return Ok(None),
@@ -195,14 +194,14 @@ async fn read_head<S: Io>(
             conn.client.fill(timeout).await
         };
         match got {
-            Ok(0) if conn.client.unconsumed().is_empty() => return Ok(None),
+            Ok(0) if idle => return Ok(None),
             Ok(0) => {
                 return Err(ProxyError::BadRequest(
                     "connection closed inside request head",
                 ))
             }
             Ok(_) => {}
-            Err(e) if started && e.kind() == std::io::ErrorKind::TimedOut => return Ok(None),
+            Err(e) if idle && e.kind() == std::io::ErrorKind::TimedOut => return Ok(None),
             Err(e) => return Err(ProxyError::ClientIo(e)),
         }
         if deadline.is_none() {
@@ -383,34 +382,22 @@ async fn forward<S: Io>(
         src: cfg.upstream.read_timeout,
         dst: client_timeout,
     };
-    let moved = match (response.body, framing) {
-        (ResponseBody::None, _) => Ok(Moved::default()),
-        (ResponseBody::Length(n), _) => {
-            relay::relay_length(
+    let body = match response.body {
+        ResponseBody::None => None,
+        ResponseBody::Length(n) => Some(Framing::Length(n)),
+        ResponseBody::Chunked => Some(Framing::Chunked),
+        ResponseBody::CloseDelimited => Some(Framing::Close),
+    };
+    let moved = match body {
+        None => Ok(Moved::default()),
+        Some(body) => {
+            relay::relay_body(
                 &mut upstream,
                 &mut conn.client.io,
-                n,
+                body,
+                encoding(framing),
                 to_client,
                 &mut conn.pipe,
-            )
-            .await
-        }
-        (ResponseBody::Chunked, f) => {
-            relay::relay_chunked(
-                &mut upstream,
-                &mut conn.client.io,
-                encoding(f),
-                to_client,
-                &mut conn.out,
-            )
-            .await
-        }
-        (ResponseBody::CloseDelimited, f) => {
-            relay::relay_to_close(
-                &mut upstream,
-                &mut conn.client.io,
-                encoding(f),
-                to_client,
                 &mut conn.out,
             )
             .await
@@ -476,15 +463,21 @@ async fn send_request<S: Io>(
             Attempt::Failed(upstream_io(e))
         });
     }
-    let moved = match head.body {
+    let body = match head.body {
         RequestBody::None => return Ok(()),
-        RequestBody::Length(n) => {
-            relay::relay_length(&mut conn.client, up, n, t, &mut conn.pipe).await
-        }
-        RequestBody::Chunked => {
-            relay::relay_chunked(&mut conn.client, up, Encode::Chunked, t, &mut conn.out).await
-        }
+        RequestBody::Length(n) => Framing::Length(n),
+        RequestBody::Chunked => Framing::Chunked,
     };
+    let moved = relay::relay_body(
+        &mut conn.client,
+        up,
+        body,
+        Encode::Chunked,
+        t,
+        &mut conn.pipe,
+        &mut conn.out,
+    )
+    .await;
     let moved = moved.map_err(|e| match e {
         RelayError::Dst(io) => Attempt::BodyRefused(upstream_io(io)),
         other => Attempt::Failed(relay_error(other, Side::Client)),

@@ -195,7 +195,7 @@ impl SplicePipe {
 }
 
 /// Relays exactly `n` body bytes (RFC 9112 §6.2: Content-Length framing).
-pub async fn relay_length<S: Io, D: Io>(
+async fn relay_length<S: Io, D: Io>(
     src: &mut Buffered<S>,
     dst: &mut D,
     n: u64,
@@ -275,6 +275,33 @@ async fn splice_exact(
     Ok(())
 }
 
+/// How the sender delimits a body (RFC 9112 §6.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    Length(u64),
+    Chunked,
+    /// Until the sender closes (responses only).
+    Close,
+}
+
+/// Relays one body framed as `framing` by its sender, written out as
+/// `encode` (length-delimited bodies keep their length and ignore it).
+pub async fn relay_body<S: Io, D: Io>(
+    src: &mut Buffered<S>,
+    dst: &mut D,
+    framing: Framing,
+    encode: Encode,
+    t: Timeouts,
+    pipe: &mut Option<SplicePipe>,
+    out: &mut Vec<u8>,
+) -> Result<Moved, RelayError> {
+    match framing {
+        Framing::Length(n) => relay_length(src, dst, n, t, pipe).await,
+        Framing::Chunked => relay_chunked(src, dst, encode, t, out).await,
+        Framing::Close => relay_to_close(src, dst, encode, t, out).await,
+    }
+}
+
 /// How a decoded body is written out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Encode {
@@ -286,7 +313,7 @@ pub enum Encode {
 
 /// Relays a chunked body (RFC 9112 §7.1), decoding it strictly and
 /// re-encoding it, so malformed or smuggling-prone framing never passes on.
-pub async fn relay_chunked<S: Io, D: Io>(
+async fn relay_chunked<S: Io, D: Io>(
     src: &mut Buffered<S>,
     dst: &mut D,
     encode: Encode,
@@ -306,10 +333,7 @@ pub async fn relay_chunked<S: Io, D: Io>(
         }
         src.consume(p.consumed);
         if p.done {
-            if encode == Encode::Chunked {
-                out.extend_from_slice(LAST_CHUNK);
-            }
-            flush(dst, out, t.dst).await?;
+            finish(dst, out, encode, t.dst).await?;
             return Ok(moved);
         }
         if p.data.is_none() {
@@ -327,7 +351,7 @@ pub async fn relay_chunked<S: Io, D: Io>(
 }
 
 /// Relays a body delimited by the sender closing (RFC 9112 §6.3 rule 8).
-pub async fn relay_to_close<S: Io, D: Io>(
+async fn relay_to_close<S: Io, D: Io>(
     src: &mut Buffered<S>,
     dst: &mut D,
     encode: Encode,
@@ -344,13 +368,24 @@ pub async fn relay_to_close<S: Io, D: Io>(
             flush(dst, out, t.dst).await?;
         }
         if src.fill(t.src).await.map_err(RelayError::Src)? == 0 {
-            if encode == Encode::Chunked {
-                out.extend_from_slice(LAST_CHUNK);
-            }
-            flush(dst, out, t.dst).await?;
+            finish(dst, out, encode, t.dst).await?;
             return Ok(moved);
         }
     }
+}
+
+/// Ends an encoded body: the last chunk (RFC 9112 §7.1), then everything
+/// still buffered.
+async fn finish<D: AsyncWriteRent>(
+    dst: &mut D,
+    out: &mut Vec<u8>,
+    encode: Encode,
+    timeout: Duration,
+) -> Result<(), RelayError> {
+    if encode == Encode::Chunked {
+        out.extend_from_slice(LAST_CHUNK);
+    }
+    flush(dst, out, timeout).await
 }
 
 fn append(out: &mut Vec<u8>, data: &[u8], encode: Encode) {
