@@ -22,11 +22,13 @@ use crate::http::head::{
     ResponseHead, Version,
 };
 use crate::http::write::{self, ClientFraming, Forwarding, CONTINUE_100};
+use crate::live::AuthState;
 use crate::metrics::WorkerMetrics;
-use crate::policy::{self, PushPolicy, Route};
+use crate::policy::{self, Route};
 use crate::relay::{
     self, Buffered, Encode, Framing, Io, Moved, RelayError, SplicePipe, Timeouts, READ_BUF_BYTES,
 };
+use crate::reload::Snapshot;
 use crate::shutdown::Drain;
 use crate::upstream::pool::{is_stale_connection_error, Pool, Upstream};
 use monoio::net::TcpStream;
@@ -35,7 +37,8 @@ use monoio::net::TcpStream;
 pub struct Ctx {
     pub config: Arc<Config>,
     pub verifier: LocalVerifier,
-    pub policy: PushPolicy,
+    /// Users and policy; a reload swaps them between requests.
+    pub auth: Snapshot<AuthState>,
     pub pool: Pool,
     pub metrics: Arc<Vec<WorkerMetrics>>,
     pub worker: usize,
@@ -231,13 +234,17 @@ async fn exchange<S: Io>(
         return Err(ProxyError::NotFound);
     }
 
+    // One snapshot decides the whole request, even if a reload lands
+    // while it waits for a hash.
+    let auth = ctx.auth.get();
+
     // Authenticate.
-    let creds = authenticate(ctx, head).await?;
+    let creds = authenticate(ctx, &auth, head).await?;
     ex.user = Some(creds.user.clone());
 
     // Authorize.
     let access = policy::access_for(head.method.as_str());
-    if !ctx.policy.allows(&creds.user, access) {
+    if !auth.policy.allows(&creds.user, access) {
         WorkerMetrics::inc(&ctx.m().denied_total);
         return Err(ProxyError::Denied);
     }
@@ -259,7 +266,11 @@ async fn exchange<S: Io>(
     forward(ctx, conn, head, ex).await
 }
 
-async fn authenticate(ctx: &Ctx, head: &RequestHead) -> Result<Credentials, ProxyError> {
+async fn authenticate(
+    ctx: &Ctx,
+    auth: &AuthState,
+    head: &RequestHead,
+) -> Result<Credentials, ProxyError> {
     let refused = |e: ProxyError| {
         WorkerMetrics::inc(&ctx.m().auth_failures_total);
         e
@@ -268,7 +279,7 @@ async fn authenticate(ctx: &Ctx, head: &RequestHead) -> Result<Credentials, Prox
         .header("authorization")
         .ok_or_else(|| refused(ProxyError::Unauthorized))?;
     let creds = basic::decode(value).map_err(|e| refused(e.into()))?;
-    match ctx.verifier.authenticate(&creds).await {
+    match ctx.verifier.authenticate(&auth.users, &creds).await {
         Ok(()) => Ok(creds),
         Err(AuthFailure::Invalid) => Err(refused(ProxyError::Unauthorized)),
         Err(AuthFailure::Busy) => Err(ProxyError::AuthBusy),

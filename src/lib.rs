@@ -14,6 +14,7 @@ pub mod conn;
 pub mod error;
 pub mod http;
 pub mod listen;
+pub mod live;
 pub mod metrics;
 pub mod policy;
 pub mod relay;

@@ -6,15 +6,12 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::{anyhow, Context};
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use regproxy::auth::cache::Verifier;
-use regproxy::auth::htpasswd::Htpasswd;
-use regproxy::config::Config;
 use regproxy::metrics::{self, WorkerMetrics};
-use regproxy::reload::{self, Published};
-use regproxy::{listen, shutdown, tls, worker};
+use regproxy::{listen, live, reload, shutdown, worker};
 
 /// Authenticating front door for a private Docker/OCI registry: TLS, HTTP
 /// basic auth against an htpasswd file, and push restriction, in front of
@@ -73,41 +70,12 @@ fn main() -> ExitCode {
     }
 }
 
-/// Everything loaded from disk before serving.
-struct Loaded {
-    config: Config,
-    users: Htpasswd,
-    tls: Option<Arc<rustls::ServerConfig>>,
-}
-
-fn load(path: &Path) -> anyhow::Result<Loaded> {
-    let config = Config::load(path)?;
-    let users = load_htpasswd(&config.auth.htpasswd)?;
-    let tls = match &config.tls {
-        Some(files) => Some(tls::server_config(files)?),
-        None => None,
-    };
-    Ok(Loaded { config, users, tls })
-}
-
-fn load_htpasswd(path: &Path) -> anyhow::Result<Htpasswd> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read htpasswd file {}", path.display()))?;
-    Htpasswd::parse(&text).map_err(|errors| {
-        let lines: Vec<String> = errors
-            .iter()
-            .map(|e| format!("{}:{}: {}", path.display(), e.line, e.reason))
-            .collect();
-        anyhow!("{}", lines.join("\n"))
-    })
-}
-
 fn check(path: &Path) -> anyhow::Result<()> {
-    let loaded = load(path)?;
+    let loaded = live::load(path)?;
     println!(
         "{}: ok ({} users, tls {}, {} upstream servers)",
         path.display(),
-        loaded.users.len(),
+        loaded.auth.users.len(),
         if loaded.tls.is_some() { "on" } else { "off" },
         loaded.config.upstream.servers.len()
     );
@@ -115,40 +83,33 @@ fn check(path: &Path) -> anyhow::Result<()> {
 }
 
 fn serve(path: &Path) -> anyhow::Result<()> {
-    let Loaded { config, users, tls } = load(path)?;
-    if users.is_empty() {
-        tracing::warn!(file = %config.auth.htpasswd.display(), "htpasswd file has no users; every request will get 401");
+    let loaded = live::load(path)?;
+    if loaded.auth.users.is_empty() {
+        tracing::warn!(file = %loaded.config.auth.htpasswd.display(), "htpasswd file has no users; every request will get 401");
     }
-    let config = Arc::new(config);
+    let config = Arc::new(loaded.config.clone());
     let workers = config.workers;
 
     let (addr, listeners) = listen::bind_all(config.listen, workers)
         .with_context(|| format!("cannot listen on {}", config.listen))?;
 
-    let users = Arc::new(Published::new(users));
     let verifier = Verifier::start(
-        users.clone(),
         config.auth.cache_ttl,
         config.auth.hash_threads,
         config.auth.hash_queue,
     )
     .context("cannot start the password hash pool")?;
 
-    // Reload the user database when its file changes; a broken file keeps
-    // the old users and says exactly what is wrong.
-    let htpasswd = config.auth.htpasswd.clone();
-    reload::watch_file(
-        htpasswd.clone(),
+    // Reload users, policy and certificates on SIGHUP and when their files
+    // change; a broken set keeps the running one and says what is wrong.
+    let reloader = Arc::new(live::Reloader::new(path, loaded));
+    let (watched, on_change) = (reloader.clone(), reloader.clone());
+    reload::watch_files(
         config.auth.reload_interval,
-        move || match load_htpasswd(&htpasswd) {
-            Ok(db) => {
-                tracing::info!(file = %htpasswd.display(), users = db.len(), "htpasswd reloaded");
-                users.publish(db);
-            }
-            Err(e) => tracing::error!("htpasswd not reloaded, keeping the previous users: {e:#}"),
-        },
+        move || watched.watched_files(),
+        move || on_change.reload("file change"),
     )
-    .context("cannot start the htpasswd watcher")?;
+    .context("cannot start the file watcher")?;
 
     let metrics = Arc::new(
         (0..workers)
@@ -169,11 +130,14 @@ fn serve(path: &Path) -> anyhow::Result<()> {
         None => None,
     };
 
-    let stops = shutdown::on_signal(workers).context("cannot install signal handlers")?;
+    let on_hup = reloader.clone();
+    let stops = shutdown::on_signals(workers, move || on_hup.reload("SIGHUP"))
+        .context("cannot install signal handlers")?;
     let shared = worker::Shared {
         config: config.clone(),
         verifier,
-        tls: tls.clone(),
+        auth: reloader.auth.clone(),
+        tls: reloader.tls.clone(),
         metrics,
     };
     let mut handles = Vec::with_capacity(workers);
@@ -183,7 +147,7 @@ fn serve(path: &Path) -> anyhow::Result<()> {
     tracing::info!(
         addr = %addr,
         workers,
-        tls = %if tls.is_some() { "on" } else { "off" },
+        tls = %if config.tls.is_some() { "on" } else { "off" },
         admin_addr = %admin.map_or("off".to_owned(), |a| a.to_string()),
         upstream = ?config.upstream.servers,
         "listening"

@@ -9,6 +9,7 @@
 
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
@@ -51,16 +52,20 @@ impl<T> Published<T> {
 }
 
 /// A worker's view of a [`Published`] value.
+///
+/// The worker keeps its own copy behind an `Rc`, so handing the value to a
+/// request is a non-atomic increment: sharing the publisher's `Arc` would
+/// make every request on every core bump one shared refcount.
 #[derive(Debug)]
 pub struct Snapshot<T> {
     source: Arc<Published<T>>,
-    cached: RefCell<(u64, Arc<T>)>,
+    cached: RefCell<(u64, Rc<T>)>,
 }
 
-impl<T> Snapshot<T> {
+impl<T: Clone> Snapshot<T> {
     pub fn new(source: Arc<Published<T>>) -> Self {
         let generation = source.generation();
-        let value = source.load();
+        let value = Rc::new(T::clone(&source.load()));
         Self {
             source,
             cached: RefCell::new((generation, value)),
@@ -68,11 +73,11 @@ impl<T> Snapshot<T> {
     }
 
     /// The newest published value.
-    pub fn get(&self) -> Arc<T> {
+    pub fn get(&self) -> Rc<T> {
         let generation = self.source.generation();
         let mut cached = self.cached.borrow_mut();
         if cached.0 != generation {
-            *cached = (generation, self.source.load());
+            *cached = (generation, Rc::new(T::clone(&self.source.load())));
         }
         cached.1.clone()
     }
@@ -96,23 +101,29 @@ fn stamp(path: &Path) -> Option<Stamp> {
     })
 }
 
-/// Polls `path` every `interval` on a thread of its own and calls
-/// `on_change` whenever its mtime, size or inode moves (editors and
-/// `htpasswd` both replace files in ways one of these catches).
-pub fn watch_file(
-    path: PathBuf,
+/// Polls the files `files()` names every `interval` on a thread of its own
+/// and calls `on_change` whenever one's mtime, size or inode moves (editors,
+/// `htpasswd` and config management each replace files in a way one of
+/// these catches). The list is asked for anew each round, since a reload
+/// may point at other files.
+pub fn watch_files(
     interval: Duration,
+    files: impl Fn() -> Vec<PathBuf> + Send + 'static,
     mut on_change: impl FnMut() + Send + 'static,
 ) -> std::io::Result<()> {
-    let mut last = stamp(&path);
+    let stamps = |paths: &[PathBuf]| -> Vec<(PathBuf, Option<Stamp>)> {
+        paths.iter().map(|p| (p.clone(), stamp(p))).collect()
+    };
+    let mut last = stamps(&files());
     std::thread::Builder::new()
         .name("regproxy-reload".into())
         .spawn(move || loop {
             std::thread::sleep(interval);
-            let now = stamp(&path);
+            let now = stamps(&files());
             if now != last {
-                last = now;
                 on_change();
+                // Re-read after the reload: it may watch other files now.
+                last = stamps(&files());
             }
         })?;
     Ok(())

@@ -1,4 +1,4 @@
-//! Graceful shutdown. SIGTERM/SIGINT reach a signal thread, which tells each
+//! Signals and graceful shutdown. SIGTERM/SIGINT reach a signal thread, which tells each
 //! worker once; the worker stops accepting and sets its local [`Drain`], which
 //! wakes idle keep-alive connections so they close, while requests in flight
 //! finish (their responses carry `Connection: close`).
@@ -12,19 +12,30 @@ use std::task::{Context, Poll, Waker};
 
 use futures_channel::oneshot;
 
-/// Installs the SIGTERM/SIGINT handler thread; each signal-time sender
-/// fires once. Returns the receivers, one per worker.
-pub fn on_signal(workers: usize) -> std::io::Result<Vec<oneshot::Receiver<()>>> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])?;
+/// Installs the signal thread: SIGHUP calls `on_hup` (a reload), the first
+/// SIGTERM or SIGINT tells every worker to drain. Returns one stop receiver
+/// per worker.
+pub fn on_signals(
+    workers: usize,
+    on_hup: impl Fn() + Send + 'static,
+) -> std::io::Result<Vec<oneshot::Receiver<()>>> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])?;
     let (txs, rxs): (Vec<_>, Vec<_>) = (0..workers).map(|_| oneshot::channel()).unzip();
     std::thread::Builder::new()
         .name("regproxy-signals".into())
         .spawn(move || {
-            if let Some(sig) = signals.forever().next() {
-                tracing::info!(signal = sig, "shutting down: no new connections, draining");
-                for tx in txs {
-                    let _ = tx.send(());
+            let mut stops = Some(txs);
+            for sig in signals.forever() {
+                if sig == SIGHUP {
+                    on_hup();
+                    continue;
+                }
+                if let Some(txs) = stops.take() {
+                    tracing::info!(signal = sig, "shutting down: no new connections, draining");
+                    for tx in txs {
+                        let _ = tx.send(());
+                    }
                 }
             }
         })?;

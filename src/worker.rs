@@ -20,8 +20,9 @@ use crate::access_log::{AccessLog, FLUSH_INTERVAL};
 use crate::auth::cache::{LocalVerifier, Verifier};
 use crate::config::{Config, Driver};
 use crate::conn::{self, Ctx};
+use crate::live::{AuthState, TlsState};
 use crate::metrics::WorkerMetrics;
-use crate::policy::PushPolicy;
+use crate::reload::{Published, Snapshot};
 use crate::shutdown::Drain;
 use crate::upstream::pool::Pool;
 
@@ -37,7 +38,8 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 pub struct Shared {
     pub config: Arc<Config>,
     pub verifier: Arc<Verifier>,
-    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub auth: Arc<Published<AuthState>>,
+    pub tls: Arc<Published<TlsState>>,
     pub metrics: Arc<Vec<WorkerMetrics>>,
 }
 
@@ -110,14 +112,14 @@ async fn run(
         core = %core.map_or("unpinned".to_owned(), |c| c.to_string()),
         driver = %driver,
         listen = %local,
-        tls = %if shared.tls.is_some() { "on" } else { "off" },
+        tls = %if shared.config.tls.is_some() { "on" } else { "off" },
         "worker started"
     );
 
     let cfg = shared.config.clone();
     let ctx = Rc::new(Ctx {
         verifier: LocalVerifier::new(shared.verifier.clone()),
-        policy: PushPolicy::new(cfg.auth.push_users.clone()),
+        auth: Snapshot::new(shared.auth.clone()),
         pool: Pool::new(&cfg.upstream),
         metrics: shared.metrics.clone(),
         worker: id,
@@ -125,7 +127,8 @@ async fn run(
         drain: Rc::new(Drain::default()),
         config: cfg.clone(),
     });
-    let acceptor = shared.tls.clone().map(TlsAcceptor::from);
+    // A certificate reload reaches new connections; open ones keep theirs.
+    let tls = Snapshot::new(shared.tls.clone());
     let active = Rc::new(Cell::new(0usize));
 
     let flusher = ctx.clone();
@@ -154,7 +157,7 @@ async fn run(
         active.set(active.get() + 1);
         let guard = Active(active.clone());
         let ctx = ctx.clone();
-        let acceptor = acceptor.clone();
+        let acceptor = tls.get().as_ref().clone().map(TlsAcceptor::from);
         monoio::spawn(async move {
             let _guard = guard;
             match acceptor {

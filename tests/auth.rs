@@ -377,7 +377,7 @@ fn htpasswd_changes_lock_out_changed_and_removed_users_at_once() {
     std::fs::write(s.dir.path().join("users"), "testuser:{SHA}notbcrypt\n").unwrap();
     assert!(s
         .proxy
-        .wait_for_stderr("htpasswd not reloaded", Duration::from_secs(10)));
+        .wait_for_stderr("reload failed", Duration::from_secs(10)));
     assert!(s.proxy.stderr_text().contains("users:1:"));
     assert_eq!(status("testuser", "newpassword"), 200);
 }

@@ -26,7 +26,6 @@ use futures_channel::oneshot;
 
 use super::basic::Credentials;
 use super::htpasswd::{dummy_hash, Htpasswd, PasswordHash};
-use crate::reload::{Published, Snapshot};
 
 /// Entries beyond this are evicted (expired first, then all): valid
 /// credentials are few, but bcrypt ignores bytes past 72, so one valid user
@@ -91,7 +90,6 @@ struct Job {
 pub struct Verifier {
     key: [u8; 32],
     ttl: Duration,
-    users: Arc<Published<Htpasswd>>,
     shared: Mutex<KeyMap<SharedEntry>>,
     queue: SyncSender<Job>,
     dummy: PasswordHash,
@@ -108,19 +106,13 @@ impl std::fmt::Debug for Verifier {
 
 impl Verifier {
     /// Starts `threads` hash threads behind a queue of `queue` pending checks.
-    pub fn start(
-        users: Arc<Published<Htpasswd>>,
-        ttl: Duration,
-        threads: usize,
-        queue: usize,
-    ) -> std::io::Result<Arc<Verifier>> {
+    pub fn start(ttl: Duration, threads: usize, queue: usize) -> std::io::Result<Arc<Verifier>> {
         let mut key = [0u8; 32];
         getrandom::fill(&mut key).map_err(std::io::Error::other)?;
         let (tx, rx) = mpsc::sync_channel::<Job>(queue);
         let verifier = Arc::new(Verifier {
             key,
             ttl,
-            users,
             shared: Mutex::new(KeyMap::default()),
             queue: tx,
             dummy: dummy_hash(DUMMY_COST),
@@ -299,25 +291,26 @@ impl HasAge for Verified {
 /// A worker's handle: its own map in front of the shared one.
 pub struct LocalVerifier {
     shared: Arc<Verifier>,
-    users: Snapshot<Htpasswd>,
     local: RefCell<KeyMap<Verified>>,
 }
 
 impl LocalVerifier {
     pub fn new(shared: Arc<Verifier>) -> Self {
-        let users = Snapshot::new(shared.users.clone());
         Self {
             shared,
-            users,
             local: RefCell::new(KeyMap::default()),
         }
     }
 
-    /// Whether `creds` name a user of the current htpasswd file with the
-    /// right password. Hashes only on a miss, and never on this thread.
-    pub async fn authenticate(&self, creds: &Credentials) -> Result<(), AuthFailure> {
+    /// Whether `creds` name a user of `users` (the request's snapshot of the
+    /// htpasswd file) with the right password. Hashes only on a miss, and
+    /// never on this thread.
+    pub async fn authenticate(
+        &self,
+        users: &Htpasswd,
+        creds: &Credentials,
+    ) -> Result<(), AuthFailure> {
         let key = self.shared.key_of(creds);
-        let users = self.users.get();
         let current = users.get(&creds.user);
         let now = Instant::now();
         {
@@ -356,80 +349,91 @@ mod tests {
 
     #[test]
     fn hashes_once_then_serves_from_cache() {
-        let users = Arc::new(Published::new(db("alice", "pw")));
-        let v = Verifier::start(users, Duration::from_secs(60), 1, 8).expect("start");
+        let users = db("alice", "pw");
+        let v = Verifier::start(Duration::from_secs(60), 1, 8).expect("start");
         let local = LocalVerifier::new(v.clone());
         let good = Credentials::new("alice", b"pw");
         let bad = Credentials::new("alice", b"nope");
         block_on(async {
-            assert_eq!(local.authenticate(&good).await, Ok(()));
-            assert_eq!(local.authenticate(&good).await, Ok(()));
-            assert_eq!(local.authenticate(&bad).await, Err(AuthFailure::Invalid));
+            assert_eq!(local.authenticate(&users, &good).await, Ok(()));
+            assert_eq!(local.authenticate(&users, &good).await, Ok(()));
+            assert_eq!(
+                local.authenticate(&users, &bad).await,
+                Err(AuthFailure::Invalid)
+            );
         });
         assert_eq!(v.hash_runs(), 2);
     }
 
     #[test]
     fn other_worker_reuses_shared_entry() {
-        let users = Arc::new(Published::new(db("alice", "pw")));
-        let v = Verifier::start(users, Duration::from_secs(60), 1, 8).expect("start");
+        let users = db("alice", "pw");
+        let v = Verifier::start(Duration::from_secs(60), 1, 8).expect("start");
         let a = LocalVerifier::new(v.clone());
         let b = LocalVerifier::new(v.clone());
         let good = Credentials::new("alice", b"pw");
         block_on(async {
-            assert_eq!(a.authenticate(&good).await, Ok(()));
-            assert_eq!(b.authenticate(&good).await, Ok(()));
+            assert_eq!(a.authenticate(&users, &good).await, Ok(()));
+            assert_eq!(b.authenticate(&users, &good).await, Ok(()));
         });
         assert_eq!(v.hash_runs(), 1);
     }
 
     #[test]
     fn changed_password_invalidates_at_once() {
-        let users = Arc::new(Published::new(db("alice", "pw")));
-        let v = Verifier::start(users.clone(), Duration::from_secs(60), 1, 8).expect("start");
+        let v = Verifier::start(Duration::from_secs(60), 1, 8).expect("start");
         let local = LocalVerifier::new(v.clone());
         let old = Credentials::new("alice", b"pw");
         let new = Credentials::new("alice", b"pw2");
         block_on(async {
-            assert_eq!(local.authenticate(&old).await, Ok(()));
-            users.publish(db("alice", "pw2"));
-            assert_eq!(local.authenticate(&old).await, Err(AuthFailure::Invalid));
-            assert_eq!(local.authenticate(&new).await, Ok(()));
-            users.publish(db("bob", "pw2"));
-            assert_eq!(local.authenticate(&new).await, Err(AuthFailure::Invalid));
+            let v1 = db("alice", "pw");
+            assert_eq!(local.authenticate(&v1, &old).await, Ok(()));
+            let v2 = db("alice", "pw2");
+            assert_eq!(
+                local.authenticate(&v2, &old).await,
+                Err(AuthFailure::Invalid)
+            );
+            assert_eq!(local.authenticate(&v2, &new).await, Ok(()));
+            let v3 = db("bob", "pw2");
+            assert_eq!(
+                local.authenticate(&v3, &new).await,
+                Err(AuthFailure::Invalid)
+            );
         });
     }
 
     #[test]
     fn expired_entry_is_hashed_again() {
-        let users = Arc::new(Published::new(db("alice", "pw")));
-        let v = Verifier::start(users, Duration::from_millis(1), 1, 8).expect("start");
+        let users = db("alice", "pw");
+        let v = Verifier::start(Duration::from_millis(1), 1, 8).expect("start");
         let local = LocalVerifier::new(v.clone());
         let good = Credentials::new("alice", b"pw");
         block_on(async {
-            assert_eq!(local.authenticate(&good).await, Ok(()));
+            assert_eq!(local.authenticate(&users, &good).await, Ok(()));
             std::thread::sleep(Duration::from_millis(5));
-            assert_eq!(local.authenticate(&good).await, Ok(()));
+            assert_eq!(local.authenticate(&users, &good).await, Ok(()));
         });
         assert_eq!(v.hash_runs(), 2);
     }
 
     #[test]
     fn unknown_user_costs_a_hash_and_fails() {
-        let users = Arc::new(Published::new(db("alice", "pw")));
-        let v = Verifier::start(users, Duration::from_secs(60), 1, 8).expect("start");
+        let users = db("alice", "pw");
+        let v = Verifier::start(Duration::from_secs(60), 1, 8).expect("start");
         let local = LocalVerifier::new(v.clone());
         block_on(async {
             let who = Credentials::new("mallory", b"pw");
-            assert_eq!(local.authenticate(&who).await, Err(AuthFailure::Invalid));
+            assert_eq!(
+                local.authenticate(&users, &who).await,
+                Err(AuthFailure::Invalid)
+            );
         });
         assert_eq!(v.hash_runs(), 1);
     }
 
     #[test]
     fn keys_depend_on_user_and_password() {
-        let users = Arc::new(Published::new(db("alice", "pw")));
-        let v = Verifier::start(users, Duration::from_secs(60), 1, 8).expect("start");
+        let v = Verifier::start(Duration::from_secs(60), 1, 8).expect("start");
         let k1 = v.key_of(&Credentials::new("alice", b"pw"));
         let k2 = v.key_of(&Credentials::new("alice", b"pw "));
         let k3 = v.key_of(&Credentials::new("alic", b"epw"));

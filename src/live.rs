@@ -1,0 +1,171 @@
+//! What may change while serving: the users, the access policy and the TLS
+//! certificate. They are loaded and validated whole, then published to every
+//! worker at once; a reload that fails validation keeps the running set and
+//! logs exactly what is wrong. Connections in flight keep the snapshot they
+//! started with, so nothing is dropped.
+//!
+//! Reloads come from SIGHUP and from polling the files' mtimes.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use anyhow::{anyhow, Context};
+
+use crate::auth::htpasswd::Htpasswd;
+use crate::config::Config;
+use crate::policy::PushPolicy;
+use crate::reload::Published;
+use crate::tls;
+
+/// The authentication and authorization data a request is decided with.
+#[derive(Debug, Clone)]
+pub struct AuthState {
+    pub users: Htpasswd,
+    pub policy: PushPolicy,
+}
+
+/// The TLS server configuration, or `None` for plain HTTP.
+pub type TlsState = Option<Arc<rustls::ServerConfig>>;
+
+/// Everything loaded from disk for one configuration.
+#[derive(Debug)]
+pub struct Loaded {
+    pub config: Config,
+    pub auth: AuthState,
+    pub tls: TlsState,
+}
+
+/// Reads and validates `path` and every file it names.
+pub fn load(path: &Path) -> anyhow::Result<Loaded> {
+    let config = Config::load(path)?;
+    let users = load_htpasswd(&config.auth.htpasswd)?;
+    let tls = match &config.tls {
+        Some(files) => Some(tls::server_config(files)?),
+        None => None,
+    };
+    let policy = PushPolicy::new(config.auth.push_users.clone());
+    Ok(Loaded {
+        config,
+        auth: AuthState { users, policy },
+        tls,
+    })
+}
+
+/// Parses an htpasswd file, reporting every bad line as `FILE:LINE: why`.
+pub fn load_htpasswd(path: &Path) -> anyhow::Result<Htpasswd> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read htpasswd file {}", path.display()))?;
+    Htpasswd::parse(&text).map_err(|errors| {
+        let lines: Vec<String> = errors
+            .iter()
+            .map(|e| format!("{}:{}: {}", path.display(), e.line, e.reason))
+            .collect();
+        anyhow!("{}", lines.join("\n"))
+    })
+}
+
+/// Publishes reloads to the workers.
+#[derive(Debug)]
+pub struct Reloader {
+    path: PathBuf,
+    /// The configuration that is live; settings that need a restart are
+    /// compared against it.
+    running: Mutex<Config>,
+    pub auth: Arc<Published<AuthState>>,
+    pub tls: Arc<Published<TlsState>>,
+}
+
+impl Reloader {
+    pub fn new(path: &Path, loaded: Loaded) -> Reloader {
+        Reloader {
+            path: path.to_owned(),
+            running: Mutex::new(loaded.config),
+            auth: Arc::new(Published::new(loaded.auth)),
+            tls: Arc::new(Published::new(loaded.tls)),
+        }
+    }
+
+    /// The files whose change triggers a reload.
+    pub fn watched_files(&self) -> Vec<PathBuf> {
+        let running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut files = vec![self.path.clone(), running.auth.htpasswd.clone()];
+        if let Some(t) = &running.tls {
+            files.push(t.cert.clone());
+            files.push(t.key.clone());
+        }
+        files
+    }
+
+    /// Loads everything again and publishes it, or keeps the running set.
+    /// Serialised: a SIGHUP and a file change arriving together reload once
+    /// each, one after the other.
+    pub fn reload(&self, why: &str) {
+        let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+        match load(&self.path) {
+            Ok(loaded) => {
+                for what in restart_only_changes(&running, &loaded.config) {
+                    tracing::warn!(
+                        setting = what,
+                        "changed in the config file but takes effect only after a restart"
+                    );
+                }
+                tracing::info!(
+                    trigger = why,
+                    users = loaded.auth.users.len(),
+                    tls = %if loaded.tls.is_some() { "on" } else { "off" },
+                    "configuration reloaded"
+                );
+                self.auth.publish(loaded.auth);
+                // Switching TLS on or off needs new listeners; a new
+                // certificate or key for the same mode is published.
+                if running.tls.is_some() == loaded.config.tls.is_some() {
+                    self.tls.publish(loaded.tls);
+                }
+                *running = loaded.config;
+            }
+            Err(e) => tracing::error!(
+                trigger = why,
+                "reload failed, keeping the running configuration: {e:#}"
+            ),
+        }
+    }
+}
+
+/// Settings bound at start-up (sockets, threads, pools) that a reload
+/// cannot change.
+fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
+    let mut changed = Vec::new();
+    if old.listen != new.listen {
+        changed.push("listen");
+    }
+    if old.workers != new.workers {
+        changed.push("workers");
+    }
+    if old.driver != new.driver {
+        changed.push("driver");
+    }
+    if old.tls.is_some() != new.tls.is_some() {
+        changed.push("tls (on/off)");
+    }
+    if old.upstream.servers != new.upstream.servers {
+        changed.push("upstream.servers");
+    }
+    if old.auth.cache_ttl != new.auth.cache_ttl
+        || old.auth.hash_threads != new.auth.hash_threads
+        || old.auth.hash_queue != new.auth.hash_queue
+    {
+        changed.push("auth.cache_ttl/hash_threads/hash_queue");
+    }
+    if old.admin_listen != new.admin_listen {
+        changed.push("admin.listen");
+    }
+    if old.auth.realm != new.auth.realm {
+        changed.push("auth.realm");
+    }
+    if format!("{:?}{:?}{:?}", old.forwarding, old.client, old.access_log)
+        != format!("{:?}{:?}{:?}", new.forwarding, new.client, new.access_log)
+    {
+        changed.push("forwarding/client/log");
+    }
+    changed
+}
