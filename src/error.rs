@@ -97,8 +97,10 @@ impl ProxyError {
             Self::Denied => "DENIED",
             Self::NotFound => "NOT_FOUND",
             Self::NotImplemented(_) => "UNSUPPORTED",
-            Self::AuthBusy | Self::UpstreamFailed(_) | Self::UpstreamTimeout => "UNAVAILABLE",
-            Self::UpstreamProtocol(_) => "UNKNOWN",
+            Self::AuthBusy
+            | Self::UpstreamFailed(_)
+            | Self::UpstreamProtocol(_)
+            | Self::UpstreamTimeout => "UNAVAILABLE",
             Self::BadRequest(_) | Self::UriTooLong | Self::HeadTooLarge | Self::ClientIo(_) => {
                 "BAD_REQUEST"
             }

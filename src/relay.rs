@@ -320,6 +320,8 @@ async fn relay_chunked<S: Io, D: Io>(
     t: Timeouts,
     out: &mut Vec<u8>,
 ) -> Result<Moved, RelayError> {
+    // `out` is scratch: whatever the caller last wrote from it is not ours.
+    out.clear();
     let mut decoder = ChunkedDecoder::new();
     let mut moved = Moved::default();
     loop {
@@ -358,6 +360,7 @@ async fn relay_to_close<S: Io, D: Io>(
     t: Timeouts,
     out: &mut Vec<u8>,
 ) -> Result<Moved, RelayError> {
+    out.clear();
     let mut moved = Moved::default();
     loop {
         if !src.unconsumed().is_empty() {

@@ -1,7 +1,8 @@
 //! Signals and graceful shutdown. SIGTERM/SIGINT reach a signal thread, which tells each
 //! worker once; the worker stops accepting and sets its local [`Drain`], which
 //! wakes idle keep-alive connections so they close, while requests in flight
-//! finish (their responses carry `Connection: close`).
+//! finish and their connections close after them (responses whose head is
+//! written after the drain began also say `Connection: close`).
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;

@@ -9,6 +9,9 @@
 //!   arbitrary bytes and report how the server framed and closed.
 //! - [`skopeo`]: image directories with random layers, `skopeo copy`, and
 //!   the digests of what came back.
+//! - [`origin`]: a fault-injecting fake origin (refuse, hang, garbage,
+//!   close or reset mid-body, slow or gated responses) that records the
+//!   requests it receives.
 //! - [`mem`]: peak resident memory (`VmHWM`) of a process.
 //! - [`htpasswd_bcrypt`]: an htpasswd line made by the real `htpasswd -B`.
 //!
@@ -18,6 +21,7 @@
 
 pub mod http;
 pub mod mem;
+pub mod origin;
 pub mod proxy;
 pub mod registry;
 pub mod skopeo;

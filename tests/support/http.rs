@@ -249,7 +249,14 @@ impl Conn {
             return Ok(0);
         }
         let mut chunk = [0u8; 64 * 1024];
-        match self.stream.read(&mut chunk) {
+        // A read with a socket timeout is not restarted after a signal.
+        let read = loop {
+            match self.stream.read(&mut chunk) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => break other,
+            }
+        };
+        match read {
             Ok(0) => {
                 self.eof = true;
                 Ok(0)
