@@ -1,0 +1,348 @@
+#!/usr/bin/env python3
+"""Turns bench/compare's raw results (one regbench JSON report per run, and
+the proxy CPU and RSS measured around it) into results.md and chart.svg.
+
+Per scenario and target it takes the median over repetitions of:
+throughput (req/s for small requests, MB/s for blobs), the p99 latency of
+the scenario's main request, proxy CPU-seconds per GiB moved and per 10k
+requests, and the largest peak RSS. Then it computes regproxy against the
+best peer and every proxy against direct, and checks the goals of issue 3.
+"""
+
+import argparse
+import csv
+import json
+import statistics
+from pathlib import Path
+
+GIB = 1 << 30
+PEERS_TLS = ["recipe", "tuned", "haproxy"]
+LABELS = {
+    "direct": "direct (no proxy)",
+    "recipe": "nginx recipe",
+    "tuned": "nginx tuned",
+    "tuned-noauth": "nginx tuned, no auth",
+    "haproxy": "HAProxy",
+    "regproxy": "regproxy",
+    "haproxy-plain": "HAProxy plain+splice",
+    "regproxy-plain": "regproxy plain",
+}
+TITLES = {
+    ("registry", "ping"): "Authenticated GET /v2/, real registry (32 clients)",
+    ("registry", "head"): "HEAD manifest/blob, real registry (32 clients)",
+    ("registry", "pull"): "Pull a large blob, real registry (1 client)",
+    ("registry", "push"): "Push a large blob, chunked PATCH, real registry (1 client)",
+    ("registry", "ci"): "CI fleet mix, real registry (8 clients)",
+    ("origin", "ping"): "GET /v2/ against the fast origin (32 clients)",
+    ("origin", "head"): "HEAD against the fast origin (32 clients)",
+}
+# The request kind whose p99 the table shows.
+MAIN_KIND = {"pull": "blob GET", "push": "upload PATCH"}
+
+
+def row_by_name(rows, name):
+    for r in rows:
+        if r["name"] == name:
+            return r
+    return None
+
+
+def measure(report, cpu_s):
+    """The figures of one run."""
+    scenario = report["scenario"]
+    total = report["total"]
+    requests = total["ok"] + total["errors"]
+    moved = total["bytes_sent"] + total["bytes_received"]
+    if scenario in ("pull", "push"):
+        throughput = total["mb_per_second"]
+    elif scenario == "ci":
+        throughput = report["operations"][0]["per_second"] if report["operations"] else 0.0
+    else:
+        throughput = total["per_second"]
+    main = row_by_name(report["requests"], MAIN_KIND.get(scenario, "")) or total
+    if scenario == "ci" and report["operations"]:
+        main = report["operations"][0]
+    return {
+        "throughput": throughput,
+        "req_s": total["per_second"],
+        "p99_ms": main["latency_us"]["p99"] / 1000.0,
+        "cpu_s": cpu_s,
+        "cpu_per_gib": cpu_s / (moved / GIB) if moved > 16 << 20 else None,
+        "cpu_per_10k": cpu_s / requests * 1e4 if requests else None,
+        "cpu_us_per_req": cpu_s / requests * 1e6 if requests else None,
+        "errors": sum(e["count"] for e in report["errors"]),
+        "requests": requests,
+        "gib": moved / GIB,
+    }
+
+
+def median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def fmt(v, digits=1):
+    if v is None:
+        return "–"
+    if abs(v) >= 1000:
+        return f"{v:,.0f}"
+    return f"{v:.{digits}f}"
+
+
+def unit(scenario):
+    return {"pull": "MB/s", "push": "MB/s", "ci": "jobs/s"}.get(scenario, "req/s")
+
+
+def load(results_path):
+    runs = {}
+    with open(results_path, newline="") as f:
+        for line in csv.DictReader(f, delimiter="\t"):
+            try:
+                report = json.loads(Path(line["json"]).read_text())
+            except (OSError, ValueError):
+                report = None
+            key = (line["phase"], line["scenario"])
+            runs.setdefault(key, {}).setdefault(line["target"], []).append(
+                (report, float(line["cpu_s"]), int(line["rss_kib"]), int(line["exit"]))
+            )
+    return runs
+
+
+def summarize(runs):
+    """(phase, scenario) -> target -> medians."""
+    out = {}
+    for key, targets in runs.items():
+        out[key] = {}
+        for target, reps in targets.items():
+            ms = [measure(r, cpu) for r, cpu, _, _ in reps if r is not None]
+            if not ms:
+                continue
+            s = {k: median([m[k] for m in ms]) for k in ms[0]}
+            s["errors"] = sum(m["errors"] for m in ms)
+            s["rss_mib"] = max(rss for _, _, rss, _ in reps) / 1024.0
+            s["reps"] = len(ms)
+            s["failed_runs"] = sum(1 for *_, rc in reps if rc not in (0, 3))
+            out[key][target] = s
+    return out
+
+
+def best_peer(rows, peers):
+    present = [p for p in peers if p in rows and rows[p]["throughput"]]
+    return max(present, key=lambda p: rows[p]["throughput"]) if present else None
+
+
+def ratio(a, b):
+    return a / b if a is not None and b else None
+
+
+def table(key, rows):
+    phase, scenario = key
+    lines = [f"### {TITLES.get(key, f'{phase} {scenario}')}", ""]
+    blobs = scenario in ("pull", "push", "ci")
+    head = ["target", unit(scenario)]
+    if scenario == "ci":
+        head.append("req/s")
+    head += ["p99 ms", "× direct"]
+    per_request = scenario not in ("pull", "push")
+    head += ["proxy CPU-s/GiB"] if blobs else []
+    head += ["proxy CPU-s/10k req", "µs CPU/req"] if per_request else []
+    head += ["peak RSS MiB", "errors"]
+    lines.append("| " + " | ".join(head) + " |")
+    lines.append("|" + "---|" * len(head))
+    direct = rows.get("direct", {}).get("throughput")
+    for target in LABELS:
+        if target not in rows:
+            continue
+        r = rows[target]
+        proxy = target != "direct"
+        cells = [LABELS[target], fmt(r["throughput"])]
+        if scenario == "ci":
+            cells.append(fmt(r["req_s"]))
+        cells += [fmt(r["p99_ms"], 2), fmt(ratio(r["throughput"], direct), 2)]
+        if blobs:
+            cells.append(fmt(r["cpu_per_gib"], 2) if proxy else "–")
+        if per_request:
+            cells += [
+                fmt(r["cpu_per_10k"], 2) if proxy else "–",
+                fmt(r["cpu_us_per_req"], 1) if proxy else "–",
+            ]
+        cells += [fmt(r["rss_mib"], 1) if proxy else "–", str(r["errors"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    notes = []
+    peer = best_peer(rows, PEERS_TLS)
+    if "regproxy" in rows and peer:
+        rp, bp = rows["regproxy"], rows[peer]
+        notes.append(
+            f"regproxy / best TLS peer ({LABELS[peer]}): throughput "
+            f"{fmt(ratio(rp['throughput'], bp['throughput']), 2)}×"
+            + (
+                f", CPU per request {fmt(ratio(rp['cpu_us_per_req'], bp['cpu_us_per_req']), 2)}×"
+                if per_request
+                else ""
+            )
+            + (
+                f", CPU per GiB {fmt(ratio(rp['cpu_per_gib'], bp['cpu_per_gib']), 2)}×"
+                if blobs
+                else ""
+            )
+            + f", p99 {fmt(ratio(rp['p99_ms'], bp['p99_ms']), 2)}×."
+        )
+    if "regproxy-plain" in rows and "haproxy-plain" in rows:
+        rp, hp = rows["regproxy-plain"], rows["haproxy-plain"]
+        notes.append(
+            f"regproxy plain / HAProxy plain: throughput "
+            f"{fmt(ratio(rp['throughput'], hp['throughput']), 2)}×"
+            + (
+                f", CPU per request {fmt(ratio(rp['cpu_us_per_req'], hp['cpu_us_per_req']), 2)}×"
+                if per_request
+                else ""
+            )
+            + (
+                f", CPU per GiB {fmt(ratio(rp['cpu_per_gib'], hp['cpu_per_gib']), 2)}×"
+                if blobs
+                else ""
+            )
+            + "."
+        )
+    if "regproxy" in rows and "tuned-noauth" in rows:
+        rp, tn = rows["regproxy"], rows["tuned-noauth"]
+        notes.append(
+            f"regproxy (bcrypt auth, cached) / nginx tuned without auth: throughput "
+            f"{fmt(ratio(rp['throughput'], tn['throughput']), 2)}×, p99 "
+            f"{fmt(ratio(rp['p99_ms'], tn['p99_ms']), 2)}×."
+        )
+    lines += [f"- {n}" for n in notes]
+    lines.append("")
+    return lines
+
+
+def goals(s):
+    """The targets of issue 3, each as measured and whether it is met."""
+    out = []
+
+    def get(phase, scenario, target, field):
+        return s.get((phase, scenario), {}).get(target, {}).get(field)
+
+    for scenario in ("push", "pull"):
+        rp = get("registry", scenario, "regproxy", "throughput")
+        d = get("registry", scenario, "direct", "throughput")
+        r = ratio(rp, d)
+        out.append((f"{scenario} through regproxy (TLS) ≥ 0.97× direct", fmt(r, 2) + "×", r is not None and r >= 0.97))
+    for scenario in ("push", "pull"):
+        c = get("registry", scenario, "regproxy", "cpu_per_gib")
+        peers = [get("registry", scenario, p, "cpu_per_gib") for p in PEERS_TLS]
+        peers = [p for p in peers if p]
+        best = min(peers) if peers else None
+        ok = c is not None and c <= 0.8 and (best is None or c <= best / 2)
+        out.append(
+            (f"{scenario} through TLS ≤ 0.8 CPU-s/GiB and ≤ half the best peer ({fmt(best, 2)})", fmt(c, 2), ok)
+        )
+    for scenario in ("push", "pull"):
+        c = get("registry", scenario, "regproxy-plain", "cpu_per_gib")
+        out.append((f"{scenario} in plain mode with splice ≤ 0.25 CPU-s/GiB", fmt(c, 2), c is not None and c <= 0.25))
+    us = get("origin", "ping", "regproxy", "cpu_us_per_req")
+    out.append(("≤ 16 µs proxy CPU per authenticated request (bcrypt, warm cache; origin ping)", fmt(us, 1) + " µs", us is not None and us <= 16))
+    rp = get("origin", "ping", "regproxy", "throughput")
+    tn = get("origin", "ping", "tuned-noauth", "throughput")
+    p_rp = get("origin", "ping", "regproxy", "p99_ms")
+    p_tn = get("origin", "ping", "tuned-noauth", "p99_ms")
+    r = ratio(rp, tn)
+    out.append(
+        (
+            "≥ 1.5× the request rate of tuned nginx without auth (origin ping), p99 no worse",
+            f"{fmt(r, 2)}×, p99 {fmt(p_rp, 2)} vs {fmt(p_tn, 2)} ms",
+            r is not None and r >= 1.5 and p_rp is not None and p_tn is not None and p_rp <= p_tn,
+        )
+    )
+    return out
+
+
+def svg(s):
+    """Throughput relative to direct, one group of bars per scenario."""
+    groups = [(k, s[k]) for k in TITLES if k in s]
+    colors = {
+        "recipe": "#d62728",
+        "tuned": "#ff7f0e",
+        "tuned-noauth": "#bcbd22",
+        "haproxy": "#9467bd",
+        "regproxy": "#1f77b4",
+        "haproxy-plain": "#c5b0d5",
+        "regproxy-plain": "#aec7e8",
+    }
+    bar_h, gap, left, width = 14, 26, 330, 420
+    height = 60 + sum(len([t for t in rows if t in colors]) * bar_h + gap for _, rows in groups)
+    scale_max = 1.5
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{left + width + 90}" height="{height}" '
+        'font-family="sans-serif" font-size="11">',
+        '<rect width="100%" height="100%" fill="white"/>',
+        f'<text x="10" y="20" font-size="14" font-weight="bold">Throughput relative to direct '
+        "(median; 1.0 = no proxy)</text>",
+    ]
+    y = 40
+    x1 = left + width / scale_max
+    for key, rows in groups:
+        parts.append(f'<text x="10" y="{y + 10}" font-weight="bold">{TITLES[key]}</text>')
+        y += 14
+        direct = rows.get("direct", {}).get("throughput")
+        for target in LABELS:
+            if target not in colors or target not in rows:
+                continue
+            r = ratio(rows[target]["throughput"], direct) or 0.0
+            w = min(r, scale_max) / scale_max * width
+            parts.append(f'<text x="{left - 6}" y="{y + 11}" text-anchor="end">{LABELS[target]}</text>')
+            parts.append(
+                f'<rect x="{left}" y="{y + 1}" width="{w:.1f}" height="{bar_h - 3}" fill="{colors[target]}"/>'
+            )
+            parts.append(f'<text x="{left + w + 4:.1f}" y="{y + 11}">{r:.2f}×</text>')
+            y += bar_h
+        y += gap - 14
+    parts.append(f'<line x1="{x1:.1f}" y1="34" x2="{x1:.1f}" y2="{y}" stroke="#444" stroke-dasharray="3,3"/>')
+    parts.append("</svg>")
+    return "\n".join(parts) + "\n"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--results", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--date", required=True)
+    ap.add_argument("--machine", required=True)
+    ap.add_argument("--versions", required=True)
+    ap.add_argument("--command", required=True)
+    ap.add_argument("--elapsed", required=True)
+    ap.add_argument("--load", default="")
+    a = ap.parse_args()
+    s = summarize(load(a.results))
+    md = [
+        "## Results",
+        "",
+        f"- date: {a.date}",
+        f"- machine: {a.machine}",
+        f"- peers: {a.versions}",
+        f"- command: `{a.command}` ({a.elapsed} s of measurement)",
+        f"- load average before and after: {a.load}",
+        "- medians over the repetitions; proxy CPU = utime+stime of all the proxy's processes "
+        "during the run; peak RSS = sum of VmHWM, reset before each run.",
+        "",
+    ]
+    for key in TITLES:
+        if key in s:
+            md += table(key, s[key])
+    md += ["### Goals (issue 3)", "", "| goal | measured | met |", "|---|---|---|"]
+    for goal, measured, ok in goals(s):
+        md.append(f"| {goal} | {measured} | {'yes' if ok else '**no**'} |")
+    md.append("")
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.md").write_text("\n".join(md))
+    (out / "chart.svg").write_text(svg(s))
+    (out / "summary.json").write_text(
+        json.dumps({f"{p}/{sc}": rows for (p, sc), rows in s.items()}, indent=1, sort_keys=True)
+    )
+    print("\n".join(md))
+
+
+if __name__ == "__main__":
+    main()
