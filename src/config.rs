@@ -4,6 +4,7 @@
 //! Every mistake is reported as `FILE:LINE:COLUMN: what is wrong`, so an
 //! operator moving off nginx can fix the file without reading our source.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::ops::Range;
@@ -13,6 +14,8 @@ use std::time::Duration;
 use anyhow::Context;
 use serde::{Deserialize, Deserializer};
 use toml::Spanned;
+
+use crate::auth::acl::Rule;
 
 /// A fully validated configuration.
 #[derive(Debug, Clone)]
@@ -31,6 +34,10 @@ pub struct Config {
     pub admin_listen: Option<SocketAddr>,
     pub shutdown_timeout: Duration,
     pub driver: Driver,
+    /// Groups declared in the config (`[groups]`), merged with `auth.groups`.
+    pub groups: BTreeMap<String, Vec<String>>,
+    /// `[[access]]` rules, validated, in order; `None`: `push_users` decides.
+    pub access: Option<Vec<Rule>>,
 }
 
 /// Which I/O driver the workers run.
@@ -62,6 +69,12 @@ pub struct AuthConfig {
     pub hash_queue: usize,
     /// How often the htpasswd file's mtime is checked.
     pub reload_interval: Duration,
+    /// An Apache htgroup file, if any.
+    pub groups_file: Option<PathBuf>,
+    /// Failed checks allowed per client address and per user name within
+    /// `failure_window` before further checks get 429 (0: no limit).
+    pub max_failures: u32,
+    pub failure_window: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -114,6 +127,17 @@ struct RawConfig {
     shutdown_timeout: Duration,
     #[serde(default = "default_driver")]
     driver: Driver,
+    #[serde(default)]
+    groups: BTreeMap<String, Vec<String>>,
+    access: Option<Vec<Spanned<RawRule>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    repository: String,
+    who: Vec<String>,
+    actions: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -138,6 +162,11 @@ struct RawAuth {
     hash_queue: usize,
     #[serde(default = "default_reload_interval", deserialize_with = "duration")]
     reload_interval: Duration,
+    groups: Option<Spanned<PathBuf>>,
+    #[serde(default = "default_max_failures")]
+    max_failures: u32,
+    #[serde(default = "default_failure_window", deserialize_with = "duration")]
+    failure_window: Duration,
 }
 
 #[derive(Deserialize)]
@@ -242,6 +271,12 @@ fn default_body_timeout() -> Duration {
 }
 fn default_shutdown_timeout() -> Duration {
     Duration::from_secs(30)
+}
+fn default_max_failures() -> u32 {
+    10
+}
+fn default_failure_window() -> Duration {
+    Duration::from_secs(60)
 }
 fn default_driver() -> Driver {
     Driver::Auto
@@ -393,6 +428,47 @@ impl Config {
             ));
         }
 
+        let groups_file = match &raw.auth.groups {
+            None => None,
+            Some(g) => {
+                let file = resolve(g.get_ref());
+                if !file.is_file() {
+                    return Err(located(
+                        g.span(),
+                        format!("auth.groups: no such file {}", file.display()),
+                    ));
+                }
+                Some(file)
+            }
+        };
+
+        // `push_users` is shorthand for rules; both at once would leave the
+        // reader guessing which one decides.
+        let access = match raw.access {
+            None => None,
+            Some(rules) => {
+                if raw.auth.push_users.is_some() {
+                    let span = rules.first().map_or(0..0, |r| r.span());
+                    return Err(located(
+                        span,
+                        "[[access]] rules and auth.push_users cannot be used together; \
+                         express push_users as a rule"
+                            .into(),
+                    ));
+                }
+                let mut built = Vec::with_capacity(rules.len());
+                for rule in rules {
+                    let span = rule.span();
+                    let r = rule.into_inner();
+                    built.push(
+                        Rule::new(&r.repository, r.who, r.actions)
+                            .map_err(|m| located(span, format!("[[access]] rule: {m}")))?,
+                    );
+                }
+                Some(built)
+            }
+        };
+
         let access_log = match raw.log.access.get_ref().as_str() {
             "stdout" | "-" => AccessLogTarget::Stdout,
             "off" => AccessLogTarget::Off,
@@ -425,6 +501,9 @@ impl Config {
                 },
                 hash_queue: raw.auth.hash_queue.max(1),
                 reload_interval: raw.auth.reload_interval.max(Duration::from_millis(50)),
+                groups_file,
+                max_failures: raw.auth.max_failures,
+                failure_window: raw.auth.failure_window,
             },
             upstream: UpstreamConfig {
                 servers,
@@ -446,6 +525,8 @@ impl Config {
             admin_listen,
             shutdown_timeout: raw.shutdown_timeout,
             driver: raw.driver,
+            groups: raw.groups,
+            access,
         })
     }
 }
@@ -563,6 +644,26 @@ servers = ["127.0.0.1:5000"]
         let dir = fixture();
         let e = parse(dir.path(), "listen = \n").expect_err("syntax");
         assert_eq!(e.line, 1);
+    }
+
+    #[test]
+    fn access_rules_are_validated_with_their_line() {
+        let dir = fixture();
+        let ok = format!(
+            "{MINIMAL}\n[groups]\nteam-a = [\"alice\"]\n\n[[access]]\nrepository = \"team-a/**\"\nwho = [\"@team-a\"]\nactions = [\"pull\", \"push\"]\n"
+        );
+        let c = parse(dir.path(), &ok).expect("valid");
+        assert_eq!(c.access.as_ref().map(Vec::len), Some(1));
+        assert_eq!(c.groups["team-a"], vec!["alice".to_owned()]);
+
+        let bad = ok.replace("\"push\"]", "\"fly\"]");
+        let e = parse(dir.path(), &bad).expect_err("bad action");
+        assert!(e.line >= 10, "{e}");
+        assert!(e.message.contains("[[access]] rule"), "{e}");
+
+        let both = ok.replace("[auth]", "[auth]\npush_users = [\"x\"]");
+        let e = parse(dir.path(), &both).expect_err("both");
+        assert!(e.message.contains("cannot be used together"), "{e}");
     }
 
     #[test]

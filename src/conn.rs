@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::access_log::{AccessLog, Entry};
+use crate::auth::acl::{Decision, Identity};
 use crate::auth::basic::{self, Credentials};
 use crate::auth::cache::{AuthFailure, LocalVerifier};
 use crate::config::Config;
@@ -29,6 +30,7 @@ use crate::relay::{
     self, Buffered, Encode, Framing, Io, Moved, RelayError, SplicePipe, Timeouts, READ_BUF_BYTES,
 };
 use crate::reload::Snapshot;
+use crate::route;
 use crate::shutdown::Drain;
 use crate::upstream::pool::{is_stale_connection_error, Pool, Upstream};
 use monoio::net::TcpStream;
@@ -234,19 +236,39 @@ async fn exchange<S: Io>(
         return Err(ProxyError::NotFound);
     }
 
+    // Which repository and action, by the registry's own route grammar.
+    // A path the registry would read differently never reaches the rules.
+    let target = route::classify(
+        head.method.as_str(),
+        head.path(),
+        head.query(),
+        head.header("content-type"),
+    )?;
+
     // One snapshot decides the whole request, even if a reload lands
     // while it waits for a hash.
     let auth = ctx.auth.get();
 
-    // Authenticate.
-    let creds = authenticate(ctx, &auth, head).await?;
-    ex.user = Some(creds.user.clone());
+    // Authenticate: credentials, if sent, must be right whatever the rules
+    // would let an anonymous client do.
+    let creds = authenticate(ctx, &auth, head, conn.peer.ip()).await?;
+    let identity = match &creds {
+        Some(c) => Identity::User(&c.user),
+        None => Identity::Anonymous,
+    };
+    ex.user = creds.as_ref().map(|c| c.user.clone());
 
     // Authorize.
-    let access = policy::access_for(head.method.as_str());
-    if !auth.policy.allows(&creds.user, access) {
-        WorkerMetrics::inc(&ctx.m().denied_total);
-        return Err(ProxyError::Denied);
+    match auth.acl.decide(identity, &auth.groups, &target) {
+        Decision::Allow => {}
+        Decision::NeedAuth => {
+            WorkerMetrics::inc(&ctx.m().auth_failures_total);
+            return Err(ProxyError::Unauthorized);
+        }
+        Decision::Deny => {
+            WorkerMetrics::inc(&ctx.m().denied_total);
+            return Err(ProxyError::Denied);
+        }
     }
     drop(creds);
 
@@ -266,23 +288,30 @@ async fn exchange<S: Io>(
     forward(ctx, conn, head, ex).await
 }
 
+/// The verified credentials of the request, or `None` when it sent none
+/// (skopeo's empty `Basic Og==` included): anonymous, for the rules to judge.
 async fn authenticate(
     ctx: &Ctx,
     auth: &AuthState,
     head: &RequestHead,
-) -> Result<Credentials, ProxyError> {
+    client: std::net::IpAddr,
+) -> Result<Option<Credentials>, ProxyError> {
     let refused = |e: ProxyError| {
         WorkerMetrics::inc(&ctx.m().auth_failures_total);
         e
     };
-    let value = head
-        .header("authorization")
-        .ok_or_else(|| refused(ProxyError::Unauthorized))?;
+    let Some(value) = head.header("authorization") else {
+        return Ok(None);
+    };
+    if basic::is_empty_credentials(value) {
+        return Ok(None);
+    }
     let creds = basic::decode(value).map_err(|e| refused(e.into()))?;
-    match ctx.verifier.authenticate(&auth.users, &creds).await {
-        Ok(()) => Ok(creds),
+    match ctx.verifier.authenticate(&auth.users, &creds, client).await {
+        Ok(()) => Ok(Some(creds)),
         Err(AuthFailure::Invalid) => Err(refused(ProxyError::Unauthorized)),
         Err(AuthFailure::Busy) => Err(ProxyError::AuthBusy),
+        Err(AuthFailure::Limited(wait)) => Err(refused(ProxyError::TooManyRequests(wait.secs()))),
     }
 }
 

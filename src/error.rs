@@ -11,6 +11,7 @@ use std::io;
 use crate::auth::basic::BasicError;
 use crate::http::body::ChunkError;
 use crate::http::head::HeadError;
+use crate::route::RouteError;
 
 /// Who caused a request to fail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +42,13 @@ pub enum ProxyError {
     Unauthorized,
     /// Valid credentials without permission for this action (403).
     Denied,
+    /// A repository name the registry would refuse as too long (400).
+    NameInvalid,
+    /// The registry route does not serve this method (405).
+    MethodNotAllowed,
+    /// Too many failed credential checks from this address or for this
+    /// user; retry after this many seconds (429).
+    TooManyRequests(u64),
     /// The credential verifier is saturated; shed load instead of queueing (503).
     AuthBusy,
     /// No upstream connection could be made, or it failed mid-exchange (502).
@@ -64,6 +72,9 @@ impl ProxyError {
             | Self::NotFound
             | Self::Unauthorized
             | Self::Denied
+            | Self::NameInvalid
+            | Self::MethodNotAllowed
+            | Self::TooManyRequests(_)
             | Self::ClientIo(_) => Side::Client,
             Self::UpstreamFailed(_) | Self::UpstreamProtocol(_) | Self::UpstreamTimeout => {
                 Side::Upstream
@@ -75,7 +86,9 @@ impl ProxyError {
     /// The status code sent to the client.
     pub fn status(&self) -> u16 {
         match self {
-            Self::BadRequest(_) => 400,
+            Self::BadRequest(_) | Self::NameInvalid => 400,
+            Self::MethodNotAllowed => 405,
+            Self::TooManyRequests(_) => 429,
             Self::Unauthorized => 401,
             Self::Denied => 403,
             Self::NotFound => 404,
@@ -96,7 +109,9 @@ impl ProxyError {
             Self::Unauthorized => "UNAUTHORIZED",
             Self::Denied => "DENIED",
             Self::NotFound => "NOT_FOUND",
-            Self::NotImplemented(_) => "UNSUPPORTED",
+            Self::NotImplemented(_) | Self::MethodNotAllowed => "UNSUPPORTED",
+            Self::NameInvalid => "NAME_INVALID",
+            Self::TooManyRequests(_) => "TOOMANYREQUESTS",
             Self::AuthBusy
             | Self::UpstreamFailed(_)
             | Self::UpstreamProtocol(_)
@@ -111,7 +126,15 @@ impl ProxyError {
     /// leave the byte stream in an unknown state (RFC 9112 §11.2: a message
     /// with invalid framing must not be followed on the same connection).
     pub fn closes_connection(&self) -> bool {
-        !matches!(self, Self::NotFound | Self::Unauthorized | Self::Denied)
+        !matches!(
+            self,
+            Self::NotFound
+                | Self::Unauthorized
+                | Self::Denied
+                | Self::NameInvalid
+                | Self::MethodNotAllowed
+                | Self::TooManyRequests(_)
+        )
     }
 
     /// The client-facing message. It never contains credentials: nothing
@@ -125,6 +148,11 @@ impl ProxyError {
             Self::NotFound => "not found".into(),
             Self::Unauthorized => "authentication required".into(),
             Self::Denied => "requested access to the resource is denied".into(),
+            Self::NameInvalid => "invalid repository name".into(),
+            Self::MethodNotAllowed => "method not allowed on this route".into(),
+            Self::TooManyRequests(secs) => {
+                format!("too many failed authentication attempts; retry in {secs}s")
+            }
             Self::AuthBusy => "authentication service busy, retry later".into(),
             Self::UpstreamFailed(_) => "upstream registry unavailable".into(),
             Self::UpstreamProtocol(_) => "upstream registry sent an invalid response".into(),
@@ -167,6 +195,18 @@ impl From<HeadError> for ProxyError {
             HeadError::HeadTooLarge => Self::HeadTooLarge,
             HeadError::NotImplemented(why) => Self::NotImplemented(why),
             HeadError::BadResponse(why) => Self::UpstreamProtocol(why),
+        }
+    }
+}
+
+impl From<RouteError> for ProxyError {
+    fn from(e: RouteError) -> Self {
+        match e {
+            RouteError::NotFound => Self::NotFound,
+            RouteError::BadPath => Self::BadRequest("ambiguous request path"),
+            RouteError::BadParameters => Self::BadRequest("ambiguous request parameters"),
+            RouteError::NameInvalid => Self::NameInvalid,
+            RouteError::MethodNotAllowed => Self::MethodNotAllowed,
         }
     }
 }

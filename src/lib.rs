@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod policy;
 pub mod relay;
 pub mod reload;
+pub mod route;
 pub mod shutdown;
 pub mod tls;
 pub mod upstream;

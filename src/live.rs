@@ -11,9 +11,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use anyhow::{anyhow, Context};
 
+use crate::auth::acl::Acl;
+use crate::auth::groups::Groups;
 use crate::auth::htpasswd::Htpasswd;
 use crate::config::Config;
-use crate::policy::PushPolicy;
 use crate::reload::Published;
 use crate::tls;
 
@@ -21,7 +22,8 @@ use crate::tls;
 #[derive(Debug, Clone)]
 pub struct AuthState {
     pub users: Htpasswd,
-    pub policy: PushPolicy,
+    pub groups: Groups,
+    pub acl: Acl,
 }
 
 /// The TLS server configuration, or `None` for plain HTTP.
@@ -43,10 +45,29 @@ pub fn load(path: &Path) -> anyhow::Result<Loaded> {
         Some(files) => Some(tls::server_config(files)?),
         None => None,
     };
-    let policy = PushPolicy::new(config.auth.push_users.clone());
+    let mut groups = match &config.auth.groups_file {
+        Some(file) => load_groups(file)?,
+        None => Groups::default(),
+    };
+    groups
+        .merge(&config.groups)
+        .map_err(|errors| anyhow!("{}: [groups]: {}", config.path.display(), errors.join("; ")))?;
+    let acl = match &config.access {
+        Some(rules) => Acl::new(rules.clone()),
+        None => Acl::from_push_users(config.auth.push_users.clone()),
+    };
+    // A rule naming a group nobody defined would silently match no one.
+    let undefined = acl.undefined_groups(&groups);
+    if !undefined.is_empty() {
+        return Err(anyhow!(
+            "{}: [[access]] names undefined groups: {}",
+            config.path.display(),
+            undefined.join(", ")
+        ));
+    }
     Ok(Loaded {
         config,
-        auth: AuthState { users, policy },
+        auth: AuthState { users, groups, acl },
         tls,
     })
 }
@@ -56,6 +77,19 @@ pub fn load_htpasswd(path: &Path) -> anyhow::Result<Htpasswd> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read htpasswd file {}", path.display()))?;
     Htpasswd::parse(&text).map_err(|errors| {
+        let lines: Vec<String> = errors
+            .iter()
+            .map(|e| format!("{}:{}: {}", path.display(), e.line, e.reason))
+            .collect();
+        anyhow!("{}", lines.join("\n"))
+    })
+}
+
+/// Parses an htgroup file, reporting every bad line as `FILE:LINE: why`.
+pub fn load_groups(path: &Path) -> anyhow::Result<Groups> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read groups file {}", path.display()))?;
+    Groups::parse(&text).map_err(|errors| {
         let lines: Vec<String> = errors
             .iter()
             .map(|e| format!("{}:{}: {}", path.display(), e.line, e.reason))
@@ -89,6 +123,7 @@ impl Reloader {
     pub fn watched_files(&self) -> Vec<PathBuf> {
         let running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
         let mut files = vec![self.path.clone(), running.auth.htpasswd.clone()];
+        files.extend(running.auth.groups_file.clone());
         if let Some(t) = &running.tls {
             files.push(t.cert.clone());
             files.push(t.key.clone());
@@ -153,8 +188,10 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.auth.cache_ttl != new.auth.cache_ttl
         || old.auth.hash_threads != new.auth.hash_threads
         || old.auth.hash_queue != new.auth.hash_queue
+        || old.auth.max_failures != new.auth.max_failures
+        || old.auth.failure_window != new.auth.failure_window
     {
-        changed.push("auth.cache_ttl/hash_threads/hash_queue");
+        changed.push("auth.cache_ttl/hash_threads/hash_queue/max_failures/failure_window");
     }
     if old.admin_listen != new.admin_listen {
         changed.push("admin.listen");

@@ -10,6 +10,10 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use regproxy::auth::cache::Verifier;
+use regproxy::auth::limiter::Limiter;
+
+/// Addresses and user names the brute-force limiter tracks at most, each.
+const LIMITER_MAX_ENTRIES: usize = 65_536;
 use regproxy::metrics::{self, WorkerMetrics};
 use regproxy::{listen, live, reload, shutdown, worker};
 
@@ -97,6 +101,11 @@ fn serve(path: &Path) -> anyhow::Result<()> {
         config.auth.cache_ttl,
         config.auth.hash_threads,
         config.auth.hash_queue,
+        Limiter::new(
+            config.auth.max_failures,
+            config.auth.failure_window,
+            LIMITER_MAX_ENTRIES,
+        ),
     )
     .context("cannot start the password hash pool")?;
 

@@ -4,15 +4,12 @@
 //! connection core asks [`route`] whether the path is ours at all and
 //! [`is_blocked_user_agent`] whether the client is one the registry cannot
 //! serve; neither needs credentials, so rejected requests never cost a
-//! bcrypt verification. After authentication, *authorize* is
-//! [`access_for`] + [`PushPolicy::allows`]; only then is the request
-//! forwarded upstream.
+//! bcrypt verification. Which repository and action the request means is
+//! `route::classify`'s job, and who may do it `auth::acl`'s.
 //!
-//! These reproduce the nginx recipe this proxy replaces (`location /v2/`,
-//! the User-Agent `if`, and the push group) so a migration changes nothing a
-//! client can observe, except that ambiguous paths are now refused outright.
-
-use std::collections::HashSet;
+//! These reproduce the nginx recipe this proxy replaces (`location /v2/` and
+//! the User-Agent `if`) so a migration changes nothing a client can observe,
+//! except that ambiguous paths are now refused outright.
 
 /// True for the clients the nginx recipe turns away with 404:
 ///
@@ -115,50 +112,6 @@ fn hex_value(b: u8) -> Option<u8> {
         b'a'..=b'f' => Some(b - b'a' + 10),
         b'A'..=b'F' => Some(b - b'A' + 10),
         _ => None,
-    }
-}
-
-/// Whether a request reads or writes the registry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Access {
-    Pull,
-    Push,
-}
-
-/// Classifies by method. Only methods known to be read-only count as pulls:
-/// an unknown or mis-cased method is treated as a push, so a new verb can
-/// never slip past the push restriction (deny by default). Methods are
-/// case-sensitive (RFC 9110 §9.1).
-pub fn access_for(method: &str) -> Access {
-    match method {
-        "GET" | "HEAD" | "OPTIONS" => Access::Pull,
-        _ => Access::Push,
-    }
-}
-
-/// Who may push. Every authenticated user may pull; this only narrows push.
-#[derive(Debug, Clone)]
-pub struct PushPolicy {
-    /// `None`: every authenticated user may push. `Some(set)`: only those
-    /// users; an empty set makes the registry read-only.
-    users: Option<HashSet<String>>,
-}
-
-impl PushPolicy {
-    pub fn new(push_users: Option<Vec<String>>) -> Self {
-        PushPolicy {
-            users: push_users.map(|v| v.into_iter().collect()),
-        }
-    }
-
-    /// `user` must already be authenticated; names compare exactly, as the
-    /// htpasswd lookup does.
-    pub fn allows(&self, user: &str, access: Access) -> bool {
-        match (access, &self.users) {
-            (Access::Pull, _) => true,
-            (Access::Push, None) => true,
-            (Access::Push, Some(users)) => users.contains(user),
-        }
     }
 }
 
@@ -353,60 +306,5 @@ mod tests {
         assert_eq!(route("/v2/é/%é"), Route::BadPath);
         assert_eq!(route("/v2/é"), Route::Registry);
         assert_eq!(route("/é/v2/"), Route::NotFound);
-    }
-
-    #[test]
-    fn access_by_method() {
-        for m in ["GET", "HEAD", "OPTIONS"] {
-            assert_eq!(access_for(m), Access::Pull, "{m}");
-        }
-        for m in [
-            "POST", "PUT", "PATCH", "DELETE", "CONNECT", "TRACE", "PROPFIND", "get", "Head", "",
-            "GET ",
-        ] {
-            assert_eq!(access_for(m), Access::Push, "{m:?}");
-        }
-    }
-
-    #[test]
-    fn push_open_to_all_when_unrestricted() {
-        let p = PushPolicy::new(None);
-        for user in ["alice", "bob", ""] {
-            assert!(p.allows(user, Access::Pull));
-            assert!(p.allows(user, Access::Push));
-        }
-    }
-
-    #[test]
-    fn push_restricted_to_listed_users() {
-        let p = PushPolicy::new(Some(vec!["alice".into(), "ci-bot".into(), "alice".into()]));
-        assert!(p.allows("alice", Access::Push));
-        assert!(p.allows("ci-bot", Access::Push));
-        assert!(!p.allows("bob", Access::Push));
-        assert!(!p.allows("Alice", Access::Push), "exact match");
-        assert!(!p.allows("alice ", Access::Push), "exact match");
-        assert!(!p.allows("", Access::Push));
-        for user in ["alice", "bob"] {
-            assert!(p.allows(user, Access::Pull));
-        }
-    }
-
-    #[test]
-    fn empty_push_list_means_read_only() {
-        let p = PushPolicy::new(Some(vec![]));
-        assert!(!p.allows("alice", Access::Push));
-        assert!(p.allows("alice", Access::Pull));
-    }
-
-    #[test]
-    fn method_and_policy_compose() {
-        let p = PushPolicy::new(Some(vec!["alice".into()]));
-        let can = |user: &str, method: &str| p.allows(user, access_for(method));
-        assert!(can("bob", "GET"));
-        assert!(can("bob", "HEAD"));
-        assert!(!can("bob", "PUT"));
-        assert!(!can("bob", "DELETE"));
-        assert!(!can("bob", "BREW"));
-        assert!(can("alice", "PATCH"));
     }
 }

@@ -305,7 +305,7 @@ fn saturated_hash_pool_sheds_load_with_503() {
     )
     .unwrap();
     let config = format!(
-        "listen = \"127.0.0.1:0\"\n[auth]\nhtpasswd = \"users\"\nhash_threads = 1\nhash_queue = 1\n[upstream]\nservers = [\"{}\"]\n",
+        "listen = \"127.0.0.1:0\"\n[auth]\nhtpasswd = \"users\"\nhash_threads = 1\nhash_queue = 1\nmax_failures = 0\n[upstream]\nservers = [\"{}\"]\n",
         registry.addr()
     );
     let proxy = Proxy::start(&config, dir.path());

@@ -278,22 +278,25 @@ fn missing_files_are_named_with_the_line_that_names_them() {
 fn unsupported_htpasswd_lines_name_the_file_and_line() {
     let fx = Fixture::new();
     let good_line = support::htpasswd_bcrypt("testuser", "testpassword");
-    let sha = "erin:{SHA}EfatjsUqKYSrqv18O1FlA3hcIHI=";
-    let apr1 = "dave:$apr1$HRIsn3nP$Y6tKzox320eJmP6PjdD3s.";
+    // Schemes nginx reads only through the system crypt(3): refused.
+    // `openssl passwd -1 -salt abcdefgh secret`, and a 13-character
+    // DES-crypt value of the shape `htpasswd -nbd` writes.
+    let md5crypt = "dave:$1$abcdefgh$cHJi5PXp/ki/ktXzqlk6I1";
+    let des = "erin:abJnggxhB/yWI";
     let users = fx.path("users");
     let location = |line: usize| format!("{}:{line}:", users.display());
 
     // One bad line among good ones.
-    std::fs::write(&users, format!("{good_line}\n{sha}\n")).unwrap();
-    let stderr = assert_refused(&fx, GOOD, &location(2), &["SHA-1", "only bcrypt"]);
-    assert!(!stderr.contains("EfatjsUqKYSrqv18O1FlA3hcIHI="), "{stderr}");
+    std::fs::write(&users, format!("{good_line}\n{md5crypt}\n")).unwrap();
+    let stderr = assert_refused(&fx, GOOD, &location(2), &["md5-crypt"]);
+    assert!(!stderr.contains("cHJi5PXp"), "{stderr}");
 
     // Every bad line is reported, each with its own number.
-    std::fs::write(&users, format!("{sha}\n\n{good_line}\n{apr1}\n")).unwrap();
-    let stderr = assert_refused(&fx, GOOD, &location(1), &["SHA-1"]);
+    std::fs::write(&users, format!("{md5crypt}\n\n{good_line}\n{des}\n")).unwrap();
+    let stderr = assert_refused(&fx, GOOD, &location(1), &["md5-crypt"]);
     assert!(stderr.contains(&location(4)), "{stderr}");
-    assert!(stderr.contains("apr1-md5"), "{stderr}");
-    assert!(!stderr.contains("Y6tKzox320eJmP6PjdD3s"), "{stderr}");
+    assert!(stderr.contains("DES crypt"), "{stderr}");
+    assert!(!stderr.contains("abJnggxhB"), "{stderr}");
 }
 
 #[test]

@@ -515,7 +515,13 @@ fn refused_upstream_is_502_unavailable() {
     let r = f.once("GET", "/v2/", Some(READER), b"");
     assert_error(&r, 502, "UNAVAILABLE");
     assert!(r.closed);
-    let bytes = f.req("HEAD", "/v2/x/blobs/sha256:00", Some(READER), &[], b"");
+    let bytes = f.req(
+        "HEAD",
+        "/v2/x/blobs/sha256:0000000000000000000000000000000000000000000000000000000000000000",
+        Some(READER),
+        &[],
+        b"",
+    );
     let r = http::send_raw(f.ep(), &bytes).unwrap();
     assert_eq!(r.status, 502);
     assert_api_version(&r);
@@ -542,15 +548,15 @@ fn silent_upstream_is_504_within_read_timeout() {
 #[test]
 fn garbage_from_upstream_is_502() {
     let o = Origin::start(|req| match req.target.as_str() {
-        "/v2/banner" => vec![
+        "/v2/fault/banner/manifests/latest" => vec![
             Step::Write(b"SSH-2.0-OpenSSH_9.6\r\nnot http\r\n\r\n".to_vec()),
             Step::Hang,
         ],
-        "/v2/binary" => vec![
+        "/v2/fault/binary/manifests/latest" => vec![
             Step::Write(vec![0, 159, 146, 150, 255, 13, 10, 13, 10]),
             Step::Close,
         ],
-        "/v2/truncated" => vec![
+        "/v2/fault/truncated/manifests/latest" => vec![
             Step::Write(b"HTTP/1.1 200 OK\r\nContent-Len".to_vec()),
             Step::Close,
         ],
@@ -561,7 +567,12 @@ fn garbage_from_upstream_is_502() {
     });
     // A long read timeout: a 502 must come from the garbage, not the clock.
     let f = front(o.addr(), false, "", "read_timeout = \"60s\"", "");
-    for path in ["/v2/banner", "/v2/binary", "/v2/truncated", "/v2/status"] {
+    for path in [
+        "/v2/fault/banner/manifests/latest",
+        "/v2/fault/binary/manifests/latest",
+        "/v2/fault/truncated/manifests/latest",
+        "/v2/fault/status/manifests/latest",
+    ] {
         let started = Instant::now();
         let r = f.once("GET", path, Some(READER), b"");
         assert_eq!(r.status, 502, "{path}: {r:?}");
@@ -598,7 +609,7 @@ fn cutting_origin() -> (Origin, Vec<u8>) {
             ],
         );
         match req.target.as_str() {
-            "/v2/close" => {
+            "/v2/fault/close/manifests/latest" => {
                 out.extend_from_slice(&body[..CUT_SENT]);
                 vec![
                     Step::Write(out),
@@ -606,7 +617,7 @@ fn cutting_origin() -> (Origin, Vec<u8>) {
                     Step::Close,
                 ]
             }
-            "/v2/reset" => {
+            "/v2/fault/reset/manifests/latest" => {
                 out.extend_from_slice(&body[..CUT_SENT]);
                 vec![
                     Step::Write(out),
@@ -637,7 +648,13 @@ fn upstream_close_mid_body_cuts_the_plain_client_short() {
     let f = front(o.addr(), false, "workers = 1", FAST_UPSTREAM, "");
     let (bytes, closed) = read_to_close(
         f.proxy.addr(),
-        &f.req("GET", "/v2/close", Some(READER), &[], b""),
+        &f.req(
+            "GET",
+            "/v2/fault/close/manifests/latest",
+            Some(READER),
+            &[],
+            b"",
+        ),
     );
     assert!(
         closed,
@@ -660,8 +677,14 @@ fn upstream_close_mid_body_cuts_the_plain_client_short() {
 
     // The same over a keep-alive Conn: an error, never a clean response.
     let mut c = f.connect();
-    c.send(&f.req("GET", "/v2/close", Some(READER), &[], b""))
-        .unwrap();
+    c.send(&f.req(
+        "GET",
+        "/v2/fault/close/manifests/latest",
+        Some(READER),
+        &[],
+        b"",
+    ))
+    .unwrap();
     let e = c.read_response().unwrap_err();
     assert!(e.to_string().contains("missing"), "{e}");
     assert_eq!(
@@ -675,7 +698,10 @@ fn upstream_close_mid_body_cuts_the_plain_client_short() {
 fn upstream_close_mid_body_cuts_the_tls_client_short() {
     let (o, _data) = cutting_origin();
     let f = front(o.addr(), true, "", FAST_UPSTREAM, "");
-    for path in ["/v2/close", "/v2/chunked-close"] {
+    for path in [
+        "/v2/fault/close/manifests/latest",
+        "/v2/fault/chunked-close/manifests/latest",
+    ] {
         let mut c = f.connect();
         c.send(&f.req("GET", path, Some(READER), &[], b"")).unwrap();
         let e = c.read_response().unwrap_err();
@@ -693,7 +719,13 @@ fn upstream_cut_chunked_body_never_gets_a_last_chunk() {
     let f = front(o.addr(), false, "", FAST_UPSTREAM, "");
     let (bytes, closed) = read_to_close(
         f.proxy.addr(),
-        &f.req("GET", "/v2/chunked-close", Some(READER), &[], b""),
+        &f.req(
+            "GET",
+            "/v2/fault/chunked-close/manifests/latest",
+            Some(READER),
+            &[],
+            b"",
+        ),
     );
     assert!(closed);
     let text = String::from_utf8_lossy(&bytes[..bytes.len().min(400)]).to_ascii_lowercase();
@@ -703,8 +735,14 @@ fn upstream_cut_chunked_body_never_gets_a_last_chunk() {
         "a cut chunked body was terminated cleanly"
     );
     let mut c = f.connect();
-    c.send(&f.req("GET", "/v2/chunked-close", Some(READER), &[], b""))
-        .unwrap();
+    c.send(&f.req(
+        "GET",
+        "/v2/fault/chunked-close/manifests/latest",
+        Some(READER),
+        &[],
+        b"",
+    ))
+    .unwrap();
     assert!(
         c.read_response().is_err(),
         "a cut chunked body read as complete"
@@ -717,8 +755,14 @@ fn upstream_reset_mid_body_is_never_a_complete_response() {
     let f = front(o.addr(), false, "", FAST_UPSTREAM, "");
     for _ in 0..3 {
         let mut c = f.connect();
-        c.send(&f.req("GET", "/v2/reset", Some(READER), &[], b""))
-            .unwrap();
+        c.send(&f.req(
+            "GET",
+            "/v2/fault/reset/manifests/latest",
+            Some(READER),
+            &[],
+            b"",
+        ))
+        .unwrap();
         match c.read_response() {
             Err(_) => {}
             // The RST may beat the head: then an honest 502.
@@ -789,8 +833,12 @@ fn stale_pooled_connection_retries_get_but_never_resends_post() {
     });
     let f = front(o.addr(), false, "workers = 1", FAST_UPSTREAM, "");
 
-    assert_eq!(f.once("GET", "/v2/a", Some(READER), b"").status, 200);
-    let r = f.once("GET", "/v2/b", Some(READER), b"");
+    assert_eq!(
+        f.once("GET", "/v2/fault/a/manifests/latest", Some(READER), b"")
+            .status,
+        200
+    );
+    let r = f.once("GET", "/v2/fault/b/manifests/latest", Some(READER), b"");
     assert_eq!(
         r.status, 200,
         "an idempotent GET on a stale connection must be retried: {r:?}"
@@ -805,9 +853,9 @@ fn stale_pooled_connection_retries_get_but_never_resends_post() {
     assert_eq!(
         seen,
         [
-            ("/v2/a".into(), 0, 0),
-            ("/v2/b".into(), 0, 1),
-            ("/v2/b".into(), 1, 0)
+            ("/v2/fault/a/manifests/latest".into(), 0, 0),
+            ("/v2/fault/b/manifests/latest".into(), 0, 1),
+            ("/v2/fault/b/manifests/latest".into(), 1, 0)
         ]
     );
 
@@ -843,7 +891,11 @@ fn stale_pooled_connection_retries_get_but_never_resends_post() {
         1
     );
     // And the proxy recovers with a fresh connection.
-    assert_eq!(f.once("GET", "/v2/c", Some(READER), b"").status, 200);
+    assert_eq!(
+        f.once("GET", "/v2/fault/c/manifests/latest", Some(READER), b"")
+            .status,
+        200
+    );
 }
 
 /// Headers a client sends that the registry must never see, by default.
@@ -1076,7 +1128,7 @@ fn chunked_and_close_delimited_responses_are_reframed_per_client_version() {
             &body[100_001..],
         ];
         match req.target.as_str() {
-            "/v2/chunked" => {
+            "/v2/fault/chunked/manifests/latest" => {
                 let mut out = origin::head(
                     200,
                     &[
@@ -1104,7 +1156,11 @@ fn chunked_and_close_delimited_responses_are_reframed_per_client_version() {
 
     // HTTP/1.1: valid chunked both times, and the connection stays usable.
     let mut c = f.connect();
-    for path in ["/v2/chunked", "/v2/close-delimited", "/v2/chunked"] {
+    for path in [
+        "/v2/fault/chunked/manifests/latest",
+        "/v2/fault/close-delimited/manifests/latest",
+        "/v2/fault/chunked/manifests/latest",
+    ] {
         let r = exchange(&mut c, &f.req("GET", path, Some(READER), &[], b""));
         assert_eq!(r.status, 200, "{path}");
         assert!(
@@ -1119,7 +1175,10 @@ fn chunked_and_close_delimited_responses_are_reframed_per_client_version() {
     assert_eq!(o.connections(), 2, "{:?}", o.requests());
 
     // HTTP/1.0: no chunked; the body runs to the close.
-    for path in ["/v2/chunked", "/v2/close-delimited"] {
+    for path in [
+        "/v2/fault/chunked/manifests/latest",
+        "/v2/fault/close-delimited/manifests/latest",
+    ] {
         let req = format!(
             "GET {path} HTTP/1.0\r\nHost: {}\r\nAuthorization: {}\r\n\r\n",
             f.host(),
@@ -1143,7 +1202,7 @@ fn sigterm_lets_the_in_flight_response_finish_then_exits_zero() {
     let gate = Arc::new(AtomicBool::new(false));
     let (body, gate2) = (data.clone(), gate.clone());
     let o = Origin::start(move |req| match req.target.as_str() {
-        "/v2/slow" => {
+        "/v2/fault/slow/manifests/latest" => {
             let len = body.len().to_string();
             let mut first = origin::head(200, &[("Content-Length", &len)]);
             first.extend_from_slice(&body[..200_000]);
@@ -1172,7 +1231,13 @@ fn sigterm_lets_the_in_flight_response_finish_then_exits_zero() {
         200
     );
 
-    let slow = f.req("GET", "/v2/slow", Some(READER), &[], b"");
+    let slow = f.req(
+        "GET",
+        "/v2/fault/slow/manifests/latest",
+        Some(READER),
+        &[],
+        b"",
+    );
     let ep = f.ep();
     let client = std::thread::spawn(move || {
         let mut c = Conn::connect(ep).unwrap();

@@ -107,6 +107,16 @@ fn is_ows(b: u8) -> bool {
     b == b' ' || b == b'\t'
 }
 
+/// Whether the header carries the empty credential `:` (`Basic Og==`),
+/// which clients such as skopeo send when they have none: it means
+/// anonymous, not a failed login.
+pub fn is_empty_credentials(header_value: &[u8]) -> bool {
+    let mut parts = header_value.trim_ascii().splitn(2, |b| *b == b' ');
+    let scheme = parts.next().unwrap_or_default();
+    let token = parts.next().unwrap_or_default().trim_ascii();
+    scheme.eq_ignore_ascii_case(b"Basic") && (token == b"Og==" || token == b"Og")
+}
+
 /// Parses an `Authorization` header value such as `Basic YWxpY2U6c2VjcmV0`.
 pub fn decode(header_value: &[u8]) -> Result<Credentials, BasicError> {
     // Leading OWS is not part of a field value (RFC 9110 §5.5); a parser
@@ -183,6 +193,15 @@ pub fn decode(header_value: &[u8]) -> Result<Credentials, BasicError> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn empty_credentials_are_recognised() {
+        assert!(is_empty_credentials(b"Basic Og=="));
+        assert!(is_empty_credentials(b"basic  Og"));
+        assert!(!is_empty_credentials(b"Basic dTpw"));
+        assert!(!is_empty_credentials(b"Bearer Og=="));
+        assert!(!is_empty_credentials(b""));
+    }
 
     fn enc(raw: &[u8]) -> String {
         base64::engine::general_purpose::STANDARD.encode(raw)

@@ -17,6 +17,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -26,6 +27,7 @@ use futures_channel::oneshot;
 
 use super::basic::Credentials;
 use super::htpasswd::{dummy_hash, Htpasswd, PasswordHash};
+use super::limiter::{Attempt, Limiter, RetryAfter};
 
 /// Entries beyond this are evicted (expired first, then all): valid
 /// credentials are few, but bcrypt ignores bytes past 72, so one valid user
@@ -42,6 +44,9 @@ pub enum AuthFailure {
     Invalid,
     /// The hash pool's queue is full; try again later.
     Busy,
+    /// Too many failures from this address or for this user: no hash work
+    /// is done until the window passes.
+    Limited(RetryAfter),
 }
 
 /// A keyed hash of one credential.
@@ -84,6 +89,8 @@ struct Job {
     password: zeroize::Zeroizing<Vec<u8>>,
     /// `None`: unknown user, checked against the dummy hash for equal timing.
     hash: Option<PasswordHash>,
+    /// The limiter's count for this check, settled when it ends.
+    attempt: Attempt,
 }
 
 /// Process-wide state: the user database, the shared cache and the hash pool.
@@ -94,6 +101,9 @@ pub struct Verifier {
     queue: SyncSender<Job>,
     dummy: PasswordHash,
     hash_runs: AtomicU64,
+    /// Consulted only when a check would cost a hash: cached credentials
+    /// never touch it, so a flood of failures cannot lock out known users.
+    limiter: Mutex<Limiter>,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -106,7 +116,12 @@ impl std::fmt::Debug for Verifier {
 
 impl Verifier {
     /// Starts `threads` hash threads behind a queue of `queue` pending checks.
-    pub fn start(ttl: Duration, threads: usize, queue: usize) -> std::io::Result<Arc<Verifier>> {
+    pub fn start(
+        ttl: Duration,
+        threads: usize,
+        queue: usize,
+        limiter: Limiter,
+    ) -> std::io::Result<Arc<Verifier>> {
         let mut key = [0u8; 32];
         getrandom::fill(&mut key).map_err(std::io::Error::other)?;
         let (tx, rx) = mpsc::sync_channel::<Job>(queue);
@@ -117,6 +132,7 @@ impl Verifier {
             queue: tx,
             dummy: dummy_hash(DUMMY_COST),
             hash_runs: AtomicU64::new(0),
+            limiter: Mutex::new(limiter),
         });
         let rx = Arc::new(Mutex::new(rx));
         for i in 0..threads.max(1) {
@@ -153,6 +169,7 @@ impl Verifier {
         key: CredKey,
         creds: &Credentials,
         current: Option<&PasswordHash>,
+        client: IpAddr,
     ) -> Result<Verified, AuthFailure> {
         let now = Instant::now();
         let rx = {
@@ -169,10 +186,20 @@ impl Verifier {
                     rx
                 }
                 _ => {
+                    // Past the limit, refuse before any hash work. A check
+                    // that cannot be queued stays counted as a failure:
+                    // saturating the pool must not reset anyone's count.
+                    let attempt = self
+                        .limiter
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .begin(client, Some(&creds.user), now)
+                        .map_err(AuthFailure::Limited)?;
                     let job = Job {
                         key,
                         password: zeroize::Zeroizing::new(creds.password().to_vec()),
                         hash: current.cloned(),
+                        attempt,
                     };
                     match self.queue.try_send(job) {
                         Ok(()) => {}
@@ -236,6 +263,10 @@ impl Verifier {
             }
             waiters
         };
+        self.limiter
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .finish(job.attempt, ok);
         let outcome = if ok {
             Ok(())
         } else {
@@ -309,6 +340,7 @@ impl LocalVerifier {
         &self,
         users: &Htpasswd,
         creds: &Credentials,
+        client: IpAddr,
     ) -> Result<(), AuthFailure> {
         let key = self.shared.key_of(creds);
         let current = users.get(&creds.user);
@@ -321,7 +353,10 @@ impl LocalVerifier {
                 }
             }
         }
-        let verified = self.shared.verify_shared(key, creds, current).await?;
+        let verified = self
+            .shared
+            .verify_shared(key, creds, current, client)
+            .await?;
         let mut local = self.local.borrow_mut();
         if local.len() >= MAX_CACHE_ENTRIES {
             evict(&mut local, now, self.shared.ttl);
@@ -340,6 +375,12 @@ mod tests {
         Htpasswd::parse(&format!("{user}:{hash}\n")).expect("valid htpasswd")
     }
 
+    const IP: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+    fn no_limit() -> Limiter {
+        Limiter::new(0, Duration::from_secs(60), 16)
+    }
+
     fn block_on<F: std::future::Future>(f: F) -> F::Output {
         monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
             .build()
@@ -350,15 +391,15 @@ mod tests {
     #[test]
     fn hashes_once_then_serves_from_cache() {
         let users = db("alice", "pw");
-        let v = Verifier::start(Duration::from_secs(60), 1, 8).expect("start");
+        let v = Verifier::start(Duration::from_secs(60), 1, 8, no_limit()).expect("start");
         let local = LocalVerifier::new(v.clone());
         let good = Credentials::new("alice", b"pw");
         let bad = Credentials::new("alice", b"nope");
         block_on(async {
-            assert_eq!(local.authenticate(&users, &good).await, Ok(()));
-            assert_eq!(local.authenticate(&users, &good).await, Ok(()));
+            assert_eq!(local.authenticate(&users, &good, IP).await, Ok(()));
+            assert_eq!(local.authenticate(&users, &good, IP).await, Ok(()));
             assert_eq!(
-                local.authenticate(&users, &bad).await,
+                local.authenticate(&users, &bad, IP).await,
                 Err(AuthFailure::Invalid)
             );
         });
@@ -368,35 +409,35 @@ mod tests {
     #[test]
     fn other_worker_reuses_shared_entry() {
         let users = db("alice", "pw");
-        let v = Verifier::start(Duration::from_secs(60), 1, 8).expect("start");
+        let v = Verifier::start(Duration::from_secs(60), 1, 8, no_limit()).expect("start");
         let a = LocalVerifier::new(v.clone());
         let b = LocalVerifier::new(v.clone());
         let good = Credentials::new("alice", b"pw");
         block_on(async {
-            assert_eq!(a.authenticate(&users, &good).await, Ok(()));
-            assert_eq!(b.authenticate(&users, &good).await, Ok(()));
+            assert_eq!(a.authenticate(&users, &good, IP).await, Ok(()));
+            assert_eq!(b.authenticate(&users, &good, IP).await, Ok(()));
         });
         assert_eq!(v.hash_runs(), 1);
     }
 
     #[test]
     fn changed_password_invalidates_at_once() {
-        let v = Verifier::start(Duration::from_secs(60), 1, 8).expect("start");
+        let v = Verifier::start(Duration::from_secs(60), 1, 8, no_limit()).expect("start");
         let local = LocalVerifier::new(v.clone());
         let old = Credentials::new("alice", b"pw");
         let new = Credentials::new("alice", b"pw2");
         block_on(async {
             let v1 = db("alice", "pw");
-            assert_eq!(local.authenticate(&v1, &old).await, Ok(()));
+            assert_eq!(local.authenticate(&v1, &old, IP).await, Ok(()));
             let v2 = db("alice", "pw2");
             assert_eq!(
-                local.authenticate(&v2, &old).await,
+                local.authenticate(&v2, &old, IP).await,
                 Err(AuthFailure::Invalid)
             );
-            assert_eq!(local.authenticate(&v2, &new).await, Ok(()));
+            assert_eq!(local.authenticate(&v2, &new, IP).await, Ok(()));
             let v3 = db("bob", "pw2");
             assert_eq!(
-                local.authenticate(&v3, &new).await,
+                local.authenticate(&v3, &new, IP).await,
                 Err(AuthFailure::Invalid)
             );
         });
@@ -405,13 +446,13 @@ mod tests {
     #[test]
     fn expired_entry_is_hashed_again() {
         let users = db("alice", "pw");
-        let v = Verifier::start(Duration::from_millis(1), 1, 8).expect("start");
+        let v = Verifier::start(Duration::from_millis(1), 1, 8, no_limit()).expect("start");
         let local = LocalVerifier::new(v.clone());
         let good = Credentials::new("alice", b"pw");
         block_on(async {
-            assert_eq!(local.authenticate(&users, &good).await, Ok(()));
+            assert_eq!(local.authenticate(&users, &good, IP).await, Ok(()));
             std::thread::sleep(Duration::from_millis(5));
-            assert_eq!(local.authenticate(&users, &good).await, Ok(()));
+            assert_eq!(local.authenticate(&users, &good, IP).await, Ok(()));
         });
         assert_eq!(v.hash_runs(), 2);
     }
@@ -419,12 +460,12 @@ mod tests {
     #[test]
     fn unknown_user_costs_a_hash_and_fails() {
         let users = db("alice", "pw");
-        let v = Verifier::start(Duration::from_secs(60), 1, 8).expect("start");
+        let v = Verifier::start(Duration::from_secs(60), 1, 8, no_limit()).expect("start");
         let local = LocalVerifier::new(v.clone());
         block_on(async {
             let who = Credentials::new("mallory", b"pw");
             assert_eq!(
-                local.authenticate(&users, &who).await,
+                local.authenticate(&users, &who, IP).await,
                 Err(AuthFailure::Invalid)
             );
         });
@@ -432,8 +473,35 @@ mod tests {
     }
 
     #[test]
+    fn limit_stops_hash_work_but_not_cached_users() {
+        let users = db("alice", "pw");
+        let limiter = Limiter::new(2, Duration::from_secs(60), 16);
+        let v = Verifier::start(Duration::from_secs(60), 1, 8, limiter).expect("start");
+        let local = LocalVerifier::new(v.clone());
+        let good = Credentials::new("alice", b"pw");
+        block_on(async {
+            assert_eq!(local.authenticate(&users, &good, IP).await, Ok(()));
+            for guess in [b"x1", b"x2"] {
+                let bad = Credentials::new("alice", guess);
+                assert_eq!(
+                    local.authenticate(&users, &bad, IP).await,
+                    Err(AuthFailure::Invalid)
+                );
+            }
+            let bad = Credentials::new("alice", b"x3");
+            assert!(matches!(
+                local.authenticate(&users, &bad, IP).await,
+                Err(AuthFailure::Limited(_))
+            ));
+            // Still served from the cache while the address is blocked.
+            assert_eq!(local.authenticate(&users, &good, IP).await, Ok(()));
+        });
+        assert_eq!(v.hash_runs(), 3);
+    }
+
+    #[test]
     fn keys_depend_on_user_and_password() {
-        let v = Verifier::start(Duration::from_secs(60), 1, 8).expect("start");
+        let v = Verifier::start(Duration::from_secs(60), 1, 8, no_limit()).expect("start");
         let k1 = v.key_of(&Credentials::new("alice", b"pw"));
         let k2 = v.key_of(&Credentials::new("alice", b"pw "));
         let k3 = v.key_of(&Credentials::new("alic", b"epw"));

@@ -197,6 +197,9 @@ pub fn error_response(
         // Realm is validated at config load: no quotes or control characters.
         let _ = write!(out, "WWW-Authenticate: Basic realm=\"{realm}\"\r\n");
     }
+    if let ProxyError::TooManyRequests(secs) = err {
+        let _ = write!(out, "Retry-After: {secs}\r\n");
+    }
     if !keep_alive {
         header(out, "Connection", b"close");
     }
@@ -221,6 +224,7 @@ fn reason(status: u16) -> &'static str {
         401 => "Unauthorized",
         403 => "Forbidden",
         404 => "Not Found",
+        405 => "Method Not Allowed",
         414 => "URI Too Long",
         429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
