@@ -14,6 +14,7 @@ use anyhow::{anyhow, Context};
 use crate::auth::acl::Acl;
 use crate::auth::groups::Groups;
 use crate::auth::htpasswd::Htpasswd;
+use crate::auth::LineError;
 use crate::config::Config;
 use crate::reload::Published;
 use crate::tls;
@@ -74,22 +75,22 @@ pub fn load(path: &Path) -> anyhow::Result<Loaded> {
 
 /// Parses an htpasswd file, reporting every bad line as `FILE:LINE: why`.
 pub fn load_htpasswd(path: &Path) -> anyhow::Result<Htpasswd> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read htpasswd file {}", path.display()))?;
-    Htpasswd::parse(&text).map_err(|errors| {
-        let lines: Vec<String> = errors
-            .iter()
-            .map(|e| format!("{}:{}: {}", path.display(), e.line, e.reason))
-            .collect();
-        anyhow!("{}", lines.join("\n"))
-    })
+    load_lines(path, "htpasswd", Htpasswd::parse)
 }
 
 /// Parses an htgroup file, reporting every bad line as `FILE:LINE: why`.
 pub fn load_groups(path: &Path) -> anyhow::Result<Groups> {
+    load_lines(path, "groups", Groups::parse)
+}
+
+fn load_lines<T>(
+    path: &Path,
+    kind: &str,
+    parse: impl FnOnce(&str) -> Result<T, Vec<LineError>>,
+) -> anyhow::Result<T> {
     let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read groups file {}", path.display()))?;
-    Groups::parse(&text).map_err(|errors| {
+        .with_context(|| format!("cannot read {kind} file {}", path.display()))?;
+    parse(&text).map_err(|errors| {
         let lines: Vec<String> = errors
             .iter()
             .map(|e| format!("{}:{}: {}", path.display(), e.line, e.reason))

@@ -106,14 +106,7 @@ fn is_unambiguous(path: &str) -> bool {
     !path.split('/').any(|seg| seg == "." || seg == "..")
 }
 
-fn hex_value(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
-}
+use crate::route::hex_value;
 
 #[cfg(test)]
 mod tests {

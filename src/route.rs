@@ -453,7 +453,8 @@ fn query_unescape(s: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
-fn hex_value(b: u8) -> Option<u8> {
+/// The value of one hexadecimal digit (RFC 3986 §2.1 percent-encoding).
+pub(crate) fn hex_value(b: u8) -> Option<u8> {
     match b {
         b'0'..=b'9' => Some(b - b'0'),
         b'a'..=b'f' => Some(b - b'a' + 10),

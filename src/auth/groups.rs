@@ -24,23 +24,8 @@
 //! number; group and user names are not secret, so messages quote them.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::fmt;
 
-/// One rejected line of an htgroup file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LineError {
-    /// 1-based, as editors count.
-    pub line: usize,
-    pub reason: String,
-}
-
-impl fmt::Display for LineError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "line {}: {}", self.line, self.reason)
-    }
-}
-
-impl std::error::Error for LineError {}
+pub use crate::auth::LineError;
 
 /// Group memberships, looked up both ways.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

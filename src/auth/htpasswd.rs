@@ -26,6 +26,8 @@
 use std::collections::HashMap;
 use std::fmt;
 
+pub use crate::auth::LineError;
+
 use base64::engine::general_purpose::{NO_PAD, STANDARD};
 use base64::engine::GeneralPurpose;
 use base64::Engine as _;
@@ -265,23 +267,6 @@ impl fmt::Debug for PasswordHash {
 pub struct Htpasswd {
     entries: HashMap<String, PasswordHash>,
 }
-
-/// One rejected line. `reason` is one of this module's fixed messages;
-/// nothing from the line is copied into it, so it is safe to log.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LineError {
-    /// 1-based, as editors count.
-    pub line: usize,
-    pub reason: String,
-}
-
-impl fmt::Display for LineError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "line {}: {}", self.line, self.reason)
-    }
-}
-
-impl std::error::Error for LineError {}
 
 impl Htpasswd {
     /// Parses the whole file, reporting every bad line rather than the first,
