@@ -145,12 +145,8 @@ impl Reloader {
                         "changed in the config file but takes effect only after a restart"
                     );
                 }
-                tracing::info!(
-                    trigger = why,
-                    users = loaded.auth.users.len(),
-                    tls = %if loaded.tls.is_some() { "on" } else { "off" },
-                    "configuration reloaded"
-                );
+                let users = loaded.auth.users.len();
+                let tls = if loaded.tls.is_some() { "on" } else { "off" };
                 self.auth.publish(loaded.auth);
                 // Switching TLS on or off needs new listeners; a new
                 // certificate or key for the same mode is published.
@@ -158,6 +154,7 @@ impl Reloader {
                     self.tls.publish(loaded.tls);
                 }
                 *running = loaded.config;
+                tracing::info!(trigger = why, users, tls = %tls, "configuration reloaded");
             }
             Err(e) => tracing::error!(
                 trigger = why,

@@ -121,9 +121,11 @@ pub fn watch_files(
             std::thread::sleep(interval);
             let now = stamps(&files());
             if now != last {
+                // Remember what was seen *before* reloading: an edit that
+                // lands while the reload runs must trigger another one. (A
+                // reload that switches files costs one more reload.)
+                last = now;
                 on_change();
-                // Re-read after the reload: it may watch other files now.
-                last = stamps(&files());
             }
         })?;
     Ok(())
