@@ -54,15 +54,6 @@ fn stack() -> Stack {
     )
 }
 
-fn metric(proxy: &Proxy, name: &str) -> u64 {
-    let text = http::get(proxy.admin_addr(), "/metrics", None, &[])
-        .unwrap()
-        .body_text();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
-}
-
 fn assert_challenge(r: &RawResponse, what: &str) {
     assert_eq!(r.status, 401, "{what}: {r:?}");
     assert_eq!(
@@ -259,7 +250,7 @@ fn hundred_concurrent_first_requests_cost_one_bcrypt() {
         registry.addr()
     );
     let proxy = Proxy::start(&config, dir.path());
-    assert_eq!(metric(&proxy, "regproxy_password_hashes_total"), 0);
+    assert_eq!(proxy.metric("regproxy_password_hashes_total"), 0);
 
     const CLIENTS: usize = 100;
     let addr = proxy.addr();
@@ -285,14 +276,14 @@ fn hundred_concurrent_first_requests_cost_one_bcrypt() {
         .collect();
     let statuses: Vec<u16> = threads.into_iter().map(|t| t.join().unwrap()).collect();
     assert!(statuses.iter().all(|&s| s == 200), "{statuses:?}");
-    assert_eq!(metric(&proxy, "regproxy_password_hashes_total"), 1);
+    assert_eq!(proxy.metric("regproxy_password_hashes_total"), 1);
 
     // And the cache serves later requests on every worker without hashing.
     for _ in 0..20 {
         let r = http::get(addr, "/v2/", Some(("ci-robot", "s3cret-token")), &[]).unwrap();
         assert_eq!(r.status, 200);
     }
-    assert_eq!(metric(&proxy, "regproxy_password_hashes_total"), 1);
+    assert_eq!(proxy.metric("regproxy_password_hashes_total"), 1);
 }
 
 #[test]

@@ -209,16 +209,9 @@ listen = "127.0.0.1:0"
     skopeo_copy(&dest, &format!("dir:{}", pulled.display()), &pull).assert_success();
     verify_dir_blobs(&pulled).unwrap();
 
-    let metrics = support::http::get(proxy.admin_addr(), "/metrics", None, &[]).unwrap();
-    let spliced = metric(&metrics.body_text(), "regproxy_spliced_bytes_total");
+    let spliced = proxy.metric("regproxy_spliced_bytes_total");
     assert!(
         spliced >= 16 * MIB,
         "the 16 MiB layer should have been spliced at least on the way out: {spliced}"
     );
-}
-
-fn metric(text: &str, name: &str) -> u64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
 }

@@ -143,12 +143,7 @@ impl Front {
     }
 
     fn metric(&self, name: &str) -> u64 {
-        let text = http::get(self.proxy.admin_addr(), "/metrics", None, &[])
-            .unwrap()
-            .body_text();
-        text.lines()
-            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+        self.proxy.metric(name)
     }
 }
 

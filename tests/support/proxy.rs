@@ -130,6 +130,16 @@ impl Proxy {
             .expect("regproxy logged no admin_addr= (is [admin] configured?)")
     }
 
+    /// Counter `name` from the admin endpoint's `/metrics`.
+    pub fn metric(&self, name: &str) -> u64 {
+        let text = super::http::get(self.admin_addr(), "/metrics", None, &[])
+            .expect("scrape /metrics")
+            .body_text();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+    }
+
     pub fn admin_addr_opt(&self) -> Option<SocketAddr> {
         self.admin_addr
     }
