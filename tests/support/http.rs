@@ -596,3 +596,25 @@ pub fn get(
 ) -> io::Result<RawResponse> {
     request(ep, "GET", path, basic_auth, extra, b"")
 }
+
+/// An error regproxy answered itself: `status`, the API version header, a
+/// JSON content type, and a registry error body whose first code is `code`.
+pub fn assert_registry_error(r: &RawResponse, status: u16, code: &str, what: &str) {
+    assert_eq!(r.status, status, "{what}: {r:?}");
+    assert_eq!(
+        r.header("docker-distribution-api-version"),
+        Some("registry/2.0"),
+        "{what}"
+    );
+    assert!(
+        r.header("content-type")
+            .is_some_and(|c| c.starts_with("application/json")),
+        "{what}: {r:?}"
+    );
+    let prefix = format!("{{\"errors\":[{{\"code\":\"{code}\"");
+    assert!(
+        r.body_text().starts_with(&prefix),
+        "{what}: expected code {code} in {}",
+        r.body_text()
+    );
+}
