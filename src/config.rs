@@ -3,6 +3,24 @@
 //!
 //! Every mistake is reported as `FILE:LINE:COLUMN: what is wrong`, so an
 //! operator moving off nginx can fix the file without reading our source.
+//! Each table has its own module (`config/<table>.rs`) with its raw shape,
+//! its defaults and its validation; this file holds the top level and the
+//! shared pieces (locating errors, resolving paths, durations, addresses).
+
+mod admin;
+mod auth;
+mod client;
+mod forwarding;
+mod log;
+mod tls;
+mod upstream;
+
+pub use auth::AuthConfig;
+pub use client::ClientConfig;
+pub use forwarding::ForwardingConfig;
+pub use log::AccessLogTarget;
+pub use tls::TlsFiles;
+pub use upstream::UpstreamConfig;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -50,62 +68,6 @@ pub enum Driver {
     Epoll,
 }
 
-#[derive(Debug, Clone)]
-pub struct TlsFiles {
-    pub cert: PathBuf,
-    pub key: PathBuf,
-}
-
-#[derive(Debug, Clone)]
-pub struct AuthConfig {
-    pub realm: String,
-    pub htpasswd: PathBuf,
-    /// `None`: every valid user may push.
-    pub push_users: Option<Vec<String>>,
-    pub cache_ttl: Duration,
-    /// Threads that run bcrypt, shared by all workers.
-    pub hash_threads: usize,
-    /// Cache misses allowed to wait for a hash thread before new ones get 503.
-    pub hash_queue: usize,
-    /// How often the htpasswd file's mtime is checked.
-    pub reload_interval: Duration,
-    /// An Apache htgroup file, if any.
-    pub groups_file: Option<PathBuf>,
-    /// Failed checks allowed per client address and per user name within
-    /// `failure_window` before further checks get 429 (0: no limit).
-    pub max_failures: u32,
-    pub failure_window: Duration,
-}
-
-#[derive(Debug, Clone)]
-pub struct UpstreamConfig {
-    pub servers: Vec<SocketAddr>,
-    pub connect_timeout: Duration,
-    pub read_timeout: Duration,
-    pub max_idle_per_worker: usize,
-    pub idle_timeout: Duration,
-}
-
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ForwardingConfig {
-    pub trust_forwarded_headers: bool,
-    pub forward_authorization: bool,
-}
-
-#[derive(Debug, Clone, Copy)]
-pub struct ClientConfig {
-    pub header_timeout: Duration,
-    pub idle_timeout: Duration,
-    pub body_timeout: Duration,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AccessLogTarget {
-    Stdout,
-    Off,
-    File(PathBuf),
-}
-
 // === raw file shape ===
 
 #[derive(Deserialize)]
@@ -113,16 +75,16 @@ pub enum AccessLogTarget {
 struct RawConfig {
     listen: Spanned<String>,
     workers: Option<Spanned<usize>>,
-    tls: Option<RawTls>,
-    auth: RawAuth,
-    upstream: RawUpstream,
+    tls: Option<tls::RawTls>,
+    auth: auth::RawAuth,
+    upstream: upstream::RawUpstream,
     #[serde(default)]
-    forwarding: RawForwarding,
+    forwarding: forwarding::RawForwarding,
     #[serde(default)]
-    client: RawClient,
+    client: client::RawClient,
     #[serde(default)]
-    log: RawLog,
-    admin: Option<RawAdmin>,
+    log: log::RawLog,
+    admin: Option<admin::RawAdmin>,
     #[serde(default = "default_shutdown_timeout", deserialize_with = "duration")]
     shutdown_timeout: Duration,
     #[serde(default = "default_driver")]
@@ -140,149 +102,11 @@ struct RawRule {
     actions: Vec<String>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawTls {
-    cert: Spanned<PathBuf>,
-    key: Spanned<PathBuf>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawAuth {
-    #[serde(default = "default_realm")]
-    realm: Spanned<String>,
-    htpasswd: Spanned<PathBuf>,
-    push_users: Option<Vec<String>>,
-    #[serde(default = "default_cache_ttl", deserialize_with = "duration")]
-    cache_ttl: Duration,
-    #[serde(default)]
-    hash_threads: usize,
-    #[serde(default = "default_hash_queue")]
-    hash_queue: usize,
-    #[serde(default = "default_reload_interval", deserialize_with = "duration")]
-    reload_interval: Duration,
-    groups: Option<Spanned<PathBuf>>,
-    #[serde(default = "default_max_failures")]
-    max_failures: u32,
-    #[serde(default = "default_failure_window", deserialize_with = "duration")]
-    failure_window: Duration,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawUpstream {
-    servers: Spanned<Vec<String>>,
-    #[serde(default = "default_connect_timeout", deserialize_with = "duration")]
-    connect_timeout: Duration,
-    #[serde(default = "default_read_timeout", deserialize_with = "duration")]
-    read_timeout: Duration,
-    #[serde(default = "default_max_idle")]
-    max_idle_per_worker: usize,
-    #[serde(default = "default_upstream_idle", deserialize_with = "duration")]
-    idle_timeout: Duration,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawForwarding {
-    #[serde(default)]
-    trust_forwarded_headers: bool,
-    #[serde(default)]
-    forward_authorization: bool,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawClient {
-    #[serde(default = "default_header_timeout", deserialize_with = "duration")]
-    header_timeout: Duration,
-    #[serde(default = "default_client_idle", deserialize_with = "duration")]
-    idle_timeout: Duration,
-    #[serde(default = "default_body_timeout", deserialize_with = "duration")]
-    body_timeout: Duration,
-}
-
-impl Default for RawClient {
-    fn default() -> Self {
-        Self {
-            header_timeout: default_header_timeout(),
-            idle_timeout: default_client_idle(),
-            body_timeout: default_body_timeout(),
-        }
-    }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawLog {
-    #[serde(default = "default_access_log")]
-    access: Spanned<String>,
-}
-
-impl Default for RawLog {
-    fn default() -> Self {
-        Self {
-            access: Spanned::new(0..0, default_access_log().into_inner()),
-        }
-    }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawAdmin {
-    listen: Spanned<String>,
-}
-
-// nginx's defaults where nginx has one (client_header_timeout 60s,
-// keepalive_timeout 75s); the recipe's proxy_read_timeout 900 for reads.
-fn default_realm() -> Spanned<String> {
-    Spanned::new(0..0, "Registry realm".to_owned())
-}
-fn default_cache_ttl() -> Duration {
-    Duration::from_secs(300)
-}
-fn default_hash_queue() -> usize {
-    256
-}
-fn default_reload_interval() -> Duration {
-    Duration::from_secs(1)
-}
-fn default_connect_timeout() -> Duration {
-    Duration::from_secs(5)
-}
-fn default_read_timeout() -> Duration {
-    Duration::from_secs(900)
-}
-fn default_max_idle() -> usize {
-    64
-}
-fn default_upstream_idle() -> Duration {
-    Duration::from_secs(60)
-}
-fn default_header_timeout() -> Duration {
-    Duration::from_secs(60)
-}
-fn default_client_idle() -> Duration {
-    Duration::from_secs(75)
-}
-fn default_body_timeout() -> Duration {
-    Duration::from_secs(900)
-}
 fn default_shutdown_timeout() -> Duration {
     Duration::from_secs(30)
 }
-fn default_max_failures() -> u32 {
-    10
-}
-fn default_failure_window() -> Duration {
-    Duration::from_secs(60)
-}
 fn default_driver() -> Driver {
     Driver::Auto
-}
-fn default_access_log() -> Spanned<String> {
-    Spanned::new(0..0, "stdout".to_owned())
 }
 
 /// Durations are written as humans write them: "5s", "900s", "5m", "1h 30m".
@@ -325,6 +149,47 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// What every table's validation needs: where errors point, and where
+/// relative paths lead.
+struct Loader<'a> {
+    path: &'a Path,
+    text: &'a str,
+    base: &'a Path,
+}
+
+impl Loader<'_> {
+    /// An error at `span` of the file.
+    fn located(&self, span: Range<usize>, message: String) -> ConfigError {
+        let (line, column) = line_col(self.text, span.start);
+        ConfigError {
+            file: self.path.to_owned(),
+            line,
+            column,
+            message,
+        }
+    }
+
+    /// A path from the file, relative to the file's folder.
+    fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_owned()
+        } else {
+            self.base.join(p)
+        }
+    }
+
+    /// A path from the file that must name an existing file; `key` names
+    /// the setting in the error.
+    fn existing_file(&self, key: &str, p: &Spanned<PathBuf>) -> Result<PathBuf, ConfigError> {
+        let file = self.resolve(p.get_ref());
+        if file.is_file() {
+            Ok(file)
+        } else {
+            Err(self.located(p.span(), format!("{key}: no such file {}", file.display())))
+        }
+    }
+}
+
 impl Config {
     /// Reads, parses and validates `path`. Referenced files (cert, key,
     /// htpasswd) are checked for existence here, and parsed by their owners.
@@ -336,35 +201,23 @@ impl Config {
 
     /// Parses config text as if it came from `path`.
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
-        let located = |span: Range<usize>, message: String| {
-            let (line, column) = line_col(text, span.start);
-            ConfigError {
-                file: path.to_owned(),
-                line,
-                column,
-                message,
-            }
+        let l = Loader {
+            path,
+            text,
+            base: path.parent().unwrap_or(Path::new(".")),
         };
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
             let span = e.span().unwrap_or(0..0);
-            located(span, e.message().trim_end().to_owned())
+            l.located(span, e.message().trim_end().to_owned())
         })?;
-        let base = path.parent().unwrap_or(Path::new("."));
-        let resolve = |p: &Path| -> PathBuf {
-            if p.is_absolute() {
-                p.to_owned()
-            } else {
-                base.join(p)
-            }
-        };
 
         let listen = parse_socket_addr(raw.listen.get_ref())
-            .map_err(|m| located(raw.listen.span(), format!("listen: {m}")))?;
+            .map_err(|m| l.located(raw.listen.span(), format!("listen: {m}")))?;
 
         let workers = match raw.workers.as_ref().map(|w| (*w.get_ref(), w.span())) {
             None | Some((0, _)) => std::thread::available_parallelism().map_or(1, |n| n.get()),
             Some((n, span)) if n > MAX_WORKERS => {
-                return Err(located(
+                return Err(l.located(
                     span,
                     format!("workers = {n} is more than the {MAX_WORKERS} we allow"),
                 ))
@@ -372,163 +225,55 @@ impl Config {
             Some((n, _)) => n,
         };
 
-        let tls = match raw.tls {
-            None => None,
-            Some(t) => {
-                let cert = resolve(t.cert.get_ref());
-                let key = resolve(t.key.get_ref());
-                for (name, spanned, file) in
-                    [("tls.cert", &t.cert, &cert), ("tls.key", &t.key, &key)]
-                {
-                    if !file.is_file() {
-                        return Err(located(
-                            spanned.span(),
-                            format!("{name}: no such file {}", file.display()),
-                        ));
-                    }
-                }
-                Some(TlsFiles { cert, key })
-            }
-        };
-
-        let htpasswd = resolve(raw.auth.htpasswd.get_ref());
-        if !htpasswd.is_file() {
-            return Err(located(
-                raw.auth.htpasswd.span(),
-                format!("auth.htpasswd: no such file {}", htpasswd.display()),
-            ));
-        }
-        let realm = raw.auth.realm.get_ref().clone();
-        if realm.is_empty()
-            || realm
-                .chars()
-                .any(|c| c == '"' || c == '\\' || c.is_control())
-        {
-            return Err(located(
-                raw.auth.realm.span(),
-                "auth.realm must be non-empty, without quotes, backslashes or control characters"
-                    .into(),
-            ));
-        }
-
-        let mut servers = Vec::new();
-        for s in raw.upstream.servers.get_ref() {
-            let addr = parse_socket_addr(s).map_err(|m| {
-                located(
-                    raw.upstream.servers.span(),
-                    format!("upstream.servers: {m}"),
-                )
-            })?;
-            servers.push(addr);
-        }
-        if servers.is_empty() {
-            return Err(located(
-                raw.upstream.servers.span(),
-                "upstream.servers must name at least one registry".into(),
-            ));
-        }
-
-        let groups_file = match &raw.auth.groups {
-            None => None,
-            Some(g) => {
-                let file = resolve(g.get_ref());
-                if !file.is_file() {
-                    return Err(located(
-                        g.span(),
-                        format!("auth.groups: no such file {}", file.display()),
-                    ));
-                }
-                Some(file)
-            }
-        };
-
-        // `push_users` is shorthand for rules; both at once would leave the
-        // reader guessing which one decides.
-        let access = match raw.access {
-            None => None,
-            Some(rules) => {
-                if raw.auth.push_users.is_some() {
-                    let span = rules.first().map_or(0..0, |r| r.span());
-                    return Err(located(
-                        span,
-                        "[[access]] rules and auth.push_users cannot be used together; \
-                         express push_users as a rule"
-                            .into(),
-                    ));
-                }
-                let mut built = Vec::with_capacity(rules.len());
-                for rule in rules {
-                    let span = rule.span();
-                    let r = rule.into_inner();
-                    built.push(
-                        Rule::new(&r.repository, r.who, r.actions)
-                            .map_err(|m| located(span, format!("[[access]] rule: {m}")))?,
-                    );
-                }
-                Some(built)
-            }
-        };
-
-        let access_log = match raw.log.access.get_ref().as_str() {
-            "stdout" | "-" => AccessLogTarget::Stdout,
-            "off" => AccessLogTarget::Off,
-            other => AccessLogTarget::File(resolve(Path::new(other))),
-        };
-
-        let admin_listen = match raw.admin {
-            None => None,
-            Some(a) => Some(
-                parse_socket_addr(a.listen.get_ref())
-                    .map_err(|m| located(a.listen.span(), format!("admin.listen: {m}")))?,
-            ),
-        };
-
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let access = access_rules(&l, raw.access, raw.auth.push_users.is_some())?;
         Ok(Config {
             path: path.to_owned(),
             listen,
             workers,
-            tls,
-            auth: AuthConfig {
-                realm,
-                htpasswd,
-                push_users: raw.auth.push_users,
-                cache_ttl: raw.auth.cache_ttl,
-                hash_threads: if raw.auth.hash_threads == 0 {
-                    cores
-                } else {
-                    raw.auth.hash_threads
-                },
-                hash_queue: raw.auth.hash_queue.max(1),
-                reload_interval: raw.auth.reload_interval.max(Duration::from_millis(50)),
-                groups_file,
-                max_failures: raw.auth.max_failures,
-                failure_window: raw.auth.failure_window,
-            },
-            upstream: UpstreamConfig {
-                servers,
-                connect_timeout: raw.upstream.connect_timeout,
-                read_timeout: raw.upstream.read_timeout,
-                max_idle_per_worker: raw.upstream.max_idle_per_worker,
-                idle_timeout: raw.upstream.idle_timeout,
-            },
-            forwarding: ForwardingConfig {
-                trust_forwarded_headers: raw.forwarding.trust_forwarded_headers,
-                forward_authorization: raw.forwarding.forward_authorization,
-            },
-            client: ClientConfig {
-                header_timeout: raw.client.header_timeout,
-                idle_timeout: raw.client.idle_timeout,
-                body_timeout: raw.client.body_timeout,
-            },
-            access_log,
-            admin_listen,
+            tls: raw.tls.map(|t| t.build(&l)).transpose()?,
+            auth: raw.auth.build(&l)?,
+            upstream: raw.upstream.build(&l)?,
+            forwarding: raw.forwarding.build(),
+            client: raw.client.build(),
+            access_log: raw.log.build(&l),
+            admin_listen: raw.admin.map(|a| a.build(&l)).transpose()?,
             shutdown_timeout: raw.shutdown_timeout,
             driver: raw.driver,
             groups: raw.groups,
             access,
         })
     }
+}
+
+/// `[[access]]` rules, validated in order. `push_users` is shorthand for
+/// rules; both at once would leave the reader guessing which one decides.
+fn access_rules(
+    l: &Loader,
+    rules: Option<Vec<Spanned<RawRule>>>,
+    has_push_users: bool,
+) -> Result<Option<Vec<Rule>>, ConfigError> {
+    let Some(rules) = rules else {
+        return Ok(None);
+    };
+    if has_push_users {
+        let span = rules.first().map_or(0..0, |r| r.span());
+        return Err(l.located(
+            span,
+            "[[access]] rules and auth.push_users cannot be used together; \
+             express push_users as a rule"
+                .into(),
+        ));
+    }
+    let mut built = Vec::with_capacity(rules.len());
+    for rule in rules {
+        let span = rule.span();
+        let r = rule.into_inner();
+        built.push(
+            Rule::new(&r.repository, r.who, r.actions)
+                .map_err(|m| l.located(span, format!("[[access]] rule: {m}")))?,
+        );
+    }
+    Ok(Some(built))
 }
 
 /// More workers than this is a typo, not a machine.
