@@ -233,7 +233,7 @@ impl Config {
             tls: raw.tls.map(|t| t.build(&l)).transpose()?,
             auth: raw.auth.build(&l)?,
             upstream: raw.upstream.build(&l)?,
-            forwarding: raw.forwarding.build(),
+            forwarding: raw.forwarding.build(&l)?,
             client: raw.client.build(),
             access_log: raw.log.build(&l),
             admin_listen: raw.admin.map(|a| a.build(&l)).transpose()?,
@@ -409,6 +409,17 @@ servers = ["127.0.0.1:5000"]
         let both = ok.replace("[auth]", "[auth]\npush_users = [\"x\"]");
         let e = parse(dir.path(), &both).expect_err("both");
         assert!(e.message.contains("cannot be used together"), "{e}");
+    }
+
+    #[test]
+    fn trusted_proxies_are_cidrs_with_located_errors() {
+        let dir = fixture();
+        let ok = format!("{MINIMAL}[forwarding]\ntrusted_proxies = [\"10.0.0.0/8\", \"::1\"]\n");
+        let c = parse(dir.path(), &ok).expect("valid");
+        assert_eq!(c.forwarding.trusted_proxies.len(), 2);
+        let e = parse(dir.path(), &ok.replace("10.0.0.0/8", "10.0.0.1/8")).expect_err("host bits");
+        assert_eq!(e.line, 8, "{e}");
+        assert!(e.message.contains("forwarding.trusted_proxies"), "{e}");
     }
 
     #[test]

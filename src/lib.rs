@@ -9,6 +9,7 @@
 
 pub mod access_log;
 pub mod auth;
+pub mod cidr;
 pub mod config;
 pub mod conn;
 pub mod error;
