@@ -119,6 +119,42 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     })
 }
 
+/// Sizes are a byte count or a string with a unit, as nginx and humans
+/// write them: 67108864, "64MiB", "64M", "64m", "1g", "512k".
+fn size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Bytes(u64),
+        Text(String),
+    }
+    match Raw::deserialize(d)? {
+        Raw::Bytes(n) => Ok(n),
+        Raw::Text(t) => parse_size(&t).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "invalid size {t:?}; write bytes, or a number with K, M or G (\"64MiB\", \"1g\")"
+            ))
+        }),
+    }
+}
+
+/// `"64MiB"` → 64 × 2²⁰. Units are binary, whichever spelling is used, as
+/// in nginx (`64m`).
+fn parse_size(text: &str) -> Option<u64> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let n: u64 = digits.parse().ok()?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        _ => return None,
+    };
+    n.checked_mul(1u64 << shift)
+}
+
 // === loading ===
 
 /// A located problem in the config file.
@@ -420,6 +456,40 @@ servers = ["127.0.0.1:5000"]
         let e = parse(dir.path(), &ok.replace("10.0.0.0/8", "10.0.0.1/8")).expect_err("host bits");
         assert_eq!(e.line, 8, "{e}");
         assert!(e.message.contains("forwarding.trusted_proxies"), "{e}");
+    }
+
+    #[test]
+    fn sizes_take_units_and_name_the_line() {
+        assert_eq!(parse_size("64MiB"), Some(64 << 20));
+        assert_eq!(parse_size("64m"), Some(64 << 20));
+        assert_eq!(parse_size("1g"), Some(1 << 30));
+        assert_eq!(parse_size("512 KiB"), Some(512 << 10));
+        assert_eq!(parse_size("0"), Some(0));
+        for bad in ["", "m", "1.5m", "12x", "-1", "99999999999999999999g"] {
+            assert_eq!(parse_size(bad), None, "{bad}");
+        }
+        let dir = fixture();
+        let c = parse(
+            dir.path(),
+            &format!("{MINIMAL}[client]\ndiscard_limit = \"1m\"\n"),
+        )
+        .expect("valid");
+        assert_eq!(c.client.lingering.discard_limit, 1 << 20);
+        assert_eq!(c.client.lingering.time, Duration::from_secs(30));
+        assert_eq!(c.client.lingering.timeout, Duration::from_secs(5));
+        let c = parse(
+            dir.path(),
+            &format!("{MINIMAL}[client]\ndiscard_limit = 0\n"),
+        )
+        .expect("valid");
+        assert_eq!(c.client.lingering.discard_limit, 0);
+        let e = parse(
+            dir.path(),
+            &format!("{MINIMAL}[client]\ndiscard_limit = \"lots\"\n"),
+        )
+        .expect_err("bad size");
+        assert_eq!(e.line, 8, "{e}");
+        assert!(e.message.contains("invalid size"), "{e}");
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The per-connection, per-request driver. One request, top to bottom:
 //!
 //! read head → route → authenticate → authorize → pick upstream →
-//! forward head → relay request body → relay response → log.
+//! forward head → relay request body → relay response → log → (discard or
+//! linger over an unread body).
 //!
 //! Each step is a call into a pure module (`http`, `auth`, `policy`) or the
 //! relay; this file only sequences them and decides what the client is told
@@ -23,6 +24,7 @@ use crate::http::head::{
     ResponseHead, Version,
 };
 use crate::http::write::{self, ClientFraming, Forwarding, CONTINUE_100};
+use crate::lingering::{self, BodyState, DiscardError, Plan};
 use crate::live::AuthState;
 use crate::metrics::WorkerMetrics;
 use crate::policy::{self, Route};
@@ -66,8 +68,8 @@ struct Conn<S> {
     pipe: Option<SplicePipe>,
 }
 
-/// What the access log needs to know about one request.
-#[derive(Default)]
+/// What the access log and the connection's fate need to know about one
+/// request.
 struct Exchange {
     user: Option<String>,
     status: u16,
@@ -77,6 +79,31 @@ struct Exchange {
     responded: bool,
     /// The client may send another request on this connection.
     keep_alive: bool,
+    /// How far the request body was read.
+    body: BodyState,
+    /// `100 Continue` went out: the client was told to send its body.
+    continued: bool,
+    /// The head went to the registry: what it did is no longer ours alone.
+    forwarded: bool,
+}
+
+impl Exchange {
+    fn new(body: RequestBody) -> Self {
+        Exchange {
+            user: None,
+            status: 0,
+            bytes_in: 0,
+            bytes_out: 0,
+            responded: false,
+            keep_alive: false,
+            body: match body {
+                RequestBody::None | RequestBody::Length(0) => BodyState::Done,
+                RequestBody::Length(_) | RequestBody::Chunked => BodyState::Unread,
+            },
+            continued: false,
+            forwarded: false,
+        }
+    }
 }
 
 /// Serves one client connection until it closes, fails, or the worker drains.
@@ -89,6 +116,8 @@ pub async fn serve<S: Io>(ctx: Rc<Ctx>, io: S, peer: SocketAddr, tls: bool) {
         out: Vec::with_capacity(4096),
         pipe: None,
     };
+    let lingering = ctx.config.client.lingering;
+    let mut end = End::Close;
     let mut first = true;
     loop {
         let head = match read_head(&ctx, &mut conn, first).await {
@@ -97,7 +126,7 @@ pub async fn serve<S: Io>(ctx: Rc<Ctx>, io: S, peer: SocketAddr, tls: bool) {
             Err(e) => {
                 // A bad head: answer, log, and close (RFC 9112 §11.2).
                 let started = Instant::now();
-                let mut ex = Exchange::default();
+                let mut ex = Exchange::new(RequestBody::None);
                 fail(&ctx, &mut conn, &mut ex, &e, false).await;
                 ctx.log.record(&Entry {
                     client: peer.ip(),
@@ -118,19 +147,28 @@ pub async fn serve<S: Io>(ctx: Rc<Ctx>, io: S, peer: SocketAddr, tls: bool) {
         first = false;
         WorkerMetrics::inc(&ctx.m().requests_total);
         let started = Instant::now();
-        let mut ex = Exchange::default();
+        let mut ex = Exchange::new(head.body);
         let result = exchange(&ctx, &mut conn, &head, &mut ex).await;
+        // What the unread rest of the request, if any, calls for.
+        let plan = lingering::plan(
+            ex.body,
+            head.body,
+            head.expect_continue && !ex.continued,
+            lingering.discard_limit,
+        );
         let error = match &result {
             Ok(()) => None,
             Err(e) => {
-                // The connection survives a refusal only if no request body
-                // is left unread: it would be parsed as the next head.
                 ex.keep_alive = !e.closes_connection()
                     && head.keep_alive
                     && head.version == Version::Http11
-                    && matches!(head.body, RequestBody::None | RequestBody::Length(0));
+                    && plan.may_keep_alive();
                 fail(&ctx, &mut conn, &mut ex, e, head.method == Method::Head).await;
-                Some(e.to_string())
+                Some(if ex.forwarded && ex.body == BodyState::Broken {
+                    format!("{e} (the registry saw the head and part of the body)")
+                } else {
+                    e.to_string()
+                })
             }
         };
         ctx.m().count_status(ex.status);
@@ -147,11 +185,48 @@ pub async fn serve<S: Io>(ctx: Rc<Ctx>, io: S, peer: SocketAddr, tls: bool) {
             user_agent: head.header("user-agent"),
             error: error.as_deref(),
         });
-        if !ex.keep_alive || ctx.drain.is_draining() {
-            break;
+        let keep_alive = ex.keep_alive && !ctx.drain.is_draining();
+        end = match (plan, keep_alive) {
+            (Plan::Clean, true) => continue,
+            (Plan::Discard, true) => {
+                match lingering::discard(&mut conn.client, head.body, &lingering).await {
+                    Ok(read) => {
+                        WorkerMetrics::add(&ctx.m().discarded_bytes_total, read);
+                        WorkerMetrics::inc(&ctx.m().discarded_bodies_total);
+                        continue;
+                    }
+                    Err(DiscardError::TooLarge(read)) => {
+                        WorkerMetrics::add(&ctx.m().discarded_bytes_total, read);
+                        End::Linger(lingering.discard_limit.saturating_sub(read))
+                    }
+                    // A broken or stalled body: nothing to wait for.
+                    Err(DiscardError::Framing(_) | DiscardError::Io(_)) => End::Close,
+                }
+            }
+            (Plan::Discard | Plan::Linger, _) => End::Linger(lingering.discard_limit),
+            (Plan::Clean | Plan::Close, _) => End::Close,
+        };
+        break;
+    }
+    match end {
+        End::Close => {
+            let _ = monoio::io::AsyncWriteRent::shutdown(&mut conn.client.io).await;
+        }
+        End::Linger(budget) => {
+            WorkerMetrics::inc(&ctx.m().lingering_closes_total);
+            let read = lingering::close(&mut conn.client, budget, &lingering).await;
+            WorkerMetrics::add(&ctx.m().discarded_bytes_total, read);
         }
     }
-    let _ = monoio::io::AsyncWriteRent::shutdown(&mut conn.client.io).await;
+}
+
+/// How a connection ends.
+enum End {
+    /// Shut down at once: nothing of the request is left unread, or the
+    /// stream cannot be trusted.
+    Close,
+    /// Close in stages, reading and dropping at most this many bytes.
+    Linger(u64),
 }
 
 /// Reads the next request head. `Ok(None)`: the client closed cleanly
@@ -238,11 +313,17 @@ async fn exchange<S: Io>(
 
     // Which repository and action, by the registry's own route grammar.
     // A path the registry would read differently never reaches the rules.
+    // An empty body carries no form parameters, whatever it is labelled
+    // (`curl -d ''` labels it a form): route it as if unlabelled.
+    let content_type = match head.body {
+        RequestBody::None | RequestBody::Length(0) => None,
+        RequestBody::Length(_) | RequestBody::Chunked => head.header("content-type"),
+    };
     let target = route::classify(
         head.method.as_str(),
         head.path(),
         head.query(),
-        head.header("content-type"),
+        content_type,
     )?;
 
     // One snapshot decides the whole request, even if a reload lands
@@ -283,9 +364,64 @@ async fn exchange<S: Io>(
         .await;
         drop(buf);
         res.map_err(ProxyError::ClientIo)?;
+        ex.continued = true;
     }
 
-    forward(ctx, conn, head, ex).await
+    // A body the registry would ignore is read and checked here, before the
+    // head goes anywhere: a request refused for its body is never executed.
+    let drop_body = !target.reads_body() && ex.body == BodyState::Unread;
+    if drop_body {
+        check_ignored_body(ctx, conn, head, ex).await?;
+    }
+    forward(ctx, conn, head, drop_body, ex).await
+}
+
+/// Largest body read and checked on a route whose body the registry
+/// ignores (GET, HEAD, DELETE, an upload's first POST): no client sends
+/// one, so this only bounds what a confused or hostile client costs.
+const IGNORED_BODY_LIMIT: u64 = 64 * 1024;
+
+/// Reads the whole of a body the registry ignores and checks its framing.
+/// Too large: 413. Malformed or cut short: 400. Either way nothing has
+/// been sent to the registry.
+async fn check_ignored_body<S: Io>(
+    ctx: &Ctx,
+    conn: &mut Conn<S>,
+    head: &RequestHead,
+    ex: &mut Exchange,
+) -> Result<(), ProxyError> {
+    let timeout = ctx.config.client.body_timeout;
+    let limits = lingering::Lingering {
+        discard_limit: IGNORED_BODY_LIMIT,
+        time: timeout,
+        timeout,
+    };
+    match lingering::discard(&mut conn.client, head.body, &limits).await {
+        Ok(read) => {
+            ex.body = BodyState::Done;
+            ex.bytes_in = read;
+            Ok(())
+        }
+        Err(DiscardError::TooLarge(read)) => {
+            if read > 0 {
+                // Part of a chunked body was taken: its framing was sound.
+                ex.body = BodyState::Abandoned;
+            }
+            Err(ProxyError::PayloadTooLarge)
+        }
+        Err(DiscardError::Framing(c)) => {
+            ex.body = BodyState::Broken;
+            Err(chunk_error(Side::Client, c))
+        }
+        Err(DiscardError::Io(e)) => {
+            ex.body = BodyState::Broken;
+            if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                Err(ProxyError::BadRequest("request body ended early"))
+            } else {
+                Err(ProxyError::ClientIo(e))
+            }
+        }
+    }
 }
 
 /// The verified credentials of the request, or `None` when it sent none
@@ -316,10 +452,12 @@ async fn authenticate(
 }
 
 /// Pick upstream → forward head → relay request body → relay response.
+/// `drop_body`: the body was already read and is not forwarded.
 async fn forward<S: Io>(
     ctx: &Ctx,
     conn: &mut Conn<S>,
     head: &RequestHead,
+    drop_body: bool,
     ex: &mut Exchange,
 ) -> Result<(), ProxyError> {
     let cfg = &ctx.config;
@@ -328,6 +466,14 @@ async fn forward<S: Io>(
         tls: conn.tls,
         trust_forwarded_headers: cfg.forwarding.trust_forwarded_headers,
         forward_authorization: cfg.forwarding.forward_authorization,
+        keep_override_headers: cfg.forwarding.keep_override_headers,
+        drop_body,
+        default_host: &cfg.upstream.host,
+    };
+    let body = if drop_body {
+        RequestBody::None
+    } else {
+        head.body
     };
     conn.out.clear();
     write::request_head(head, &fwd, &mut conn.out);
@@ -337,7 +483,7 @@ async fn forward<S: Io>(
     };
     // Only a request with nothing to resend may be retried (and only if it
     // is idempotent): the body has been streamed, not kept.
-    let retryable = head.method.is_idempotent() && head.body == RequestBody::None;
+    let retryable = head.method.is_idempotent() && body == RequestBody::None;
 
     let mut attempt = 0;
     let mut body_unfinished = false;
@@ -357,7 +503,7 @@ async fn forward<S: Io>(
         let (server, reused) = (up.server, up.reused);
         let mut upstream = Buffered::with_buf(up.stream, take_buf(&mut conn.upstream_buf));
 
-        let result = match send_request(ctx, conn, head, &mut upstream.io, to_upstream, ex).await {
+        let result = match send_request(ctx, conn, body, &mut upstream.io, to_upstream, ex).await {
             Ok(()) => {
                 read_response_head(&mut upstream, &head.method, cfg.upstream.read_timeout).await
             }
@@ -485,11 +631,11 @@ enum Attempt {
     Failed(ProxyError),
 }
 
-/// Forwards the head and the request body.
+/// Forwards the head and the request body (framed as `body`).
 async fn send_request<S: Io>(
     ctx: &Ctx,
     conn: &mut Conn<S>,
-    head: &RequestHead,
+    body: RequestBody,
     up: &mut TcpStream,
     t: Timeouts,
     ex: &mut Exchange,
@@ -503,7 +649,8 @@ async fn send_request<S: Io>(
             Attempt::Failed(upstream_io(e))
         });
     }
-    let body = match head.body {
+    ex.forwarded = true;
+    let body = match body {
         RequestBody::None => return Ok(()),
         RequestBody::Length(n) => Framing::Length(n),
         RequestBody::Chunked => Framing::Chunked,
@@ -519,20 +666,31 @@ async fn send_request<S: Io>(
     )
     .await;
     let moved = moved.map_err(|e| match e {
-        RelayError::Dst(io) => Attempt::BodyRefused(upstream_io(io)),
-        other => Attempt::Failed(relay_error(other, Side::Client)),
+        RelayError::Dst(io) => {
+            ex.body = BodyState::Abandoned;
+            Attempt::BodyRefused(upstream_io(io))
+        }
+        other => {
+            ex.body = BodyState::Broken;
+            Attempt::Failed(relay_error(other, Side::Client))
+        }
     })?;
+    ex.body = BodyState::Done;
     ex.bytes_in = moved.body;
     WorkerMetrics::add(&ctx.m().request_body_bytes_total, moved.body);
     WorkerMetrics::add(&ctx.m().spliced_bytes_total, moved.spliced);
     Ok(())
 }
 
+/// Reads the registry's response head; `timeout` bounds the whole head,
+/// not each read, so a registry trickling a byte at a time cannot hold the
+/// request past it.
 async fn read_response_head(
     reader: &mut Buffered<TcpStream>,
     method: &Method,
     timeout: Duration,
 ) -> Result<ResponseHead, Attempt> {
+    let deadline = Instant::now() + timeout;
     let mut received_any = false;
     loop {
         if !reader.unconsumed().is_empty() {
@@ -556,7 +714,11 @@ async fn read_response_head(
                 Err(e) => return Err(Attempt::Failed(e.into())),
             }
         }
-        match reader.fill(timeout).await {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(Attempt::Failed(ProxyError::UpstreamTimeout));
+        }
+        match reader.fill(left).await {
             Ok(0) if !received_any => {
                 return Err(Attempt::Stale(std::io::ErrorKind::UnexpectedEof.into()))
             }

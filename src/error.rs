@@ -32,6 +32,9 @@ pub enum ProxyError {
     BadRequest(&'static str),
     /// The request target is longer than we accept (414).
     UriTooLong,
+    /// A body on a route whose body the registry ignores, larger than we
+    /// read and check before forwarding (413).
+    PayloadTooLarge,
     /// The request head is larger than we accept (431).
     HeadTooLarge,
     /// A transfer coding other than chunked (501).
@@ -67,6 +70,7 @@ impl ProxyError {
         match self {
             Self::BadRequest(_)
             | Self::UriTooLong
+            | Self::PayloadTooLarge
             | Self::HeadTooLarge
             | Self::NotImplemented(_)
             | Self::NotFound
@@ -93,6 +97,7 @@ impl ProxyError {
             Self::Denied => 403,
             Self::NotFound => 404,
             Self::UriTooLong => 414,
+            Self::PayloadTooLarge => 413,
             Self::HeadTooLarge => 431,
             Self::NotImplemented(_) => 501,
             Self::UpstreamFailed(_) | Self::UpstreamProtocol(_) => 502,
@@ -116,9 +121,11 @@ impl ProxyError {
             | Self::UpstreamFailed(_)
             | Self::UpstreamProtocol(_)
             | Self::UpstreamTimeout => "UNAVAILABLE",
-            Self::BadRequest(_) | Self::UriTooLong | Self::HeadTooLarge | Self::ClientIo(_) => {
-                "BAD_REQUEST"
-            }
+            Self::BadRequest(_)
+            | Self::UriTooLong
+            | Self::PayloadTooLarge
+            | Self::HeadTooLarge
+            | Self::ClientIo(_) => "BAD_REQUEST",
         }
     }
 
@@ -143,6 +150,7 @@ impl ProxyError {
         match self {
             Self::BadRequest(why) => format!("bad request: {why}"),
             Self::UriTooLong => "request URI too long".into(),
+            Self::PayloadTooLarge => "request body too large for a route that takes none".into(),
             Self::HeadTooLarge => "request header fields too large".into(),
             Self::NotImplemented(why) => format!("not implemented: {why}"),
             Self::NotFound => "not found".into(),
@@ -258,6 +266,7 @@ mod tests {
         let cases: Vec<(ProxyError, u16, Side)> = vec![
             (ProxyError::BadRequest("x"), 400, Side::Client),
             (ProxyError::UriTooLong, 414, Side::Client),
+            (ProxyError::PayloadTooLarge, 413, Side::Client),
             (ProxyError::HeadTooLarge, 431, Side::Client),
             (ProxyError::NotImplemented("gzip"), 501, Side::Client),
             (ProxyError::Denied, 403, Side::Client),

@@ -14,6 +14,7 @@ pub mod config;
 pub mod conn;
 pub mod error;
 pub mod http;
+pub mod lingering;
 pub mod listen;
 pub mod live;
 pub mod metrics;

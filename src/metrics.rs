@@ -42,6 +42,9 @@ counters! {
     request_body_bytes_total: "Request body bytes relayed to the registry.",
     response_body_bytes_total: "Response body bytes relayed to clients.",
     spliced_bytes_total: "Body bytes moved with splice(2), never copied to user space.",
+    discarded_bodies_total: "Unread request bodies read and dropped after an early answer, keeping the connection.",
+    lingering_closes_total: "Connections closed in stages (half-close, then read) after an early answer.",
+    discarded_bytes_total: "Request body bytes read and dropped after an early answer.",
 }
 
 impl WorkerMetrics {

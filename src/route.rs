@@ -138,6 +138,11 @@ pub struct RepoRequest {
     /// the registry would see a non-empty `from`, as the registry's own
     /// access check does, whether or not `mount` is there too.
     pub mount_from: Option<String>,
+    /// The registry reads the request body on this route: a manifest `PUT`,
+    /// an upload's `PATCH` or `PUT`, and a monolithic upload (`POST` with a
+    /// non-empty `digest`). Any other body it ignores, so regproxy reads and
+    /// checks it before forwarding anything (see `conn::check_ignored_body`).
+    pub reads_body: bool,
 }
 
 /// What a request touches, once classified.
@@ -167,6 +172,15 @@ impl Target {
             ),
         };
         first.into_iter().chain(second)
+    }
+
+    /// Whether the registry reads the request body; `/v2/` and the catalog
+    /// never do.
+    pub fn reads_body(&self) -> bool {
+        match self {
+            Target::Repository(r) => r.reads_body,
+            Target::Base | Target::Catalog => false,
+        }
     }
 
     /// The repository for the access log, if any.
@@ -321,16 +335,23 @@ pub fn classify(
         ) => Action::Push,
         _ => return Err(RouteError::MethodNotAllowed),
     };
-    // Only StartBlobUpload (POST on either upload route) mounts.
-    let mount_from = match (route, method) {
-        (RepoRoute::BlobUpload | RepoRoute::BlobUploadChunk, "POST") => mount_source(query)?,
-        _ => None,
+    // Only StartBlobUpload (POST on either upload route) mounts, and only
+    // it may carry a whole blob (`digest` given: a monolithic upload).
+    let (mount_from, reads_body) = match (route, method) {
+        (RepoRoute::BlobUpload | RepoRoute::BlobUploadChunk, "POST") => {
+            let p = upload_params(query)?;
+            (p.from, p.digest)
+        }
+        (RepoRoute::Manifest, "PUT") => (None, true),
+        (RepoRoute::BlobUpload | RepoRoute::BlobUploadChunk, "PATCH" | "PUT") => (None, true),
+        _ => (None, false),
     };
     Ok(Target::Repository(RepoRequest {
         route,
         name: name.to_owned(),
         action,
         mount_from,
+        reads_body,
     }))
 }
 
@@ -382,16 +403,25 @@ fn is_form_or_odd_media_type(value: &[u8]) -> bool {
     media == b"application/x-www-form-urlencoded" || media.starts_with(b"multipart/")
 }
 
-/// The mount source as `FormValue("from")` returns it, or `None` when it
-/// is missing or empty (the registry then mounts nothing).
-fn mount_source(query: Option<&str>) -> Result<Option<String>, RouteError> {
+/// What StartBlobUpload reads from its query.
+#[derive(Debug, Default)]
+struct UploadParams {
+    /// The mount source as `FormValue("from")` returns it, or `None` when it
+    /// is missing or empty (the registry then mounts nothing).
+    from: Option<String>,
+    /// `FormValue("digest")` is non-empty: the body is the whole blob.
+    digest: bool,
+}
+
+fn upload_params(query: Option<&str>) -> Result<UploadParams, RouteError> {
     let Some(query) = query else {
-        return Ok(None);
+        return Ok(UploadParams::default());
     };
     if query.split('&').count() > MAX_QUERY_PARAMS {
         return Err(RouteError::BadParameters);
     }
     let mut from: Option<Vec<u8>> = None;
+    let mut digest: Option<Vec<u8>> = None;
     for pair in query.split('&') {
         // Go ≥ 1.17 drops a pair holding ';'; older Go split on it.
         if pair.contains(';') {
@@ -412,18 +442,25 @@ fn mount_source(query: Option<&str>) -> Result<Option<String>, RouteError> {
                 return Err(RouteError::BadParameters);
             }
             from = Some(value);
+        } else if key == b"digest" {
+            // Go takes the first value.
+            digest.get_or_insert(value);
         }
     }
-    match from {
-        None => Ok(None),
-        Some(v) if v.is_empty() => Ok(None),
+    let from = match from {
+        None => None,
+        Some(v) if v.is_empty() => None,
         Some(v) => match String::from_utf8(v) {
-            Ok(name) if is_repository_name(&name) => Ok(Some(name)),
+            Ok(name) if is_repository_name(&name) => Some(name),
             // The registry would ignore an invalid source (or, for a
             // host-like first component, accept it); either way, refuse.
-            _ => Err(RouteError::BadParameters),
+            _ => return Err(RouteError::BadParameters),
         },
-    }
+    };
+    Ok(UploadParams {
+        from,
+        digest: digest.is_some_and(|d| !d.is_empty()),
+    })
 }
 
 /// Go's `url.QueryUnescape`: `+` is a space, `%XX` a byte, any other `%`

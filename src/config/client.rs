@@ -8,13 +8,16 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::duration;
+use super::{duration, size};
+use crate::lingering::Lingering;
 
 #[derive(Debug, Clone, Copy)]
 pub struct ClientConfig {
     pub header_timeout: Duration,
     pub idle_timeout: Duration,
     pub body_timeout: Duration,
+    /// What becomes of a body regproxy answered before reading it.
+    pub lingering: Lingering,
 }
 
 #[derive(Deserialize)]
@@ -26,6 +29,12 @@ pub(super) struct RawClient {
     idle_timeout: Duration,
     #[serde(default = "default_body_timeout", deserialize_with = "duration")]
     body_timeout: Duration,
+    #[serde(default = "default_discard_limit", deserialize_with = "size")]
+    discard_limit: u64,
+    #[serde(default = "default_lingering_time", deserialize_with = "duration")]
+    lingering_time: Duration,
+    #[serde(default = "default_lingering_timeout", deserialize_with = "duration")]
+    lingering_timeout: Duration,
 }
 
 impl Default for RawClient {
@@ -34,6 +43,9 @@ impl Default for RawClient {
             header_timeout: default_header_timeout(),
             idle_timeout: default_idle_timeout(),
             body_timeout: default_body_timeout(),
+            discard_limit: default_discard_limit(),
+            lingering_time: default_lingering_time(),
+            lingering_timeout: default_lingering_timeout(),
         }
     }
 }
@@ -47,6 +59,19 @@ fn default_idle_timeout() -> Duration {
 fn default_body_timeout() -> Duration {
     Duration::from_secs(900)
 }
+/// Large enough for any manifest or small blob a client sends before its
+/// credentials; a refused layer upload beyond it is not worth reading.
+fn default_discard_limit() -> u64 {
+    64 << 20
+}
+/// nginx's `lingering_time`.
+fn default_lingering_time() -> Duration {
+    Duration::from_secs(30)
+}
+/// nginx's `lingering_timeout`.
+fn default_lingering_timeout() -> Duration {
+    Duration::from_secs(5)
+}
 
 impl RawClient {
     pub(super) fn build(self) -> ClientConfig {
@@ -54,6 +79,11 @@ impl RawClient {
             header_timeout: self.header_timeout,
             idle_timeout: self.idle_timeout,
             body_timeout: self.body_timeout,
+            lingering: Lingering {
+                discard_limit: self.discard_limit,
+                time: self.lingering_time,
+                timeout: self.lingering_timeout,
+            },
         }
     }
 }

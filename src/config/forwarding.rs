@@ -19,6 +19,8 @@ pub struct ForwardingConfig {
     pub forward_authorization: bool,
     /// Balancers whose client-address claims are believed.
     pub trusted_proxies: Vec<Cidr>,
+    /// Forward method-override and URL-rewrite headers (dropped by default).
+    pub keep_override_headers: bool,
 }
 
 #[derive(Deserialize, Default)]
@@ -30,6 +32,8 @@ pub(super) struct RawForwarding {
     forward_authorization: bool,
     #[serde(default)]
     trusted_proxies: Vec<Spanned<String>>,
+    #[serde(default)]
+    keep_override_headers: bool,
 }
 
 impl RawForwarding {
@@ -47,6 +51,7 @@ impl RawForwarding {
             trust_forwarded_headers: self.trust_forwarded_headers,
             forward_authorization: self.forward_authorization,
             trusted_proxies,
+            keep_override_headers: self.keep_override_headers,
         })
     }
 }

@@ -15,6 +15,9 @@ pub struct UpstreamConfig {
     pub read_timeout: Duration,
     pub max_idle_per_worker: usize,
     pub idle_timeout: Duration,
+    /// `Host` sent for an HTTP/1.0 request that has none: `upstream.host`,
+    /// or the first server's address as written.
+    pub host: String,
 }
 
 #[derive(Deserialize)]
@@ -29,6 +32,7 @@ pub(super) struct RawUpstream {
     max_idle_per_worker: usize,
     #[serde(default = "default_idle_timeout", deserialize_with = "duration")]
     idle_timeout: Duration,
+    host: Option<Spanned<String>>,
 }
 
 fn default_connect_timeout() -> Duration {
@@ -60,7 +64,23 @@ impl RawUpstream {
                 "upstream.servers must name at least one registry".into(),
             ));
         }
+        let host = match self.host {
+            None => self.servers.get_ref().first().cloned().unwrap_or_default(),
+            Some(h) => {
+                let value = h.get_ref();
+                // A field value (RFC 9110 §5.5): visible ASCII, no spaces.
+                if value.is_empty() || !value.bytes().all(|b| b.is_ascii_graphic()) {
+                    return Err(l.located(
+                        h.span(),
+                        "upstream.host must be a host[:port] without spaces or control characters"
+                            .into(),
+                    ));
+                }
+                value.clone()
+            }
+        };
         Ok(UpstreamConfig {
+            host,
             servers,
             connect_timeout: self.connect_timeout,
             read_timeout: self.read_timeout,

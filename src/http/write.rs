@@ -13,8 +13,11 @@ use super::head::{RequestBody, RequestHead, ResponseHead, Version};
 use crate::error::ProxyError;
 
 /// The interim answer for `Expect: 100-continue` (RFC 9110 §10.1.1), sent
-/// once the request is authorized, so a rejected client never uploads.
-pub const CONTINUE_100: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+/// once the request is authorized, so a rejected client never uploads. It
+/// carries the API version like every other answer: some clients check it
+/// on each response they read.
+pub const CONTINUE_100: &[u8] =
+    b"HTTP/1.1 100 Continue\r\nDocker-Distribution-Api-Version: registry/2.0\r\n\r\n";
 
 /// The registry API version every response must carry; docker checks it.
 pub const API_VERSION_HEADER: &str = "Docker-Distribution-Api-Version";
@@ -22,14 +25,35 @@ const API_VERSION: &str = "registry/2.0";
 
 /// Facts about the client connection that shape the forwarded head.
 #[derive(Debug, Clone, Copy)]
-pub struct Forwarding {
+pub struct Forwarding<'a> {
     pub client_ip: IpAddr,
     pub tls: bool,
     /// Keep X-Forwarded-* and X-Real-IP set by a load balancer in front.
     pub trust_forwarded_headers: bool,
     /// Pass the client's Authorization header on to the registry.
     pub forward_authorization: bool,
+    /// Pass method-override and URL-rewrite headers on (see
+    /// [`OVERRIDE_HEADERS`]).
+    pub keep_override_headers: bool,
+    /// The request's body was read and dropped here (the registry ignores
+    /// it on this route): forward the head without one.
+    pub drop_body: bool,
+    /// `Host` for a request that came without one (HTTP/1.0).
+    pub default_host: &'a str,
 }
+
+/// Headers some servers and frameworks read as "treat this request as
+/// another method or path". distribution ignores them, but a registry or
+/// middleware behind us might not, and our rules judged the method and path
+/// on the request line: they are dropped unless the operator keeps them.
+const OVERRIDE_HEADERS: [&str; 6] = [
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+    "x-original-method",
+    "x-original-url",
+    "x-rewrite-url",
+];
 
 /// Client-supplied proxy headers; a client must not be able to pose as a
 /// load balancer unless the operator says one is there.
@@ -55,9 +79,10 @@ pub fn request_head(req: &RequestHead, fwd: &Forwarding, out: &mut Vec<u8>) {
     out.extend_from_slice(b" HTTP/1.1\r\n");
     // The recipe: `proxy_set_header Host $http_host` — docker builds upload
     // URLs from it, so it must be the client's, not the upstream's address.
-    if let Some(host) = req.host() {
-        header(out, "Host", host.as_bytes());
-    }
+    // RFC 9112 §3.2: we speak HTTP/1.1 upstream, which requires a Host; an
+    // HTTP/1.0 client may have sent none.
+    let host = req.host().unwrap_or(fwd.default_host);
+    header(out, "Host", host.as_bytes());
 
     let mut incoming_xff: Option<&[u8]> = None;
     let mut has_real_ip = false;
@@ -71,6 +96,9 @@ pub fn request_head(req: &RequestHead, fwd: &Forwarding, out: &mut Vec<u8>) {
             continue;
         }
         if eq(name, "authorization") && !fwd.forward_authorization {
+            continue;
+        }
+        if !fwd.keep_override_headers && OVERRIDE_HEADERS.iter().any(|h| eq(name, h)) {
             continue;
         }
         if FORWARDING_HEADERS.iter().any(|h| eq(name, h)) {
@@ -109,6 +137,7 @@ pub fn request_head(req: &RequestHead, fwd: &Forwarding, out: &mut Vec<u8>) {
     }
     // RFC 9112 §6.1-6.2: we send exactly one framing header of our own.
     match req.body {
+        _ if fwd.drop_body => {}
         RequestBody::None => {}
         RequestBody::Length(n) => {
             let _ = write!(out, "Content-Length: {n}\r\n");
@@ -143,7 +172,12 @@ pub fn response_head(
         if resp.is_connection_header(name) {
             continue;
         }
-        if eq(name, "content-length") && framing != ClientFraming::NoBody {
+        // RFC 9110 §8.6: a 204 has no content and must not claim a length;
+        // a 304's length describes a representation the client already has,
+        // and some clients wait for that many bytes: neither is passed on.
+        if eq(name, "content-length")
+            && (framing != ClientFraming::NoBody || matches!(resp.status, 204 | 304))
+        {
             continue;
         }
         has_api_version |= eq(name, API_VERSION_HEADER);
@@ -225,6 +259,7 @@ fn reason(status: u16) -> &'static str {
         403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        413 => "Content Too Large",
         414 => "URI Too Long",
         429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
@@ -249,13 +284,74 @@ mod tests {
         }
     }
 
-    fn fwd(trust: bool) -> Forwarding {
+    fn fwd(trust: bool) -> Forwarding<'static> {
         Forwarding {
             client_ip: "10.1.2.3".parse().expect("ip"),
             tls: true,
             trust_forwarded_headers: trust,
             forward_authorization: false,
+            keep_override_headers: false,
+            drop_body: false,
+            default_host: "registry:5000",
         }
+    }
+
+    #[test]
+    fn override_headers_are_dropped_unless_kept() {
+        let raw = "DELETE /v2/a/manifests/x HTTP/1.1\r\nHost: h\r\n\
+                   X-HTTP-Method-Override: GET\r\nX-Original-URL: /v2/b/manifests/y\r\n\
+                   x-rewrite-url: /v2/c/\r\nX-Method-Override: PUT\r\nX-Keep: 1\r\n\r\n";
+        let out = forwarded(raw, &fwd(false));
+        let lower = out.to_ascii_lowercase();
+        for h in OVERRIDE_HEADERS {
+            assert!(!lower.contains(h), "{h} forwarded: {out}");
+        }
+        assert!(out.contains("X-Keep: 1\r\n"));
+        let kept = Forwarding {
+            keep_override_headers: true,
+            ..fwd(false)
+        };
+        let out = forwarded(raw, &kept);
+        assert!(out.contains("X-HTTP-Method-Override: GET\r\n"), "{out}");
+        assert!(
+            out.contains("X-Original-URL: /v2/b/manifests/y\r\n"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn http10_without_host_gets_the_default_host() {
+        let out = forwarded("GET /v2/ HTTP/1.0\r\n\r\n", &fwd(false));
+        assert!(
+            out.starts_with("GET /v2/ HTTP/1.1\r\nHost: registry:5000\r\n"),
+            "{out}"
+        );
+        let out = forwarded("GET /v2/ HTTP/1.0\r\nHost: mine\r\n\r\n", &fwd(false));
+        assert!(
+            out.contains("Host: mine\r\n") && !out.contains("registry:5000"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn a_dropped_body_leaves_no_framing_header() {
+        let raw = "DELETE /v2/a/manifests/x HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\n";
+        let dropped = Forwarding {
+            drop_body: true,
+            ..fwd(false)
+        };
+        let out = forwarded(raw, &dropped);
+        assert!(
+            !out.to_ascii_lowercase().contains("content-length"),
+            "{out}"
+        );
+        assert!(forwarded(raw, &fwd(false)).contains("Content-Length: 10\r\n"));
+        let chunked = "GET /v2/ HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let out = forwarded(chunked, &dropped);
+        assert!(
+            !out.to_ascii_lowercase().contains("transfer-encoding"),
+            "{out}"
+        );
     }
 
     fn forwarded(raw: &str, f: &Forwarding) -> String {
@@ -335,6 +431,37 @@ mod tests {
             "HTTP/1.1 200 OK\r\nContent-Length: 1073741824\r\nDocker-Content-Digest: sha256:ab\r\n\
              Docker-Distribution-Api-Version: registry/2.0\r\n\r\n"
         );
+    }
+
+    #[test]
+    fn no_content_length_on_204_or_304() {
+        for (status, method) in [
+            (204, Method::Delete),
+            (304, Method::Get),
+            (204, Method::Head),
+        ] {
+            let r = resp(
+                &format!("HTTP/1.1 {status} X\r\nContent-Length: 42\r\nEtag: \"a\"\r\n\r\n"),
+                method,
+            );
+            let framing = client_framing(r.body, Version::Http11);
+            let mut out = Vec::new();
+            response_head(&r, framing, true, &mut out);
+            let out = String::from_utf8(out).expect("utf8");
+            assert!(
+                !out.to_ascii_lowercase().contains("content-length"),
+                "{out}"
+            );
+            assert!(out.contains("Etag: \"a\"\r\n"), "{out}");
+        }
+    }
+
+    #[test]
+    fn continue_carries_the_api_version() {
+        let text = std::str::from_utf8(CONTINUE_100).expect("ascii");
+        assert!(text.starts_with("HTTP/1.1 100 Continue\r\n"));
+        assert!(text.contains(&format!("{API_VERSION_HEADER}: {API_VERSION}\r\n")));
+        assert!(text.ends_with("\r\n\r\n"));
     }
 
     #[test]

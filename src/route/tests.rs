@@ -673,3 +673,38 @@ fn agrees_with_the_registry_router() {
     }
     assert!(checked > 50_000 && routed > 1_000, "{checked} {routed}");
 }
+
+#[test]
+fn only_routes_the_registry_reads_a_body_on_say_so() {
+    let reads = |method: &str, path: &str, query: Option<&str>| {
+        classify(method, path, query, None)
+            .map(|t| t.reads_body())
+            .unwrap()
+    };
+    let up = "/v2/a/b/blobs/uploads/";
+    let chunk = "/v2/a/b/blobs/uploads/6a0a8a2b-5b5e-4e5f-9b8a-0b9a8e1c2d3f";
+    let manifest = "/v2/a/b/manifests/latest";
+    let blob = format!("/v2/a/b/blobs/{D}");
+    let digest = format!("digest={D}");
+    assert!(reads("PUT", manifest, None));
+    assert!(reads("PATCH", chunk, None));
+    assert!(reads("PUT", chunk, Some(&digest)));
+    assert!(reads("POST", up, Some(&digest)), "monolithic upload");
+    for (method, path, query) in [
+        ("GET", "/v2/", None),
+        ("GET", "/v2/_catalog", None),
+        ("GET", manifest, None),
+        ("HEAD", manifest, None),
+        ("DELETE", manifest, None),
+        ("GET", blob.as_str(), None),
+        ("DELETE", blob.as_str(), None),
+        ("POST", up, None),
+        ("POST", up, Some("digest=")),
+        ("POST", up, Some("mount=sha256:00&from=c/d")),
+        ("GET", chunk, None),
+        ("DELETE", chunk, None),
+        ("GET", "/v2/a/b/tags/list", None),
+    ] {
+        assert!(!reads(method, path, query), "{method} {path} {query:?}");
+    }
+}
