@@ -27,11 +27,10 @@ use support::podman::Podman;
 use support::proxy::Proxy;
 use support::registry::Registry;
 use support::skopeo::{
-    docker_ref, image_dir_from_layer_files, layer_digests_of_manifest, make_image_dir,
-    pulled_layer_digests, sha256_file, skopeo_copy, verify_dir_blobs, CopyOpts, RandomStream,
-    Sha256,
+    docker_ref, image_dir_from_layer_files, make_image_dir, pulled_layer_digests, sha256_file,
+    skopeo_copy, verify_dir_blobs, CopyOpts, RandomStream, Sha256,
 };
-use support::tap::{Framing, Scanner, Seen, Tap};
+use support::tap::{describe_upload, Framing, Scanner, Tap};
 use support::tls::Tls;
 
 const MIB: u64 = 1 << 20;
@@ -152,85 +151,6 @@ fn skip(client: &str, why: &str) {
     eprintln!("SKIP {client}: {why}");
 }
 
-/// How the biggest upload the tap saw was framed, e.g. `POST, then PATCH
-/// chunked (2048 chunks, 67.1 MB), then PUT without body`: the requests of
-/// that upload session (same upload id), in order. Panics unless at least
-/// `min` body bytes went by in one session.
-fn upload_shape(seen: &[Seen], min: u64) -> String {
-    let uploads: Vec<&Seen> = seen
-        .iter()
-        .filter(|s| s.target.contains("/blobs/uploads/"))
-        .collect();
-    let session = |s: &Seen| -> String {
-        let rest = s.target.split("/blobs/uploads/").nth(1).unwrap_or("");
-        rest.split('?').next().unwrap_or("").to_owned()
-    };
-    let biggest = uploads
-        .iter()
-        .max_by_key(|s| s.body_bytes())
-        .unwrap_or_else(|| panic!("the tap saw no upload: {seen:#?}"));
-    let id = session(biggest);
-    let steps: Vec<&&Seen> = uploads
-        .iter()
-        .filter(|s| !id.is_empty() && session(s) == id)
-        .collect();
-    let total: u64 = steps.iter().map(|s| s.body_bytes()).sum();
-    assert!(
-        total >= min,
-        "the biggest upload carried {total} bytes, want at least {min}: {uploads:#?}"
-    );
-    // The POST that opened the session has no id in its target; a POST
-    // that carries the body itself (monolithic upload) is the session.
-    let opened_by_post = uploads
-        .iter()
-        .any(|s| s.method == "POST" && session(s).is_empty());
-    let mut parts = Vec::new();
-    if opened_by_post && biggest.method != "POST" {
-        parts.push("POST".to_owned());
-    }
-    for s in steps {
-        let framing = match &s.framing {
-            Framing::None => "without body".to_owned(),
-            Framing::ContentLength(0) => "Content-Length: 0".to_owned(),
-            Framing::ContentLength(n) => format!("Content-Length {:.1} MB", *n as f64 / 1e6),
-            Framing::Chunked { chunks, bytes } => {
-                format!("chunked ({chunks} chunks, {:.1} MB)", *bytes as f64 / 1e6)
-            }
-        };
-        let expect = if s.expect_continue {
-            " + Expect: 100-continue"
-        } else {
-            ""
-        };
-        parts.push(format!("{} {framing}{expect}", s.method));
-    }
-    parts.join(", then ")
-}
-
-/// `layers[].digest` of `repo:tag` as the registry stores it.
-fn registry_layers(registry: &Registry, repo: &str, tag: &str) -> Vec<String> {
-    let root = registry.storage().join("docker/registry/v2");
-    let link = root.join(format!(
-        "repositories/{repo}/_manifests/tags/{tag}/current/link"
-    ));
-    let digest =
-        std::fs::read_to_string(&link).unwrap_or_else(|e| panic!("{}: {e}", link.display()));
-    let hex = digest.trim().trim_start_matches("sha256:").to_owned();
-    let data = root.join(format!("blobs/sha256/{}/{hex}/data", &hex[..2]));
-    layer_digests_of_manifest(&std::fs::read_to_string(data).unwrap())
-}
-
-/// Whether the registry links `digest` into `repo` (by upload or mount).
-fn repo_links_layer(registry: &Registry, repo: &str, digest: &str) -> bool {
-    let hex = digest.trim_start_matches("sha256:");
-    registry
-        .storage()
-        .join(format!(
-            "docker/registry/v2/repositories/{repo}/_layers/sha256/{hex}/link"
-        ))
-        .is_file()
-}
-
 // === docker ===
 
 /// A dockerd trusting `stack`'s CA for its TLS host and the plain host as
@@ -322,7 +242,7 @@ fn docker_pushes_and_pulls_through_tls_and_plain_http() {
         TRANSFER_LIMIT,
     )
     .assert_success();
-    let layers = registry_layers(&s.registry, "clients/docker", "v1");
+    let layers = s.registry.manifest_layers("clients/docker", "v1");
     assert_eq!(layers.len(), 1, "one layer: {layers:?}");
     assert!(s.registry.has_blob(&layers[0]));
     // Plain HTTP (dockerd's --insecure-registry), through the tap.
@@ -332,7 +252,7 @@ fn docker_pushes_and_pulls_through_tls_and_plain_http() {
         TRANSFER_LIMIT,
     )
     .assert_success();
-    let shape = upload_shape(&s.tap.seen(), LAYER);
+    let shape = describe_upload(&s.tap.seen(), LAYER);
 
     docker_rmi(&d, &[&tls_ref, &plain_ref]);
     run(
@@ -441,7 +361,7 @@ fn docker_cross_repository_mount_needs_pull_on_the_source() {
     docker_login(&d, &cfg_b, &host, bob);
 
     run(d.docker(Some(&cfg_a)).args(["push", &src]), TRANSFER_LIMIT).assert_success();
-    let layer = registry_layers(&s.registry, "src/app", "v1").remove(0);
+    let layer = s.registry.manifest_layers("src/app", "v1").remove(0);
     let hex = layer.trim_start_matches("sha256:");
 
     // bob may not pull src/app: his mount is refused before the registry,
@@ -476,7 +396,7 @@ fn docker_cross_repository_mount_needs_pull_on_the_source() {
             && r.status == 201),
         "bob should have uploaded the layer himself: {reqs:#?}"
     );
-    assert!(repo_links_layer(&s.registry, "dst/b", &layer));
+    assert!(s.registry.repo_links_blob("dst/b", &layer));
 
     // alice may pull src/app (and dst/b): her push is a mount, no upload.
     let dst_a = format!("{host}/dst/a:v1");
@@ -505,7 +425,7 @@ fn docker_cross_repository_mount_needs_pull_on_the_source() {
             && r.uri.contains(hex)),
         "alice's layer should not be uploaded again: {reqs:#?}"
     );
-    assert!(repo_links_layer(&s.registry, "dst/a", &layer));
+    assert!(s.registry.repo_links_blob("dst/a", &layer));
     eprintln!("docker mounts: alice 201 from src/app, bob 403 then own upload");
 }
 
@@ -550,7 +470,7 @@ fn podman_pushes_and_pulls_through_tls_and_plain_http() {
     transfer("push", &tls_ref, &tls_args, PUSHER);
     s.tap.clear();
     transfer("push", &plain_ref, &plain_args, PUSHER);
-    let shape = upload_shape(&s.tap.seen(), LAYER / 2);
+    let shape = describe_upload(&s.tap.seen(), LAYER / 2);
 
     let blob_of = |image: &str, out: &Path| -> String {
         let id = podman(&["create", image, "x"], STEP_LIMIT);
@@ -652,7 +572,7 @@ fn ctr_pushes_and_pulls_through_tls_and_plain_http() {
     assert!(s.registry.has_blob(&layer), "registry lacks {layer}");
     s.tap.clear();
     transfer("push", &plain_ref, PUSHER);
-    let shape = upload_shape(&s.tap.seen(), LAYER);
+    let shape = describe_upload(&s.tap.seen(), LAYER);
 
     // Drop the images and let the garbage collector take their content.
     ctr(
@@ -710,7 +630,7 @@ fn skopeo_pushes_and_pulls_through_tls_and_plain_http() {
         ..CopyOpts::default()
     };
     skopeo_copy(&image.reference(), &plain_ref, &plain_push).assert_success();
-    let shape = upload_shape(&s.tap.seen(), LAYER);
+    let shape = describe_upload(&s.tap.seen(), LAYER);
 
     let tls_out = s.path("pulled-tls");
     skopeo_copy(

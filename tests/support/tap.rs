@@ -242,6 +242,61 @@ fn take_until(line: &mut Vec<u8>, data: &[u8], end: &[u8]) -> (usize, bool) {
     (data.len(), false)
 }
 
+/// How the biggest upload the tap saw was framed, e.g. `POST, then PATCH
+/// chunked (2048 chunks, 67.1 MB), then PUT without body`: the requests of
+/// that upload session (same upload id), in order. Panics unless at least
+/// `min` body bytes went by in one session.
+pub fn describe_upload(seen: &[Seen], min: u64) -> String {
+    let uploads: Vec<&Seen> = seen
+        .iter()
+        .filter(|s| s.target.contains("/blobs/uploads/"))
+        .collect();
+    let session = |s: &Seen| -> String {
+        let rest = s.target.split("/blobs/uploads/").nth(1).unwrap_or("");
+        rest.split('?').next().unwrap_or("").to_owned()
+    };
+    let biggest = uploads
+        .iter()
+        .max_by_key(|s| s.body_bytes())
+        .unwrap_or_else(|| panic!("the tap saw no upload: {seen:#?}"));
+    let id = session(biggest);
+    let steps: Vec<&&Seen> = uploads
+        .iter()
+        .filter(|s| !id.is_empty() && session(s) == id)
+        .collect();
+    let total: u64 = steps.iter().map(|s| s.body_bytes()).sum();
+    assert!(
+        total >= min,
+        "the biggest upload carried {total} bytes, want at least {min}: {uploads:#?}"
+    );
+    // The POST that opened the session has no id in its target; a POST
+    // that carries the body itself (monolithic upload) is the session.
+    let opened_by_post = uploads
+        .iter()
+        .any(|s| s.method == "POST" && session(s).is_empty());
+    let mut parts = Vec::new();
+    if opened_by_post && biggest.method != "POST" {
+        parts.push("POST".to_owned());
+    }
+    for s in steps {
+        let framing = match &s.framing {
+            Framing::None => "without body".to_owned(),
+            Framing::ContentLength(0) => "Content-Length: 0".to_owned(),
+            Framing::ContentLength(n) => format!("Content-Length {:.1} MB", *n as f64 / 1e6),
+            Framing::Chunked { chunks, bytes } => {
+                format!("chunked ({chunks} chunks, {:.1} MB)", *bytes as f64 / 1e6)
+            }
+        };
+        let expect = if s.expect_continue {
+            " + Expect: 100-continue"
+        } else {
+            ""
+        };
+        parts.push(format!("{} {framing}{expect}", s.method));
+    }
+    parts.join(", then ")
+}
+
 /// The relay; see the module doc.
 pub struct Tap {
     addr: SocketAddr,
