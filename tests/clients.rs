@@ -67,7 +67,11 @@ impl Stack {
     fn start(users: &[(&str, &str)], auth: &str, tail: &str) -> Stack {
         let dir = tempfile::tempdir().unwrap();
         let registry = Registry::start();
-        let tls = Tls::generate(&dir.path().join("tls"));
+        // 0.0.0.0: see `docker_host`.
+        let tls = Tls::generate_for(
+            &dir.path().join("tls"),
+            &["localhost", "127.0.0.1", "0.0.0.0"],
+        );
         support::write_htpasswd(&dir.path().join("users"), users);
         let body = format!(
             "[auth]\nhtpasswd = \"{users}\"\n{auth}\n[upstream]\nservers = [\"{up}\"]\n{tail}",
@@ -103,6 +107,15 @@ impl Stack {
     /// `localhost:PORT` of the TLS regproxy (the certificate names localhost).
     fn tls_host(&self) -> String {
         format!("localhost:{}", self.proxy.addr().port())
+    }
+
+    /// The TLS regproxy as docker must name it to verify its certificate.
+    /// dockerd treats every registry whose host resolves into 127.0.0.0/8
+    /// as insecure and skips certificate checks for it, whatever
+    /// certs.d holds; `0.0.0.0` is outside that range, and Linux sends a
+    /// connection to it over loopback to 127.0.0.1, where regproxy listens.
+    fn docker_host(&self) -> String {
+        format!("0.0.0.0:{}", self.proxy.addr().port())
     }
 
     /// `localhost:PORT` of the tap in front of the plain regproxy.
@@ -153,19 +166,21 @@ fn skip(client: &str, why: &str) {
 
 // === docker ===
 
-/// A dockerd trusting `stack`'s CA for its TLS host and the plain host as
-/// insecure, or `None` (skipped, said loudly).
-fn docker_or_skip(s: &Stack) -> Option<(Dockerd, CertsD)> {
+/// A dockerd that takes the plain host as insecure, or `None` (skipped,
+/// said loudly).
+fn docker_or_skip(s: &Stack) -> Option<Dockerd> {
     match Dockerd::start(&[s.plain_host()]) {
-        Ok(d) => {
-            let ca = CertsD::install(&s.tls_host(), &s.tls.ca_cert());
-            Some((d, ca))
-        }
+        Ok(d) => Some(d),
         Err(e) => {
             skip("docker", &e);
             None
         }
     }
+}
+
+/// Makes docker trust `stack`'s CA for the TLS regproxy (until dropped).
+fn trust_ca(s: &Stack) -> CertsD {
+    CertsD::install(&s.docker_host(), &s.tls.ca_cert())
 }
 
 fn docker_login(d: &Dockerd, config: &Path, host: &str, (user, pass): (&str, &str)) {
@@ -209,13 +224,29 @@ fn docker_rmi(d: &Dockerd, tags: &[&str]) {
 fn docker_pushes_and_pulls_through_tls_and_plain_http() {
     let _turn = serial();
     let s = Stack::recipe();
-    let Some((d, _ca)) = docker_or_skip(&s) else {
+    let Some(d) = docker_or_skip(&s) else {
         return;
     };
+    // docker checks the certificate: without the CA it refuses regproxy.
+    let untrusted = run(
+        d.docker(Some(&s.path("cfg-untrusted")))
+            .args(["login", "-u", PUSHER.0, "-p", PUSHER.1])
+            .arg(s.docker_host()),
+        STEP_LIMIT,
+    );
+    untrusted.assert_failure();
+    assert!(
+        untrusted
+            .output()
+            .contains("certificate signed by unknown authority"),
+        "docker should refuse the unknown CA:\n{}",
+        untrusted.output()
+    );
+    let _ca = trust_ca(&s);
     let version = d.versions();
     let want = build_context(&s.path("ctx"), LAYER);
     let (tls_ref, plain_ref) = (
-        format!("{}/clients/docker:v1", s.tls_host()),
+        format!("{}/clients/docker:v1", s.docker_host()),
         format!("{}/clients/docker-plain:v1", s.plain_host()),
     );
     run(
@@ -231,7 +262,7 @@ fn docker_pushes_and_pulls_through_tls_and_plain_http() {
     )
     .assert_success();
     let (pusher, reader) = (s.path("cfg-pusher"), s.path("cfg-reader"));
-    for host in [s.tls_host(), s.plain_host()] {
+    for host in [s.docker_host(), s.plain_host()] {
         docker_login(&d, &pusher, &host, PUSHER);
         docker_login(&d, &reader, &host, READER);
     }
@@ -279,11 +310,12 @@ fn docker_pushes_and_pulls_through_tls_and_plain_http() {
 fn docker_push_by_pull_only_user_is_denied_and_stores_nothing() {
     let _turn = serial();
     let s = Stack::recipe();
-    let Some((d, _ca)) = docker_or_skip(&s) else {
+    let Some(d) = docker_or_skip(&s) else {
         return;
     };
+    let _ca = trust_ca(&s);
     build_context(&s.path("ctx"), MIB);
-    let image = format!("{}/clients/denied:v1", s.tls_host());
+    let image = format!("{}/clients/denied:v1", s.docker_host());
     run(
         d.docker(None)
             .args(["build", "-t", &image])
@@ -292,7 +324,7 @@ fn docker_push_by_pull_only_user_is_denied_and_stores_nothing() {
     )
     .assert_success();
     let reader = s.path("cfg-reader");
-    docker_login(&d, &reader, &s.tls_host(), READER);
+    docker_login(&d, &reader, &s.docker_host(), READER);
     let blobs = s.registry.blob_count();
 
     let push = run(
@@ -343,11 +375,12 @@ fn docker_cross_repository_mount_needs_pull_on_the_source() {
     .collect::<String>();
     let (alice, bob) = (("alice", "alice-pw"), ("bob", "bob-pw"));
     let s = Stack::start(&[alice, bob], "", &rules);
-    let Some((d, _ca)) = docker_or_skip(&s) else {
+    let Some(d) = docker_or_skip(&s) else {
         return;
     };
+    let _ca = trust_ca(&s);
     build_context(&s.path("ctx"), 8 * MIB);
-    let host = s.tls_host();
+    let host = s.docker_host();
     let src = format!("{host}/src/app:v1");
     run(
         d.docker(None)
@@ -467,6 +500,20 @@ fn podman_pushes_and_pulls_through_tls_and_plain_http() {
         args.extend_from_slice(&["--creds", &c, image]);
         podman(&args, TRANSFER_LIMIT).assert_success();
     };
+    // Without the CA podman refuses regproxy's certificate.
+    let c = creds(PUSHER);
+    let untrusted = podman(
+        &["push", &policy[0], &policy[1], "--creds", &c, &tls_ref],
+        TRANSFER_LIMIT,
+    );
+    untrusted.assert_failure();
+    assert!(
+        untrusted
+            .output()
+            .contains("certificate signed by unknown authority"),
+        "{}",
+        untrusted.output()
+    );
     transfer("push", &tls_ref, &tls_args, PUSHER);
     s.tap.clear();
     transfer("push", &plain_ref, &plain_args, PUSHER);
