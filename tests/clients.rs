@@ -600,11 +600,28 @@ fn ctr_pushes_and_pulls_through_tls_and_plain_http() {
     )
     .assert_success();
     ctr(&["images", "tag", &tls_ref, &plain_ref], STEP_LIMIT).assert_success();
-    let hosts = c.hosts_dir(
-        &[(&s.tls_host(), "https"), (&s.plain_host(), "http")],
-        &s.tls.ca_cert(),
-    );
+    let entries = [(s.tls_host(), "https"), (s.plain_host(), "http")];
+    let entries: Vec<(&str, &str)> = entries.iter().map(|(h, sc)| (h.as_str(), *sc)).collect();
+    let hosts = c.hosts_dir("hosts", &entries, Some(&s.tls.ca_cert()));
     let hosts = hosts.display().to_string();
+    // Without the CA ctr refuses regproxy's certificate.
+    let untrusted = c.hosts_dir("hosts-no-ca", &entries, None);
+    let user = format!("{}:{}", PUSHER.0, PUSHER.1);
+    let refused = run(
+        c.ctr()
+            .args(["images", "push", "--hosts-dir"])
+            .arg(&untrusted)
+            .args(["--user", &user, &tls_ref]),
+        TRANSFER_LIMIT,
+    );
+    refused.assert_failure();
+    assert!(
+        refused
+            .output()
+            .contains("certificate signed by unknown authority"),
+        "{}",
+        refused.output()
+    );
     let transfer = |verb: &str, image: &str, (u, pw): (&str, &str)| {
         let user = format!("{u}:{pw}");
         let mut args = vec!["images", verb, "--hosts-dir", &hosts, "--user", &user];

@@ -96,17 +96,18 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
         cmd
     }
 
-    /// A hosts dir for `--hosts-dir` with `HOST:PORT/hosts.toml` for each
-    /// `(host_port, scheme)`; `https` entries trust `ca`.
-    pub fn hosts_dir(&self, entries: &[(&str, &str)], ca: &Path) -> PathBuf {
-        let root = self.dir.path().join("hosts");
+    /// A hosts dir `name` for `--hosts-dir` with `HOST:PORT/hosts.toml` for
+    /// each `(host_port, scheme)`; `https` entries trust `ca` if given (else
+    /// the system roots).
+    pub fn hosts_dir(&self, name: &str, entries: &[(&str, &str)], ca: Option<&Path>) -> PathBuf {
+        let root = self.dir.path().join(name);
         for (host_port, scheme) in entries {
             let dir = root.join(host_port);
             std::fs::create_dir_all(&dir).expect("create hosts.d entry");
             let mut toml = format!(
                 "server = \"{scheme}://{host_port}\"\n[host.\"{scheme}://{host_port}\"]\n  capabilities = [\"pull\", \"resolve\", \"push\"]\n"
             );
-            if *scheme == "https" {
+            if let (Some(ca), "https") = (ca, *scheme) {
                 std::fs::copy(ca, dir.join("ca.crt")).expect("copy CA into hosts dir");
                 toml.push_str(&format!("  ca = \"{}\"\n", dir.join("ca.crt").display()));
             }
