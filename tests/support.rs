@@ -13,18 +13,28 @@
 //!   close or reset mid-body, slow or gated responses) that records the
 //!   requests it receives.
 //! - [`mem`]: peak resident memory (`VmHWM`) of a process.
+//! - [`cmd`]: run a client tool with a time limit; stop a daemon by PID.
+//! - [`dockerd`], [`podman`], [`containerd`]: the real registry clients
+//!   (docker, podman, ctr), each with private state in a temp dir.
+//! - [`tap`]: a transparent TCP relay that notes how each request's body
+//!   is framed (how a real client uploads).
 //! - [`htpasswd_bcrypt`]: an htpasswd line made by the real `htpasswd -B`.
 //!
 //! Nothing here uses fixed ports or kills processes by name: every child is
 //! killed by its own PID when its handle is dropped.
 #![allow(dead_code)]
 
+pub mod cmd;
+pub mod containerd;
+pub mod dockerd;
 pub mod http;
 pub mod mem;
 pub mod origin;
+pub mod podman;
 pub mod proxy;
 pub mod registry;
 pub mod skopeo;
+pub mod tap;
 pub mod tls;
 
 use std::path::Path;

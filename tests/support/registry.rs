@@ -177,6 +177,38 @@ impl Registry {
             .is_file()
     }
 
+    /// `layers[].digest` of `repo:tag`, read from the storage directory.
+    pub fn manifest_layers(&self, repo: &str, tag: &str) -> Vec<String> {
+        let root = self.storage.join("docker/registry/v2");
+        let link = root.join(format!(
+            "repositories/{repo}/_manifests/tags/{tag}/current/link"
+        ));
+        let digest =
+            std::fs::read_to_string(&link).unwrap_or_else(|e| panic!("{}: {e}", link.display()));
+        let hex = digest.trim().trim_start_matches("sha256:").to_owned();
+        let data = root
+            .join("blobs/sha256")
+            .join(hex.get(..2).unwrap_or(&hex))
+            .join(&hex)
+            .join("data");
+        let manifest =
+            std::fs::read_to_string(&data).unwrap_or_else(|e| panic!("{}: {e}", data.display()));
+        super::skopeo::layer_digests_of_manifest(&manifest)
+    }
+
+    /// Whether the registry links blob `digest` into `repo` (the
+    /// `_layers/.../link` file an upload or a mount writes).
+    pub fn repo_links_blob(&self, repo: &str, digest: &str) -> bool {
+        let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+        self.storage
+            .join("docker/registry/v2/repositories")
+            .join(repo)
+            .join("_layers/sha256")
+            .join(hex)
+            .join("link")
+            .is_file()
+    }
+
     /// Every request logged so far, harness probes left out. A request is
     /// logged when its response completes; use [`Registry::settle`] first
     /// when counting right after a transfer.

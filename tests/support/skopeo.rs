@@ -213,17 +213,40 @@ pub fn make_image_dir_seeded(dir: &Path, layer_sizes: &[u64], seed: u64) -> Imag
             path,
         });
     }
+    write_config_and_manifest(dir, layers, &format!("seed {seed}"))
+}
 
+/// Writes an OCI image into `dir` (created) whose layers are copies of the
+/// given files (uncompressed tars, e.g. made with `tar -cf`).
+pub fn image_dir_from_layer_files(dir: &Path, files: &[PathBuf]) -> ImageDir {
+    std::fs::create_dir_all(dir).expect("create image dir");
+    std::fs::write(dir.join("version"), "Directory Transport Version: 1.1\n")
+        .expect("write version");
+    let layers = files
+        .iter()
+        .map(|f| {
+            let digest = sha256_file(f);
+            let path = dir.join(digest.trim_start_matches("sha256:"));
+            let size = std::fs::copy(f, &path).expect("copy layer file");
+            Blob { digest, size, path }
+        })
+        .collect();
+    write_config_and_manifest(dir, layers, &format!("{}", fresh_seed()))
+}
+
+/// Config and `manifest.json` for `layers` (already in `dir`); `note` goes
+/// into the config's history so that two images never share a config.
+fn write_config_and_manifest(dir: &Path, layers: Vec<Blob>, note: &str) -> ImageDir {
     let diff_ids: Vec<String> = layers.iter().map(|l| format!("\"{}\"", l.digest)).collect();
     let config_json = format!(
         concat!(
             "{{\"architecture\":\"amd64\",\"os\":\"linux\",",
             "\"config\":{{\"Env\":[\"PATH=/usr/bin:/bin\"],\"Cmd\":[\"/bin/sh\"]}},",
             "\"rootfs\":{{\"type\":\"layers\",\"diff_ids\":[{}]}},",
-            "\"history\":[{{\"created_by\":\"regproxy test harness seed {}\"}}]}}"
+            "\"history\":[{{\"created_by\":\"regproxy test harness {}\"}}]}}"
         ),
         diff_ids.join(","),
-        seed
+        note
     );
     let config = write_blob(dir, config_json.as_bytes());
 

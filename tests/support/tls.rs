@@ -24,6 +24,12 @@ impl Tls {
     /// - `skopeo-certs/ca.crt`: a directory holding only the CA, for
     ///   skopeo's `--dest-cert-dir` / `--src-cert-dir`.
     pub fn generate(dir: &Path) -> Tls {
+        Self::generate_for(dir, &["localhost", "127.0.0.1"])
+    }
+
+    /// [`Tls::generate`] with the leaf's SANs given (IP addresses or DNS
+    /// names).
+    pub fn generate_for(dir: &Path, names: &[&str]) -> Tls {
         std::fs::create_dir_all(dir).expect("create TLS dir");
 
         let ca_key = KeyPair::generate().expect("generate CA key");
@@ -48,7 +54,7 @@ impl Tls {
 
         let leaf_key = KeyPair::generate().expect("generate server key");
         let mut leaf_params =
-            CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>())
                 .expect("server params");
         leaf_params
             .distinguished_name
