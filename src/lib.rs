@@ -17,6 +17,7 @@ pub mod http;
 pub mod listen;
 pub mod live;
 pub mod metrics;
+pub mod nginx;
 pub mod policy;
 pub mod relay;
 pub mod reload;
