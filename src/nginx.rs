@@ -85,6 +85,39 @@ impl Source for Fs {
     }
 }
 
+/// `regproxy import-nginx`: reads `path` and its includes from the file
+/// system and converts them.
+pub fn import(
+    path: &Path,
+    map_paths: Vec<(PathBuf, PathBuf)>,
+    resolve: Vec<(String, String)>,
+) -> Result<convert::Conversion, ParseError> {
+    let tree = load(&Fs, path)?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let conf_dir = std::path::absolute(if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    })
+    .unwrap_or_else(|_| dir.to_owned());
+    let opts = convert::Options {
+        conf_dir,
+        map_paths,
+        resolve,
+    };
+    Ok(convert::convert(&tree, &path.display().to_string(), &opts))
+}
+
+/// `FROM=TO`, for `--map-path` and `--resolve`.
+pub fn parse_pair(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((from, to)) if !from.is_empty() && !to.is_empty() => {
+            Ok((from.to_owned(), to.to_owned()))
+        }
+        _ => Err(format!("expected FROM=TO, got {s:?}")),
+    }
+}
+
 /// An `include` chain deeper than this is a loop, not a layout.
 const MAX_INCLUDE_DEPTH: usize = 16;
 /// Blocks nested deeper than this are not a config anyone wrote.
