@@ -497,10 +497,7 @@ fn parse_block(
         match (st.end, name) {
             (End::Eof, None) => {
                 if depth > 0 {
-                    return Err(err(
-                        st.end_line,
-                        "unexpected end of file, expecting \"}\"",
-                    ));
+                    return Err(err(st.end_line, "unexpected end of file, expecting \"}\""));
                 }
                 return Ok((out, End::Eof));
             }

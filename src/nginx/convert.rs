@@ -17,9 +17,10 @@
 mod access;
 mod auth;
 mod out;
+mod server;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use super::rewrite::{self, Map, Outcome};
 use super::Directive;
@@ -81,12 +82,21 @@ pub fn convert(tree: &[Directive], source: &str, opts: &Options) -> Conversion {
                     None => cx.out.skip(d, "expected a number or auto"),
                 }
             }
-            "user" | "pid" | "daemon" | "master_process" | "worker_rlimit_nofile"
-            | "pcre_jit" | "worker_cpu_affinity" | "worker_priority" | "env" => cx.out.built_in(
+            "user"
+            | "pid"
+            | "daemon"
+            | "master_process"
+            | "worker_rlimit_nofile"
+            | "pcre_jit"
+            | "worker_cpu_affinity"
+            | "worker_priority"
+            | "env" => cx.out.built_in(
                 d,
                 "process setting; regproxy runs as one process, a pinned thread per core",
             ),
-            "error_log" => cx.out.built_in(d, "regproxy's own log goes to stderr (--log)"),
+            "error_log" => cx
+                .out
+                .built_in(d, "regproxy's own log goes to stderr (--log)"),
             "stream" | "mail" => cx.out.skip(d, "regproxy proxies the registry's HTTP only"),
             _ => {}
         }
@@ -190,9 +200,10 @@ impl Cx<'_> {
             );
         }
         if !self.out.has(Table::Upstream, "servers") {
-            self.out.problem(None, format!(
-                "{source}: no proxy_pass to convert: edit [upstream] servers"
-            ));
+            self.out.problem(
+                None,
+                format!("{source}: no proxy_pass to convert: edit [upstream] servers"),
+            );
             self.out.set(
                 Table::Upstream,
                 "servers",
@@ -210,9 +221,10 @@ impl Cx<'_> {
                     c,
                     "no per-worker connection cap; bounded by file descriptors",
                 ),
-                "use" | "multi_accept" | "accept_mutex" => {
-                    self.out.built_in(c, "regproxy uses io_uring (else epoll), one listener per core")
-                }
+                "use" | "multi_accept" | "accept_mutex" => self.out.built_in(
+                    c,
+                    "regproxy uses io_uring (else epoll), one listener per core",
+                ),
                 _ => {}
             }
         }
@@ -264,7 +276,10 @@ impl Cx<'_> {
         let Some(server) = main.map(|i| servers[i]) else {
             self.out.problem(
                 Some(http),
-                format!("{}: http block without a server: nothing to convert", http.at()),
+                format!(
+                    "{}: http block without a server: nothing to convert",
+                    http.at()
+                ),
             );
             return;
         };
@@ -277,8 +292,10 @@ impl Cx<'_> {
                         "every response carries Docker-Distribution-Api-Version: registry/2.0",
                     );
                 } else {
-                    self.out
-                        .skip(d, "regproxy has no variables, and nothing converted uses this map");
+                    self.out.skip(
+                        d,
+                        "regproxy has no variables, and nothing converted uses this map",
+                    );
                 }
             }
         }
@@ -314,10 +331,8 @@ impl Cx<'_> {
             .or_else(|| locations.iter().position(|d| has_proxy_pass(d)));
         for (i, l) in locations.iter().enumerate() {
             if Some(i) != main {
-                self.out.skip(
-                    l,
-                    "regproxy proxies /v2/ only; every other path gets 404",
-                );
+                self.out
+                    .skip(l, "regproxy proxies /v2/ only; every other path gets 404");
             }
         }
         let location = main.map(|i| locations[i]);
@@ -366,14 +381,22 @@ impl Cx<'_> {
             }
             "resolver" | "resolver_timeout" => "upstream names are resolved once at start",
             "proxy_http_version" => "regproxy speaks HTTP/1.1 with keep-alive to the registry",
-            "proxy_buffering" | "proxy_request_buffering" | "proxy_buffers"
-            | "proxy_buffer_size" | "proxy_busy_buffers_size" | "proxy_max_temp_file_size"
-            | "proxy_temp_path" | "client_body_buffer_size" | "client_body_temp_path"
+            "proxy_buffering"
+            | "proxy_request_buffering"
+            | "proxy_buffers"
+            | "proxy_buffer_size"
+            | "proxy_busy_buffers_size"
+            | "proxy_max_temp_file_size"
+            | "proxy_temp_path"
+            | "client_body_buffer_size"
+            | "client_body_temp_path"
             | "client_body_in_file_only" => {
                 "bodies stream through fixed buffers, never spooled to disk"
             }
             "real_ip_recursive" => "the chain is walked through trusted_proxies",
-            "ssl_protocols" => "regproxy offers TLS 1.2 and 1.3 (rustls); TLSv1 and TLSv1.1 are not offered",
+            "ssl_protocols" => {
+                "regproxy offers TLS 1.2 and 1.3 (rustls); TLSv1 and TLSv1.1 are not offered"
+            }
             "ssl_ciphers" | "ssl_prefer_server_ciphers" | "ssl_ecdh_curve" | "ssl_dhparam" => {
                 "rustls' AEAD-only suites with forward secrecy, server preference; not configurable"
             }
@@ -397,224 +420,24 @@ impl Cx<'_> {
                     .skip(d, "regproxy's access log has its own fixed format");
                 return;
             }
-            "ssl_stapling" | "ssl_stapling_verify" | "ssl_trusted_certificate"
-            | "ssl_client_certificate" | "ssl_verify_client" | "ssl_verify_depth" => {
+            "ssl_stapling"
+            | "ssl_stapling_verify"
+            | "ssl_trusted_certificate"
+            | "ssl_client_certificate"
+            | "ssl_verify_client"
+            | "ssl_verify_depth" => {
                 self.out
                     .skip(d, "regproxy has no OCSP stapling or client certificates");
                 return;
             }
             "rewrite" | "return" | "if" | "set" => {
-                self.out.skip(
-                    d,
-                    "rewrites outside the /v2/ location are not converted",
-                );
+                self.out
+                    .skip(d, "rewrites outside the /v2/ location are not converted");
                 return;
             }
             _ => return,
         };
         self.out.built_in(d, why);
-    }
-
-    fn listen(&mut self, server: &Directive, levels: &Levels) {
-        let listens: Vec<&Directive> = server
-            .children()
-            .iter()
-            .filter(|d| d.name == "listen")
-            .collect();
-        let mut tls = levels
-            .get(&mut self.out, "ssl")
-            .is_some_and(|d| {
-                self.out.mark(d);
-                d.args.first().is_some_and(|a| a == "on")
-            });
-        match listens.first() {
-            None => {
-                self.out
-                    .set(Table::Top, "listen", string("0.0.0.0:80"), format!("{} server without listen: nginx's default *:80", server.at()));
-            }
-            Some(l) => {
-                let addr = l.args.first().map(String::as_str).unwrap_or("80");
-                let flags = &l.args[1..];
-                tls |= flags.iter().any(|f| f == "ssl");
-                if addr.starts_with("unix:") || flags.iter().any(|f| f == "proxy_protocol") {
-                    self.out.skip(l, "regproxy listens on TCP without the PROXY protocol");
-                } else {
-                    let addr = listen_addr(addr);
-                    self.out.mark(l);
-                    let mut origin = at(l);
-                    let extra: Vec<&str> = flags
-                        .iter()
-                        .map(String::as_str)
-                        .filter(|f| *f != "ssl")
-                        .collect();
-                    if !extra.is_empty() {
-                        origin.push_str(&format!(
-                            " ({} not needed: HTTP/1.1, SO_REUSEPORT per core)",
-                            extra.join(" ")
-                        ));
-                    }
-                    self.out.set(Table::Top, "listen", string(&addr), origin);
-                }
-                for extra in &listens[1..] {
-                    self.out.skip(
-                        extra,
-                        "regproxy listens on one address (the first listen)",
-                    );
-                }
-            }
-        }
-        let cert = levels.get(&mut self.out, "ssl_certificate");
-        let key = levels.get(&mut self.out, "ssl_certificate_key");
-        match (tls, cert, key) {
-            (true, Some(c), Some(k)) => {
-                for (d, table_key) in [(c, "cert"), (k, "key")] {
-                    self.out.mark(d);
-                    match d.args.first() {
-                        Some(p) => {
-                            let p = self.path(p);
-                            self.out.set(Table::Tls, table_key, string(&p), at(d));
-                        }
-                        None => self.out.skip(d, "no file named"),
-                    }
-                }
-            }
-            (true, _, _) => self.out.problem(Some(server), format!(
-                "{}: listen … ssl without ssl_certificate and ssl_certificate_key: [tls] not written",
-                server.at()
-            )),
-            (false, c, k) => {
-                for d in [c, k].into_iter().flatten() {
-                    self.out
-                        .built_in(d, "not used: no listen … ssl, so regproxy serves plain HTTP");
-                }
-            }
-        }
-    }
-
-    /// A path from nginx: mapped by `--map-path`, else made absolute
-    /// against nginx's prefix.
-    fn path(&self, p: &str) -> String {
-        let p = Path::new(p);
-        for (from, to) in &self.opts.map_paths {
-            if let Ok(rest) = p.strip_prefix(from) {
-                return to.join(rest).display().to_string();
-            }
-        }
-        self.opts.conf_dir.join(p).display().to_string()
-    }
-
-    fn upstream(
-        &mut self,
-        location: Option<&Directive>,
-        upstreams: &BTreeMap<&str, &Directive>,
-        levels: &Levels,
-    ) {
-        let Some(pass) = location.and_then(|l| l.children().iter().find(|d| d.name == "proxy_pass"))
-        else {
-            return;
-        };
-        let url = pass.args.first().map(String::as_str).unwrap_or("");
-        let Some(rest) = url.strip_prefix("http://") else {
-            self.out.skip(
-                pass,
-                "regproxy talks plain HTTP to the registry (an https:// or variable upstream is not converted)",
-            );
-            return;
-        };
-        let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-        let mut origin = vec![pass];
-        let mut servers = Vec::new();
-        if let Some(up) = upstreams.get(host) {
-            self.out.mark(up);
-            origin.push(up);
-            for d in up.children() {
-                match d.name.as_str() {
-                    "server" => {
-                        let Some(addr) = d.args.first() else {
-                            self.out.skip(d, "server without an address");
-                            continue;
-                        };
-                        let params: Vec<&String> = d.args[1..].iter().collect();
-                        if addr.starts_with("unix:") {
-                            self.out.skip(d, "regproxy reaches the registry over TCP");
-                        } else if params.iter().any(|p| *p == "down" || *p == "backup") {
-                            self.out
-                                .skip(d, "down and backup servers are not converted (round-robin only)");
-                        } else {
-                            if !params.is_empty() {
-                                self.out.problem(Some(d), format!(
-                                    "{}: server parameters {} not converted: regproxy round-robins evenly",
-                                    d.at(),
-                                    params.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(" ")
-                                ));
-                            }
-                            self.out.mark(d);
-                            origin.push(d);
-                            servers.push(self.upstream_addr(addr));
-                        }
-                    }
-                    "keepalive" => match d.args.first().and_then(|n| n.parse::<usize>().ok()) {
-                        Some(n) => {
-                            self.out.mark(d);
-                            self.out.set(
-                                Table::Upstream,
-                                "max_idle_per_worker",
-                                n.to_string(),
-                                format!("{} (idle connections per worker, as nginx counts them)", at(d)),
-                            );
-                        }
-                        None => self.out.skip(d, "expected a number"),
-                    },
-                    "keepalive_timeout" => self.time(d, Table::Upstream, "idle_timeout"),
-                    "keepalive_requests" | "keepalive_time" => {
-                        self.out.built_in(d, "regproxy reuses a connection until it idles out or the registry closes it")
-                    }
-                    _ => self.out.skip(d, "regproxy round-robins over the servers"),
-                }
-            }
-        } else {
-            servers.push(self.upstream_addr(host));
-        }
-        if !path.is_empty() && !location.is_some_and(|l| l.args.last().is_some_and(|p| p == path)) {
-            self.out.problem(Some(pass), format!(
-                "{}: proxy_pass URI {path} not converted: regproxy forwards the request path unchanged",
-                pass.at()
-            ));
-        }
-        self.out.mark(pass);
-        if !servers.is_empty() {
-            self.out
-                .set(Table::Upstream, "servers", list(&servers), origins(&origin));
-        }
-        for (name, table, key) in [
-            ("proxy_read_timeout", Table::Upstream, "read_timeout"),
-            ("proxy_connect_timeout", Table::Upstream, "connect_timeout"),
-        ] {
-            if let Some(d) = levels.get(&mut self.out, name) {
-                self.time(d, table, key);
-            }
-        }
-    }
-
-    /// `host[:port]` with `--resolve` applied (to the whole `host:port` or
-    /// to the host) and nginx's default port 80.
-    fn upstream_addr(&self, addr: &str) -> String {
-        if let Some((_, to)) = self.opts.resolve.iter().find(|(from, _)| from == addr) {
-            return to.clone();
-        }
-        let (host, port) = split_host_port(addr);
-        let host = self
-            .opts
-            .resolve
-            .iter()
-            .find(|(from, _)| from == host)
-            .map_or(host, |(_, to)| to.as_str());
-        let port = port.unwrap_or("80");
-        if host.contains(':') && !host.starts_with('[') {
-            format!("[{host}]:{port}")
-        } else {
-            format!("{host}:{port}")
-        }
     }
 
     fn time(&mut self, d: &Directive, table: Table, key: &'static str) {
@@ -644,9 +467,10 @@ impl Cx<'_> {
         }
         if let Some(d) = levels.get(&mut self.out, "client_max_body_size") {
             match d.args.first().and_then(|s| nginx_size(s)) {
-                Some(0) => self
-                    .out
-                    .built_in(d, "no body size limit, ever; bodies stream with bounded memory"),
+                Some(0) => self.out.built_in(
+                    d,
+                    "no body size limit, ever; bodies stream with bounded memory",
+                ),
                 _ => self.out.skip(
                     d,
                     "regproxy sets no body size limit (nginx answered 413 above it)",
@@ -658,8 +482,10 @@ impl Cx<'_> {
                 self.out
                     .built_in(d, "chunked requests and responses always work");
             } else {
-                self.out
-                    .skip(d, "regproxy always accepts chunked bodies (docker needs them)");
+                self.out.skip(
+                    d,
+                    "regproxy always accepts chunked bodies (docker needs them)",
+                );
             }
         }
         if let Some(d) = levels.get(&mut self.out, "proxy_send_timeout") {
@@ -713,12 +539,17 @@ impl Cx<'_> {
             );
         }
         if let Some(d) = levels.get(&mut self.out, "real_ip_header") {
-            if d.args.first().is_some_and(|h| h.eq_ignore_ascii_case("X-Forwarded-For")) {
+            if d.args
+                .first()
+                .is_some_and(|h| h.eq_ignore_ascii_case("X-Forwarded-For"))
+            {
                 self.out
                     .built_in(d, "regproxy reads X-Forwarded-For from trusted_proxies");
             } else {
-                self.out
-                    .skip(d, "regproxy takes the client address from X-Forwarded-For only");
+                self.out.skip(
+                    d,
+                    "regproxy takes the client address from X-Forwarded-For only",
+                );
             }
         }
     }
@@ -778,7 +609,11 @@ impl Cx<'_> {
             };
             self.out.built_in(d, why);
         }
-        if !headers.iter().any(|d| d.args.first().is_some_and(|n| n.eq_ignore_ascii_case("host"))) {
+        if !headers.iter().any(|d| {
+            d.args
+                .first()
+                .is_some_and(|n| n.eq_ignore_ascii_case("host"))
+        }) {
             self.out.note(format!(
                 "{} {}: nginx sent the upstream's name as Host here; regproxy forwards the client's Host, which docker needs",
                 location.at(),
@@ -792,8 +627,12 @@ impl Cx<'_> {
                 "{} sets no X-Forwarded-For: the balancer's X-Forwarded-* reach the registry",
                 location.at()
             );
-            self.out
-                .set(Table::Forwarding, "trust_forwarded_headers", "true".into(), origin);
+            self.out.set(
+                Table::Forwarding,
+                "trust_forwarded_headers",
+                "true".into(),
+                origin,
+            );
         } else if !trust_from.is_empty() {
             self.out.set(
                 Table::Forwarding,
@@ -810,7 +649,10 @@ impl Cx<'_> {
             ));
         }
         for d in levels.list(&mut self.out, "add_header") {
-            if d.args.first().is_some_and(|h| h.eq_ignore_ascii_case("Docker-Distribution-Api-Version")) {
+            if d.args
+                .first()
+                .is_some_and(|h| h.eq_ignore_ascii_case("Docker-Distribution-Api-Version"))
+            {
                 self.out.built_in(
                     d,
                     "every response carries Docker-Distribution-Api-Version: registry/2.0 (the registry's own value passes)",
@@ -827,35 +669,6 @@ fn has_proxy_pass(d: &Directive) -> bool {
     d.children()
         .iter()
         .any(|c| c.name == "proxy_pass" || has_proxy_pass(c))
-}
-
-/// nginx `listen` address forms → `IP:PORT`.
-fn listen_addr(addr: &str) -> String {
-    if addr.bytes().all(|b| b.is_ascii_digit()) {
-        return format!("0.0.0.0:{addr}");
-    }
-    if let Some(port) = addr.strip_prefix("*:") {
-        return format!("0.0.0.0:{port}");
-    }
-    let (host, port) = split_host_port(addr);
-    match port {
-        Some(_) => addr.to_owned(),
-        None if host.contains(':') && !host.starts_with('[') => format!("[{host}]:80"),
-        None => format!("{host}:80"),
-    }
-}
-
-/// `host:port`, `[v6]:port`, `host` → (host, port).
-fn split_host_port(addr: &str) -> (&str, Option<&str>) {
-    if let Some(rest) = addr.strip_prefix('[') {
-        if let Some((host, tail)) = rest.split_once(']') {
-            return (host, tail.strip_prefix(':'));
-        }
-    }
-    match addr.rsplit_once(':') {
-        Some((h, p)) if !h.contains(':') => (h, Some(p)),
-        _ => (addr, None),
-    }
 }
 
 #[cfg(test)]

@@ -74,9 +74,7 @@ impl Map {
                         map.exact.push((key.to_owned(), value));
                     }
                 }
-                _ => {
-                    map.unsupported = Some(format!("{}:{} unreadable map entry", e.at(), e.name))
-                }
+                _ => map.unsupported = Some(format!("{}:{} unreadable map entry", e.at(), e.name)),
             }
         }
         Some((var, map))
@@ -256,7 +254,9 @@ fn variable(
         return Ok(v.clone());
     }
     let Some(map) = maps.get(name) else {
-        return Err(format!("${name} depends on more than the method and the user"));
+        return Err(format!(
+            "${name} depends on more than the method and the user"
+        ));
     };
     if let Some(why) = &map.unsupported {
         return Err(why.clone());
@@ -267,7 +267,12 @@ fn variable(
         .iter()
         .find(|(k, _)| k.eq_ignore_ascii_case(&key))
         .map(|(_, v)| v)
-        .or_else(|| map.regex.iter().find(|(r, _)| r.is_match(&key)).map(|(_, v)| v))
+        .or_else(|| {
+            map.regex
+                .iter()
+                .find(|(r, _)| r.is_match(&key))
+                .map(|(_, v)| v)
+        })
         .unwrap_or(&map.default);
     expand(value, maps, req, vars, depth + 1)
 }
@@ -331,7 +336,9 @@ if ($refuse) { return 403; }
     #[test]
     fn what_it_cannot_know_is_unknown() {
         let ua = r#"if ($http_user_agent ~ "^Go ") { return 404; }"#;
-        assert!(matches!(outcome(ua, "GET", "u"), Outcome::Unknown(w) if w.contains("$http_user_agent")));
+        assert!(
+            matches!(outcome(ua, "GET", "u"), Outcome::Unknown(w) if w.contains("$http_user_agent"))
+        );
         let look = r#"if ($request_method ~ "^(?!GET)") { return 403; }"#;
         assert!(matches!(outcome(look, "GET", "u"), Outcome::Unknown(w) if w.contains("t.conf:1")));
         let file = "if (-f /x) { return 403; }";
@@ -346,6 +353,9 @@ if ($refuse) { return 403; }
             outcome("if ($request_method = PUT) { return 405; }", "PUT", ""),
             Outcome::Return(405)
         );
-        assert_eq!(outcome("set $x 0; if ($x) { return 403; }", "PUT", ""), Outcome::Pass);
+        assert_eq!(
+            outcome("set $x 0; if ($x) { return 403; }", "PUT", ""),
+            Outcome::Pass
+        );
     }
 }

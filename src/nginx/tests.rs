@@ -48,7 +48,9 @@ fn names(ds: &[Directive]) -> Vec<(&str, usize)> {
 
 #[test]
 fn blocks_args_and_lines() {
-    let t = parse("events {\n  worker_connections 1024;\n}\n\nhttp {\n  server { listen 443 ssl; }\n}\n");
+    let t = parse(
+        "events {\n  worker_connections 1024;\n}\n\nhttp {\n  server { listen 443 ssl; }\n}\n",
+    );
     assert_eq!(names(&t), vec![("events", 1), ("http", 5)]);
     assert_eq!(t[0].children()[0].args, vec!["1024"]);
     assert_eq!(t[0].children()[0].line, 2);
@@ -127,7 +129,10 @@ fn errors_name_file_and_line() {
         "t.conf:2: unexpected end of file, expecting \";\" or \"}\""
     );
     assert_eq!(parse_err("\n\n;"), "t.conf:3: unexpected \";\"");
-    assert_eq!(parse_err("x {\n a b }"), "t.conf:2: directive is not terminated by \";\"");
+    assert_eq!(
+        parse_err("x {\n a b }"),
+        "t.conf:2: directive is not terminated by \";\""
+    );
     assert_eq!(parse_err("a 'b;\n\n"), "t.conf:1: unterminated ' string");
     assert_eq!(
         parse_err("a \"b\"c;"),
@@ -148,7 +153,10 @@ fn includes_expand_in_place_with_their_own_file_and_line() {
         ("/etc/nginx/conf.d/.hidden.conf", "hidden;\n"),
         ("/etc/nginx/conf.d/c.txt", "c_dir;\n"),
         // Nested includes resolve against the main file's folder, as nginx does.
-        ("/etc/nginx/snippets/one.conf", "include snippets/two.conf;\n"),
+        (
+            "/etc/nginx/snippets/one.conf",
+            "include snippets/two.conf;\n",
+        ),
         ("/etc/nginx/snippets/two.conf", "two;\n"),
     ]);
     let t = load(&src, Path::new("/etc/nginx/nginx.conf")).expect("loads");
@@ -169,15 +177,22 @@ fn include_problems_point_at_the_include() {
     ]);
     let e = load(&src, Path::new("/n/nginx.conf")).expect_err("missing");
     assert!(
-        e.to_string().starts_with("/n/nginx.conf:2: include missing.conf: /n/missing.conf:"),
+        e.to_string()
+            .starts_with("/n/nginx.conf:2: include missing.conf: /n/missing.conf:"),
         "{e}"
     );
     // A glob that matches nothing is fine, as in nginx.
-    assert_eq!(load(&src, Path::new("/n/glob.conf")).expect("empty glob"), vec![]);
+    assert_eq!(
+        load(&src, Path::new("/n/glob.conf")).expect("empty glob"),
+        vec![]
+    );
     let e = load(&src, Path::new("/n/loop.conf")).expect_err("loop");
     assert!(e.to_string().contains("nested deeper"), "{e}");
     let e = load(&src, Path::new("/n/bad.conf")).expect_err("broken");
-    assert_eq!(e.to_string(), "/n/broken.conf:3: unexpected end of file, expecting \"}\"");
+    assert_eq!(
+        e.to_string(),
+        "/n/broken.conf:3: unexpected end of file, expecting \"}\""
+    );
 }
 
 #[test]

@@ -52,12 +52,16 @@ impl Cx<'_> {
             .or(le.as_ref().and_then(|l| l.realm));
         let file = file.or(le.as_ref().and_then(|l| l.file));
         if let Some(off) = location_realm.filter(|_| !auth_on) {
-            self.out.built_in(off, "no authentication here; the [[access]] rules say who needs it");
+            self.out.built_in(
+                off,
+                "no authentication here; the [[access]] rules say who needs it",
+            );
         }
         if let Some(r) = realm {
             self.out.mark(r);
             if let Some(text) = r.args.first() {
-                self.out.set(Table::Auth, "realm", string(text), super::at(r));
+                self.out
+                    .set(Table::Auth, "realm", string(text), super::at(r));
             }
         }
         if let Some(lf) = le.as_ref().and_then(|l| l.file) {
@@ -66,14 +70,17 @@ impl Cx<'_> {
                 Some(f) if f.args == lf.args => {
                     self.out.built_in(lf, "the same file as the location's")
                 }
-                _ => self.out.skip(lf, "regproxy reads one htpasswd file for every method"),
+                _ => self
+                    .out
+                    .skip(lf, "regproxy reads one htpasswd file for every method"),
             }
         }
         match file {
             Some(f) if f.args.len() == 1 => {
                 self.out.mark(f);
                 let p = self.path(&f.args[0]);
-                self.out.set(Table::Auth, "htpasswd", string(&p), super::at(f));
+                self.out
+                    .set(Table::Auth, "htpasswd", string(&p), super::at(f));
             }
             Some(f) => self.out.skip(f, "expected one file"),
             None => {}
@@ -106,8 +113,10 @@ impl Cx<'_> {
             }
             Err(why) => {
                 for d in &origin {
-                    self.out
-                        .skip(d, &format!("the access rules it builds have no regproxy form: {why}"));
+                    self.out.skip(
+                        d,
+                        &format!("the access rules it builds have no regproxy form: {why}"),
+                    );
                 }
             }
         }
@@ -147,7 +156,8 @@ impl Cx<'_> {
         let mut found = children.iter().filter(|d| d.name == "limit_except");
         let d = found.next()?;
         for extra in found {
-            self.out.skip(extra, "a second limit_except in one location");
+            self.out
+                .skip(extra, "a second limit_except in one location");
         }
         let mut listed: BTreeSet<String> = d.args.iter().map(|m| m.to_ascii_uppercase()).collect();
         if listed.contains("GET") {
@@ -214,11 +224,15 @@ impl Cx<'_> {
         le: Option<&LimitExcept>,
         auth_on: bool,
     ) -> Result<Principals, String> {
-        let eval_maps: BTreeMap<String, Map> =
-            maps.iter().map(|(k, (m, _))| (k.clone(), m.clone())).collect();
+        let eval_maps: BTreeMap<String, Map> = maps
+            .iter()
+            .map(|(k, (m, _))| (k.clone(), m.clone()))
+            .collect();
         let mut users: Vec<String> = Vec::new();
         for (var, _) in involved {
-            let Some(m) = eval_maps.get(var) else { continue };
+            let Some(m) = eval_maps.get(var) else {
+                continue;
+            };
             if m.source.contains("$remote_user") {
                 if m.has_regex() {
                     return Err(format!(
@@ -241,7 +255,11 @@ impl Cx<'_> {
                 if (user.is_empty() && needs_auth(m)) || denied(m) {
                     return false;
                 }
-                match rewrite::run(statements, &eval_maps, &rewrite::Request { method: m, user }) {
+                match rewrite::run(
+                    statements,
+                    &eval_maps,
+                    &rewrite::Request { method: m, user },
+                ) {
                     Outcome::Pass => true,
                     Outcome::Return(_) => false,
                     Outcome::Unknown(why) => {

@@ -101,7 +101,9 @@ impl Out {
 
     /// A problem, about `d` when given.
     pub(super) fn problem(&mut self, d: Option<&Directive>, text: String) {
-        let (file, line) = d.map_or((String::new(), 0), |d| (d.file.display().to_string(), d.line));
+        let (file, line) = d.map_or((String::new(), 0), |d| {
+            (d.file.display().to_string(), d.line)
+        });
         self.not_converted.push((file, line, text));
     }
 
@@ -238,7 +240,9 @@ pub(super) fn nginx_time(s: &str) -> Option<Duration> {
         return None;
     }
     while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
         if digits == 0 {
             return None;
         }

@@ -88,8 +88,7 @@ fn loads(toml: &str) -> Config {
     for f in ["domain.crt", "domain.key", "nginx.htpasswd"] {
         std::fs::write(dir.path().join("auth").join(f), "").expect("write");
     }
-    Config::parse(&dir.path().join("regproxy.toml"), toml)
-        .unwrap_or_else(|e| panic!("{e}\n{toml}"))
+    Config::parse(&dir.path().join("regproxy.toml"), toml).unwrap_or_else(|e| panic!("{e}\n{toml}"))
 }
 
 #[test]
@@ -118,7 +117,10 @@ fn the_recipe_converts_whole() {
         assert!(t.contains(line), "missing {line:?} in\n{t}");
     }
     // No push group in the recipe: every valid user may push.
-    assert!(!t.contains("push_users") && !t.contains("[[access]]"), "{t}");
+    assert!(
+        !t.contains("push_users") && !t.contains("[[access]]"),
+        "{t}"
+    );
     assert!(!t.contains("trust_forwarded_headers"), "{t}");
     let cfg = loads(t);
     assert_eq!(cfg.listen.port(), 443);
@@ -170,7 +172,9 @@ fn elb_variant_two_upstreams_and_push_group() {
     let t = &c.toml;
     assert_eq!(
         c.not_converted,
-        vec!["nginx.conf:7: server parameters weight=2 not converted: regproxy round-robins evenly"],
+        vec![
+            "nginx.conf:7: server parameters weight=2 not converted: regproxy round-robins evenly"
+        ],
         "{t}"
     );
     for line in [
@@ -211,10 +215,13 @@ fn limit_except_variants() {
         )
     };
     // Anonymous pulls; pushes need a user.
-    let c = run(&base("limit_except GET HEAD { auth_basic \"Registry realm\"; }"));
+    let c = run(&base(
+        "limit_except GET HEAD { auth_basic \"Registry realm\"; }",
+    ));
     assert_eq!(c.not_converted, Vec::<String>::new(), "{}", c.toml);
     assert!(
-        c.toml.contains("who = [\"anonymous\"]\nactions = [\"pull\", \"catalog\"]"),
+        c.toml
+            .contains("who = [\"anonymous\"]\nactions = [\"pull\", \"catalog\"]"),
         "{}",
         c.toml
     );
@@ -274,14 +281,21 @@ fn unknown_and_unconvertible_directives_are_listed_with_their_line() {
             c.not_converted
         );
     }
-    assert_eq!(c.not_converted.len(), expect.len(), "{:#?}", c.not_converted);
+    assert_eq!(
+        c.not_converted.len(),
+        expect.len(),
+        "{:#?}",
+        c.not_converted
+    );
     // The location's add_header list replaces the server's, as in nginx.
     assert!(
         c.toml.contains("nginx.conf:21 add_header X-Frame-Options DENY: overridden by the add_header list at nginx.conf:"),
         "{}",
         c.toml
     );
-    assert!(c.toml.contains("# Not converted (also printed by import-nginx):"));
+    assert!(c
+        .toml
+        .contains("# Not converted (also printed by import-nginx):"));
     loads(&c.toml);
 }
 
@@ -289,13 +303,15 @@ fn unknown_and_unconvertible_directives_are_listed_with_their_line() {
 fn push_restriction_nginx_cannot_express_in_regproxy_is_reported() {
     // Users outside the map may not even pull, but one named user is
     // refused everything while others may pull: no rule can deny a user.
-    let text = RECIPE.replace(
-        "      proxy_pass ",
-        "      if ($blocked) { return 403; }\n      proxy_pass ",
-    ).replace(
-        "  server {",
-        "  map $remote_user $blocked { default 0; mallory 1; }\n  server {",
-    );
+    let text = RECIPE
+        .replace(
+            "      proxy_pass ",
+            "      if ($blocked) { return 403; }\n      proxy_pass ",
+        )
+        .replace(
+            "  server {",
+            "  map $remote_user $blocked { default 0; mallory 1; }\n  server {",
+        );
     let c = run(&text);
     assert!(
         c.not_converted
@@ -304,17 +320,26 @@ fn push_restriction_nginx_cannot_express_in_regproxy_is_reported() {
         "{:#?}",
         c.not_converted
     );
-    assert!(c.not_converted.iter().any(|l| l.contains("directive map not converted")));
+    assert!(c
+        .not_converted
+        .iter()
+        .any(|l| l.contains("directive map not converted")));
 }
 
 #[test]
 fn values() {
-    assert_eq!(listen_addr("443"), "0.0.0.0:443");
-    assert_eq!(listen_addr("*:8443"), "0.0.0.0:8443");
-    assert_eq!(listen_addr("[::]:443"), "[::]:443");
-    assert_eq!(listen_addr("10.0.0.1"), "10.0.0.1:80");
-    assert_eq!(out::nginx_time("1h30m"), Some(std::time::Duration::from_secs(5400)));
-    assert_eq!(out::nginx_time("500ms"), Some(std::time::Duration::from_millis(500)));
+    assert_eq!(server::listen_addr("443"), "0.0.0.0:443");
+    assert_eq!(server::listen_addr("*:8443"), "0.0.0.0:8443");
+    assert_eq!(server::listen_addr("[::]:443"), "[::]:443");
+    assert_eq!(server::listen_addr("10.0.0.1"), "10.0.0.1:80");
+    assert_eq!(
+        out::nginx_time("1h30m"),
+        Some(std::time::Duration::from_secs(5400))
+    );
+    assert_eq!(
+        out::nginx_time("500ms"),
+        Some(std::time::Duration::from_millis(500))
+    );
     assert_eq!(out::nginx_time("x"), None);
     assert_eq!(out::nginx_size("10m"), Some(10 << 20));
     assert_eq!(out::string("a\"b\\\n"), "\"a\\\"b\\\\\\u000A\"");
