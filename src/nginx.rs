@@ -277,10 +277,10 @@ fn wildcard_match(pat: &[u8], name: &[u8]) -> bool {
 
 /// What ended a directive's words.
 #[derive(Debug, PartialEq, Eq)]
-enum End {
+enum Ending {
     Semicolon,
-    BlockStart,
-    BlockEnd,
+    Open,
+    Close,
     Eof,
 }
 
@@ -288,7 +288,7 @@ enum End {
 struct Statement {
     words: Vec<String>,
     line: usize,
-    end: End,
+    end: Ending,
     /// Line where the statement ended, for errors about its end.
     end_line: usize,
 }
@@ -327,14 +327,14 @@ impl Lexer<'_> {
                 }
             }
             let end = match self.text.get(self.pos) {
-                None => Some(End::Eof),
-                Some(b';') => Some(End::Semicolon),
-                Some(b'{') => Some(End::BlockStart),
-                Some(b'}') => Some(End::BlockEnd),
+                None => Some(Ending::Eof),
+                Some(b';') => Some(Ending::Semicolon),
+                Some(b'{') => Some(Ending::Open),
+                Some(b'}') => Some(Ending::Close),
                 Some(_) => None,
             };
             if let Some(end) = end {
-                if end != End::Eof {
+                if end != Ending::Eof {
                     self.pos += 1;
                 }
                 return Ok(Statement {
@@ -468,7 +468,7 @@ pub fn parse_str(text: &str, file: &Path) -> Result<Vec<Directive>, ParseError> 
     };
     let (tree, end) = parse_block(&mut lexer, &file, 0)?;
     match end {
-        End::Eof => Ok(tree),
+        Ending::Eof => Ok(tree),
         _ => Err(ParseError {
             file: file.as_ref().clone(),
             line: lexer.line,
@@ -483,7 +483,7 @@ fn parse_block(
     lexer: &mut Lexer,
     file: &Rc<PathBuf>,
     depth: usize,
-) -> Result<(Vec<Directive>, End), ParseError> {
+) -> Result<(Vec<Directive>, Ending), ParseError> {
     let err = |line: usize, message: &str| ParseError {
         file: file.as_ref().clone(),
         line,
@@ -495,37 +495,37 @@ fn parse_block(
         let mut words = st.words.into_iter();
         let name = words.next();
         match (st.end, name) {
-            (End::Eof, None) => {
+            (Ending::Eof, None) => {
                 if depth > 0 {
                     return Err(err(st.end_line, "unexpected end of file, expecting \"}\""));
                 }
-                return Ok((out, End::Eof));
+                return Ok((out, Ending::Eof));
             }
-            (End::Eof, Some(_)) => {
+            (Ending::Eof, Some(_)) => {
                 return Err(err(
                     st.end_line,
                     "unexpected end of file, expecting \";\" or \"}\"",
                 ))
             }
-            (End::BlockEnd, None) => {
+            (Ending::Close, None) => {
                 if depth == 0 {
                     return Err(err(st.end_line, "unexpected \"}\""));
                 }
-                return Ok((out, End::BlockEnd));
+                return Ok((out, Ending::Close));
             }
-            (End::BlockEnd, Some(_)) => {
+            (Ending::Close, Some(_)) => {
                 return Err(err(st.line, "directive is not terminated by \";\""))
             }
-            (End::Semicolon, None) => return Err(err(st.end_line, "unexpected \";\"")),
-            (End::BlockStart, None) => return Err(err(st.end_line, "unexpected \"{\"")),
-            (End::Semicolon, Some(name)) => out.push(Directive {
+            (Ending::Semicolon, None) => return Err(err(st.end_line, "unexpected \";\"")),
+            (Ending::Open, None) => return Err(err(st.end_line, "unexpected \"{\"")),
+            (Ending::Semicolon, Some(name)) => out.push(Directive {
                 name,
                 args: words.collect(),
                 block: None,
                 file: file.clone(),
                 line: st.line,
             }),
-            (End::BlockStart, Some(name)) => {
+            (Ending::Open, Some(name)) => {
                 if depth + 1 > MAX_BLOCK_DEPTH {
                     return Err(err(st.line, "blocks nested too deep"));
                 }

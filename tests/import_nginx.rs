@@ -271,6 +271,15 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// nginx lives in /usr/sbin, which a normal user's PATH may lack.
+fn nginx_bin() -> &'static str {
+    if Path::new("/usr/sbin/nginx").exists() {
+        "/usr/sbin/nginx"
+    } else {
+        "nginx"
+    }
+}
+
 fn running_as_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -303,7 +312,7 @@ impl Nginx {
         if running_as_root() {
             globals.push_str(" user root;");
         }
-        let child = Command::new("nginx")
+        let child = Command::new(nginx_bin())
             .arg("-p")
             .arg(prefix)
             .arg("-c")
@@ -349,7 +358,7 @@ type Case<'a> = Box<dyn Fn(Endpoint, &str) -> u16 + 'a>;
 #[test]
 fn the_recipe_and_its_conversion_answer_alike() {
     let Some(conf) = recipe_conf() else { return };
-    if Command::new("nginx").arg("-v").output().is_err() {
+    if Command::new(nginx_bin()).arg("-v").output().is_err() {
         eprintln!("SKIP: nginx is not installed (apt-get install nginx)");
         return;
     }

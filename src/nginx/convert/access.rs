@@ -178,14 +178,18 @@ mod tests {
             other: set(&["push"]),
             ..Default::default()
         };
-        assert!(decide(&p).unwrap_err().contains("not pull"));
+        assert!(decide(&p)
+            .expect_err("push without pull")
+            .contains("not pull"));
         let mut p = Principals {
             other: set(&["pull"]),
             ..Default::default()
         };
         p.users.insert("mallory".into(), set(&[]));
-        assert!(decide(&p).unwrap_err().contains("cannot deny"));
+        assert!(decide(&p)
+            .expect_err("a denied user")
+            .contains("cannot deny"));
         let half = actions(&mut |m| m == "PUT" || m.starts_with('G') || m == "HEAD");
-        assert!(half.unwrap_err().contains("PUT"));
+        assert!(half.expect_err("half a push").contains("PUT"));
     }
 }

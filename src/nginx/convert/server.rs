@@ -179,7 +179,7 @@ impl Cx<'_> {
         } else {
             servers.push(self.upstream_addr(host));
         }
-        if !path.is_empty() && !location.is_some_and(|l| l.args.last().is_some_and(|p| p == path)) {
+        if !path.is_empty() && location.is_none_or(|l| l.args.last().is_none_or(|p| p != path)) {
             self.out.problem(Some(pass), format!(
                 "{}: proxy_pass URI {path} not converted: regproxy forwards the request path unchanged",
                 pass.at()
