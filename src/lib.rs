@@ -18,6 +18,7 @@ pub mod lingering;
 pub mod listen;
 pub mod live;
 pub mod metrics;
+pub mod nginx;
 pub mod policy;
 pub mod relay;
 pub mod reload;

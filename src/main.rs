@@ -48,6 +48,31 @@ enum Command {
     /// Validate the configuration and every file it names, then exit:
     /// 0 when everything is usable, 1 with the problems otherwise.
     Check,
+    /// Convert an nginx configuration (the registry recipe and its
+    /// variations) into regproxy.toml. Directives it cannot convert are
+    /// listed on stderr as FILE:LINE: directive X not converted: why.
+    ImportNginx(ImportArgs),
+}
+
+#[derive(clap::Args)]
+struct ImportArgs {
+    /// The main nginx configuration file; its includes are followed.
+    nginx_conf: PathBuf,
+    /// Write the TOML here instead of stdout.
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+    /// Exit 1 when any directive was not converted (the file is still written).
+    #[arg(long)]
+    strict: bool,
+    /// Rewrite file paths starting with FROM to start with TO, for files
+    /// nginx saw elsewhere (a container volume). A relative TO is relative
+    /// to the written config's folder. Repeatable.
+    #[arg(long = "map-path", value_name = "FROM=TO", value_parser = regproxy::nginx::parse_pair)]
+    map_path: Vec<(String, String)>,
+    /// Replace the upstream host name HOST by ADDR (a compose link name
+    /// such as "registry"). Repeatable.
+    #[arg(long, value_name = "HOST=ADDR", value_parser = regproxy::nginx::parse_pair)]
+    resolve: Vec<(String, String)>,
 }
 
 fn main() -> ExitCode {
@@ -63,6 +88,7 @@ fn main() -> ExitCode {
 
     let result = match cli.command {
         Some(Command::Check) => check(&cli.config),
+        Some(Command::ImportNginx(args)) => import_nginx(args),
         None => serve(&cli.config),
     };
     match result {
@@ -83,6 +109,38 @@ fn check(path: &Path) -> anyhow::Result<()> {
         if loaded.tls.is_some() { "on" } else { "off" },
         loaded.config.upstream.servers.len()
     );
+    Ok(())
+}
+
+fn import_nginx(args: ImportArgs) -> anyhow::Result<()> {
+    let map_paths = args
+        .map_path
+        .into_iter()
+        .map(|(from, to)| (PathBuf::from(from), PathBuf::from(to)))
+        .collect();
+    let conversion = regproxy::nginx::import(&args.nginx_conf, map_paths, args.resolve)?;
+    for line in &conversion.not_converted {
+        eprintln!("{line}");
+    }
+    match &args.out {
+        Some(out) => {
+            std::fs::write(out, &conversion.toml)
+                .with_context(|| format!("cannot write {}", out.display()))?;
+            eprintln!(
+                "wrote {} ({} not converted); check it with: regproxy check --config {}",
+                out.display(),
+                conversion.not_converted.len(),
+                out.display()
+            );
+        }
+        None => print!("{}", conversion.toml),
+    }
+    if args.strict && !conversion.not_converted.is_empty() {
+        anyhow::bail!(
+            "{} directives not converted (--strict)",
+            conversion.not_converted.len()
+        );
+    }
     Ok(())
 }
 
