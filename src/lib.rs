@@ -10,6 +10,7 @@
 pub mod access_log;
 pub mod auth;
 pub mod cidr;
+pub mod client_addr;
 pub mod config;
 pub mod conn;
 pub mod error;
