@@ -8,6 +8,7 @@
 #![deny(unsafe_code)]
 
 pub mod access_log;
+pub mod admin;
 pub mod auth;
 pub mod cidr;
 pub mod client_addr;
