@@ -19,7 +19,11 @@ fn run(data: &[u8], cuts: &[u8]) -> Outcome {
     loop {
         if end < data.len() && (start == end || i > 0) {
             let cut = cuts.get(i % cuts.len().max(1)).copied().unwrap_or(0) as usize;
-            end = if cut == 0 { data.len() } else { (end + cut).min(data.len()) };
+            end = if cut == 0 {
+                data.len()
+            } else {
+                (end + cut).min(data.len())
+            };
         }
         i += 1;
         let input = &data[start..end];

@@ -33,7 +33,10 @@ fuzz_target!(|data: &[u8]| {
         // What we forward is itself a request head the same parser accepts
         // with the same method, target and framing.
         match parse_request(&out) {
-            Ok(Parse::Complete { head: fwd_head, len }) => {
+            Ok(Parse::Complete {
+                head: fwd_head,
+                len,
+            }) => {
                 assert_eq!(len, out.len());
                 assert_eq!(fwd_head.method, head.method);
                 assert_eq!(fwd_head.target(), head.target());

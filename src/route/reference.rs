@@ -81,6 +81,12 @@ impl Registry28 {
     }
 }
 
+impl Default for Registry28 {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// Checks `classify` on a `GET` of `path` against the registry's router and
 /// panics, naming the path, where they disagree in a way that matters: a
 /// path we route must reach the same route and name there, and a path we
