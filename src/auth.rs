@@ -1,8 +1,8 @@
 //! Authentication and authorization: Basic credentials from the request
 //! ([`basic`]), the user database ([`htpasswd`]) and groups ([`groups`]),
 //! the cross-core verified-credential cache that keeps bcrypt off the event
-//! loops ([`cache`]), the brute-force limiter ([`limiter`]), and the access
-//! rules ([`acl`]).
+//! loops ([`cache`]) with its fair waiting line ([`queue`]), the brute-force
+//! limiter ([`limiter`]), and the access rules ([`acl`]).
 
 use std::fmt;
 
@@ -12,6 +12,7 @@ pub mod cache;
 pub mod groups;
 pub mod htpasswd;
 pub mod limiter;
+pub mod queue;
 
 /// One rejected line of an htpasswd or htgroup file. `reason` is a fixed
 /// message that copies nothing from the line, so it is safe to log.

@@ -8,7 +8,7 @@
 //! relay; this file only sequences them and decides what the client is told
 //! when one fails.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,6 +17,7 @@ use crate::access_log::{AccessLog, Entry};
 use crate::auth::acl::{Decision, Identity};
 use crate::auth::basic::{self, Credentials};
 use crate::auth::cache::{AuthFailure, LocalVerifier};
+use crate::client_addr;
 use crate::config::Config;
 use crate::error::{chunk_error, ProxyError, Side};
 use crate::http::head::{
@@ -148,7 +149,11 @@ pub async fn serve<S: Io>(ctx: Rc<Ctx>, io: S, peer: SocketAddr, tls: bool) {
         WorkerMetrics::inc(&ctx.m().requests_total);
         let started = Instant::now();
         let mut ex = Exchange::new(head.body);
-        let result = exchange(&ctx, &mut conn, &head, &mut ex).await;
+        // The address the brute-force limiter counts and the log records:
+        // behind a trusted balancer, the client it reports, not the
+        // balancer (src/client_addr.rs). Upstream headers still name the peer.
+        let client = client_addr::of_request(peer.ip(), &ctx.config.forwarding, &head).ip;
+        let result = exchange(&ctx, &mut conn, &head, &mut ex, client).await;
         // What the unread rest of the request, if any, calls for.
         let plan = lingering::plan(
             ex.body,
@@ -173,7 +178,7 @@ pub async fn serve<S: Io>(ctx: Rc<Ctx>, io: S, peer: SocketAddr, tls: bool) {
         };
         ctx.m().count_status(ex.status);
         ctx.log.record(&Entry {
-            client: peer.ip(),
+            client,
             user: ex.user.as_deref(),
             method: head.method.as_str(),
             target: head.target(),
@@ -296,6 +301,7 @@ async fn exchange<S: Io>(
     conn: &mut Conn<S>,
     head: &RequestHead,
     ex: &mut Exchange,
+    client: IpAddr,
 ) -> Result<(), ProxyError> {
     // Route: only the registry API is proxied (the recipe's `location /v2/`).
     match policy::route(head.path()) {
@@ -332,7 +338,7 @@ async fn exchange<S: Io>(
 
     // Authenticate: credentials, if sent, must be right whatever the rules
     // would let an anonymous client do.
-    let creds = authenticate(ctx, &auth, head, conn.peer.ip()).await?;
+    let creds = authenticate(ctx, &auth, head, client).await?;
     let identity = match &creds {
         Some(c) => Identity::User(&c.user),
         None => Identity::Anonymous,

@@ -8,8 +8,10 @@
 #![deny(unsafe_code)]
 
 pub mod access_log;
+pub mod admin;
 pub mod auth;
 pub mod cidr;
+pub mod client_addr;
 pub mod config;
 pub mod conn;
 pub mod error;

@@ -41,7 +41,9 @@ pub struct Loaded {
 /// Reads and validates `path` and every file it names.
 pub fn load(path: &Path) -> anyhow::Result<Loaded> {
     let config = Config::load(path)?;
-    let users = load_htpasswd(&config.auth.htpasswd)?;
+    // The unknown-user stand-in is recomputed with every load, so it keeps
+    // the cost of the file as it is now.
+    let users = load_htpasswd(&config.auth.htpasswd)?.with_unknown_user_dummy();
     let tls = match &config.tls {
         Some(files) => Some(tls::server_config(files)?),
         None => None,

@@ -185,7 +185,7 @@ fn serve(path: &Path) -> anyhow::Result<()> {
     );
     let admin = match config.admin_listen {
         Some(a) => Some(
-            metrics::serve_admin(
+            regproxy::admin::serve(
                 a,
                 metrics::Registry {
                     workers: metrics.clone(),

@@ -1,14 +1,12 @@
-//! Counters, one set per worker, and the admin endpoint that sums them.
+//! Counters, one set per worker, and their sum in Prometheus text for the
+//! admin port (`admin`).
 //!
 //! Each worker is the only writer of its own cache-line-aligned block, so a
 //! counter bump is an uncontended relaxed add: no cross-core traffic on the
 //! request path. The admin thread reads all blocks when scraped.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use crate::auth::cache::Verifier;
 
@@ -97,48 +95,4 @@ impl Registry {
         ));
         out
     }
-}
-
-/// How long the admin endpoint waits for a scraper's request line.
-const ADMIN_READ_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Serves `GET /metrics` and `GET /healthz` on a plain thread, off the
-/// workers. Returns the bound address (the config may ask for port 0).
-pub fn serve_admin(addr: SocketAddr, registry: Registry) -> std::io::Result<SocketAddr> {
-    let listener = TcpListener::bind(addr)?;
-    let local = listener.local_addr()?;
-    std::thread::Builder::new()
-        .name("regproxy-admin".into())
-        .spawn(move || {
-            for stream in listener.incoming().flatten() {
-                if let Err(e) = answer(stream, &registry) {
-                    tracing::debug!(error = %e, "admin request failed");
-                }
-            }
-        })?;
-    Ok(local)
-}
-
-fn answer(stream: TcpStream, registry: &Registry) -> std::io::Result<()> {
-    stream.set_read_timeout(Some(ADMIN_READ_TIMEOUT))?;
-    let mut reader = BufReader::new(&stream);
-    let mut line = String::new();
-    reader.read_line(&mut line)?;
-    // Drain the rest of the head so the client sees a clean close.
-    let mut skip = String::new();
-    while reader.read_line(&mut skip)? > 2 {
-        skip.clear();
-    }
-    let path = line.split_whitespace().nth(1).unwrap_or("");
-    let (status, body) = match path {
-        "/metrics" => ("200 OK", registry.render()),
-        "/healthz" => ("200 OK", "ok\n".to_owned()),
-        _ => ("404 Not Found", "not found\n".to_owned()),
-    };
-    let mut w = &stream;
-    write!(
-        w,
-        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
 }

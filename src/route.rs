@@ -577,5 +577,9 @@ fn is_upload_id(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.' | b'='))
 }
 
+/// The registry's own router, for the unit tests and the fuzz targets.
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod reference;
+
 #[cfg(test)]
 mod tests;

@@ -7,6 +7,17 @@
 //!    checks in flight so that concurrent first requests wait for one hash;
 //! 3. a bounded pool of hash threads. When its queue is full, a miss is
 //!    refused at once ([`AuthFailure::Busy`]) rather than queued without end.
+//!    The queue ([`super::queue`]) is fair per address and keeps a reserve
+//!    for (user, address) pairs that authenticated recently, so a guessing
+//!    flood from many addresses does not turn valid logins away.
+//!
+//! Cheap schemes (apr1, `{SHA}`, `{SSHA}`, `{PLAIN}`) skip tiers 2 and 3:
+//! they are checked on the worker itself, with the same limiter accounting,
+//! since a cross-thread hop would cost more than the hash.
+//!
+//! Unknown users are checked against the file's stand-in
+//! ([`Htpasswd::unknown_user_dummy`]) along the same path as a known user's
+//! wrong password, so neither the time nor the answer tells them apart.
 //!
 //! Keys are keyed BLAKE3 hashes of `user \0 password` under a random
 //! per-process key, so the cache never holds a password and its contents are
@@ -19,23 +30,25 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use futures_channel::oneshot;
 
 use super::basic::Credentials;
 use super::htpasswd::{dummy_hash, Htpasswd, PasswordHash};
-use super::limiter::{Attempt, Limiter, RetryAfter};
+use super::limiter::{Attempt, IpKey, Limiter, RetryAfter};
+use super::queue::{FairQueue, Lane};
 
 /// Entries beyond this are evicted (expired first, then all): valid
 /// credentials are few, but bcrypt ignores bytes past 72, so one valid user
 /// could otherwise mint endless distinct keys.
 pub const MAX_CACHE_ENTRIES: usize = 65_536;
 
-/// Cost of the hash an unknown user is checked against: htpasswd -B's default.
-const DUMMY_COST: u32 = 5;
+/// Cost of the stand-in for unknown users when the user database has none
+/// of its own (only files loaded by hand, as in tests, lack one):
+/// htpasswd -B's default.
+const FALLBACK_DUMMY_COST: u32 = 5;
 
 /// Why a credential was not accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,10 +100,25 @@ enum SharedEntry {
 struct Job {
     key: CredKey,
     password: zeroize::Zeroizing<Vec<u8>>,
-    /// `None`: unknown user, checked against the dummy hash for equal timing.
-    hash: Option<PasswordHash>,
+    /// The user's hash, or for an unknown user the stand-in of equal cost.
+    check: PasswordHash,
+    /// Whether `check` is the user's own hash; a match against the
+    /// stand-in never counts.
+    real: bool,
     /// The limiter's count for this check, settled when it ends.
     attempt: Attempt,
+}
+
+/// The waiting line shared by the hash threads.
+struct Pool {
+    queue: Mutex<PoolState>,
+    ready: Condvar,
+}
+
+struct PoolState {
+    jobs: FairQueue<Job>,
+    /// Set when the [`Verifier`] goes: the threads exit.
+    closed: bool,
 }
 
 /// Process-wide state: the user database, the shared cache and the hash pool.
@@ -98,8 +126,8 @@ pub struct Verifier {
     key: [u8; 32],
     ttl: Duration,
     shared: Mutex<KeyMap<SharedEntry>>,
-    queue: SyncSender<Job>,
-    dummy: PasswordHash,
+    pool: Arc<Pool>,
+    fallback_dummy: PasswordHash,
     hash_runs: AtomicU64,
     /// Consulted only when a check would cost a hash: cached credentials
     /// never touch it, so a flood of failures cannot lock out known users.
@@ -124,24 +152,29 @@ impl Verifier {
     ) -> std::io::Result<Arc<Verifier>> {
         let mut key = [0u8; 32];
         getrandom::fill(&mut key).map_err(std::io::Error::other)?;
-        let (tx, rx) = mpsc::sync_channel::<Job>(queue);
+        let pool = Arc::new(Pool {
+            queue: Mutex::new(PoolState {
+                jobs: FairQueue::new(queue),
+                closed: false,
+            }),
+            ready: Condvar::new(),
+        });
         let verifier = Arc::new(Verifier {
             key,
             ttl,
             shared: Mutex::new(KeyMap::default()),
-            queue: tx,
-            dummy: dummy_hash(DUMMY_COST),
+            pool: pool.clone(),
+            fallback_dummy: dummy_hash(FALLBACK_DUMMY_COST),
             hash_runs: AtomicU64::new(0),
             limiter: Mutex::new(limiter),
         });
-        let rx = Arc::new(Mutex::new(rx));
         for i in 0..threads.max(1) {
-            let rx = rx.clone();
+            let pool = pool.clone();
             // A weak handle lets the process exit without joining the pool.
             let v = Arc::downgrade(&verifier);
             std::thread::Builder::new()
                 .name(format!("regproxy-hash-{i}"))
-                .spawn(move || hash_thread(&rx, &v))?;
+                .spawn(move || hash_thread(&pool, &v))?;
         }
         Ok(verifier)
     }
@@ -163,12 +196,56 @@ impl Verifier {
         now.duration_since(v.at) < self.ttl
     }
 
+    /// What `creds` are checked against: the user's hash, or the stand-in.
+    fn target<'a>(
+        &'a self,
+        users: &'a Htpasswd,
+        current: Option<&'a PasswordHash>,
+    ) -> &'a PasswordHash {
+        current.unwrap_or_else(|| users.unknown_user_dummy().unwrap_or(&self.fallback_dummy))
+    }
+
+    /// A cheap check, run right here: the limiter is asked and settled as
+    /// for a pooled check, so the two paths differ only in where the hash
+    /// runs.
+    fn verify_inline(
+        &self,
+        creds: &Credentials,
+        current: Option<&PasswordHash>,
+        target: &PasswordHash,
+        client: IpAddr,
+    ) -> Result<Verified, AuthFailure> {
+        let now = Instant::now();
+        let attempt = self
+            .limiter
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .begin(client, Some(&creds.user), now)
+            .map_err(AuthFailure::Limited)?;
+        self.hash_runs.fetch_add(1, Ordering::Relaxed);
+        // Always run the check, then decide: no shortcut for unknown users.
+        let matched = target.verify(creds.password());
+        let ok = matched && current.is_some();
+        self.limiter
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .finish(attempt, ok, Instant::now());
+        match current {
+            Some(hash) if ok => Ok(Verified {
+                hash: hash.clone(),
+                at: now,
+            }),
+            _ => Err(AuthFailure::Invalid),
+        }
+    }
+
     /// Tier 2 and 3: the shared map, then the pool.
     async fn verify_shared(
         &self,
         key: CredKey,
         creds: &Credentials,
         current: Option<&PasswordHash>,
+        target: &PasswordHash,
         client: IpAddr,
     ) -> Result<Verified, AuthFailure> {
         let now = Instant::now();
@@ -189,24 +266,30 @@ impl Verifier {
                     // Past the limit, refuse before any hash work. A check
                     // that cannot be queued stays counted as a failure:
                     // saturating the pool must not reset anyone's count.
-                    let attempt = self
-                        .limiter
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .begin(client, Some(&creds.user), now)
-                        .map_err(AuthFailure::Limited)?;
+                    let (attempt, lane) = {
+                        let mut limiter =
+                            self.limiter.lock().unwrap_or_else(PoisonError::into_inner);
+                        let attempt = limiter
+                            .begin(client, Some(&creds.user), now)
+                            .map_err(AuthFailure::Limited)?;
+                        // Known-good pairs may use the queue's reserve. Only
+                        // a past success decides, never whether the name
+                        // exists (that would be an enumeration oracle).
+                        let lane = if limiter.is_known_good_pair(client, &creds.user, now) {
+                            Lane::Priority
+                        } else {
+                            Lane::Normal
+                        };
+                        (attempt, lane)
+                    };
                     let job = Job {
                         key,
                         password: zeroize::Zeroizing::new(creds.password().to_vec()),
-                        hash: current.cloned(),
+                        check: target.clone(),
+                        real: current.is_some(),
                         attempt,
                     };
-                    match self.queue.try_send(job) {
-                        Ok(()) => {}
-                        Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                            return Err(AuthFailure::Busy)
-                        }
-                    }
+                    self.enqueue(lane, IpKey::of(client), job)?;
                     let (tx, rx) = oneshot::channel();
                     if shared.len() >= MAX_CACHE_ENTRIES {
                         evict(&mut shared, now, self.ttl);
@@ -234,16 +317,30 @@ impl Verifier {
         }
     }
 
+    /// Queues a check for the pool, or refuses it at once when its lane or
+    /// its address has no room.
+    fn enqueue(&self, lane: Lane, addr: IpKey, job: Job) -> Result<(), AuthFailure> {
+        let mut state = self
+            .pool
+            .queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if state.closed || state.jobs.push(lane, addr, job).is_err() {
+            // The job's limiter charge stays counted: saturating the pool
+            // must not reset anyone's count.
+            return Err(AuthFailure::Busy);
+        }
+        drop(state);
+        self.pool.ready.notify_one();
+        Ok(())
+    }
+
     /// Runs on a hash thread.
     fn run_job(&self, job: Job) {
         self.hash_runs.fetch_add(1, Ordering::Relaxed);
-        let ok = match &job.hash {
-            Some(hash) => hash.verify(&job.password),
-            None => {
-                let _ = self.dummy.verify(&job.password);
-                false
-            }
-        };
+        // Always run the check, then decide: no shortcut for the stand-in.
+        let matched = job.check.verify(&job.password);
+        let ok = matched && job.real;
         let waiters = {
             let mut shared = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
             let waiters = match shared.remove(&job.key) {
@@ -251,22 +348,20 @@ impl Verifier {
                 _ => Vec::new(),
             };
             if ok {
-                if let Some(hash) = job.hash.clone() {
-                    shared.insert(
-                        job.key,
-                        SharedEntry::Verified(Verified {
-                            hash,
-                            at: Instant::now(),
-                        }),
-                    );
-                }
+                shared.insert(
+                    job.key,
+                    SharedEntry::Verified(Verified {
+                        hash: job.check.clone(),
+                        at: Instant::now(),
+                    }),
+                );
             }
             waiters
         };
         self.limiter
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .finish(job.attempt, ok);
+            .finish(job.attempt, ok, Instant::now());
         let outcome = if ok {
             Ok(())
         } else {
@@ -278,13 +373,34 @@ impl Verifier {
     }
 }
 
-fn hash_thread(rx: &Mutex<Receiver<Job>>, verifier: &std::sync::Weak<Verifier>) {
+impl Drop for Verifier {
+    fn drop(&mut self) {
+        self.pool
+            .queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .closed = true;
+        self.pool.ready.notify_all();
+    }
+}
+
+fn hash_thread(pool: &Pool, verifier: &Weak<Verifier>) {
     loop {
         let job = {
-            let rx = rx.lock().unwrap_or_else(PoisonError::into_inner);
-            rx.recv()
+            let mut state = pool.queue.lock().unwrap_or_else(PoisonError::into_inner);
+            loop {
+                if state.closed {
+                    return;
+                }
+                if let Some(job) = state.jobs.pop() {
+                    break job;
+                }
+                state = pool
+                    .ready
+                    .wait(state)
+                    .unwrap_or_else(PoisonError::into_inner);
+            }
         };
-        let Ok(job) = job else { return };
         match verifier.upgrade() {
             Some(v) => v.run_job(job),
             None => return,
@@ -353,10 +469,14 @@ impl LocalVerifier {
                 }
             }
         }
-        let verified = self
-            .shared
-            .verify_shared(key, creds, current, client)
-            .await?;
+        let target = self.shared.target(users, current);
+        let verified = if target.is_slow_for(creds.password()) {
+            self.shared
+                .verify_shared(key, creds, current, target, client)
+                .await?
+        } else {
+            self.shared.verify_inline(creds, current, target, client)?
+        };
         let mut local = self.local.borrow_mut();
         if local.len() >= MAX_CACHE_ENTRIES {
             evict(&mut local, now, self.shared.ttl);
@@ -367,6 +487,7 @@ impl LocalVerifier {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -497,6 +618,111 @@ mod tests {
             assert_eq!(local.authenticate(&users, &good, IP).await, Ok(()));
         });
         assert_eq!(v.hash_runs(), 3);
+    }
+
+    #[test]
+    fn cheap_schemes_are_checked_inline_with_the_same_accounting() {
+        // `htpasswd -nbm dave x`
+        let users = Htpasswd::parse("dave:$apr1$HRIsn3nP$Y6tKzox320eJmP6PjdD3s.\n")
+            .expect("valid")
+            .with_unknown_user_dummy();
+        let limiter = Limiter::new(2, Duration::from_secs(60), 16);
+        // No hash threads would be needed: a queue of 0 refuses every job,
+        // so any pooled check would come back Busy.
+        let v = Verifier::start(Duration::from_secs(60), 1, 0, limiter).expect("start");
+        let local = LocalVerifier::new(v.clone());
+        block_on(async {
+            let good = Credentials::new("dave", b"x");
+            assert_eq!(local.authenticate(&users, &good, IP).await, Ok(()));
+            let unknown = Credentials::new("mallory", b"x");
+            assert_eq!(
+                local.authenticate(&users, &unknown, IP).await,
+                Err(AuthFailure::Invalid)
+            );
+            let wrong = Credentials::new("dave", b"y");
+            assert_eq!(
+                local.authenticate(&users, &wrong, IP).await,
+                Err(AuthFailure::Invalid)
+            );
+            // Two failures: the address is limited, inline as in the pool.
+            let again = Credentials::new("dave", b"z");
+            assert!(matches!(
+                local.authenticate(&users, &again, IP).await,
+                Err(AuthFailure::Limited(_))
+            ));
+        });
+        assert_eq!(v.hash_runs(), 3);
+    }
+
+    #[test]
+    fn unknown_users_go_through_the_pool_at_the_files_cost() {
+        let hash = bcrypt::hash("pw", 4).expect("bcrypt");
+        let users = Htpasswd::parse(&format!("alice:{hash}\n"))
+            .expect("valid")
+            .with_unknown_user_dummy();
+        assert_eq!(
+            users.unknown_user_dummy().and_then(|d| d.bcrypt_cost()),
+            Some(4)
+        );
+        let v = Verifier::start(Duration::from_secs(60), 1, 8, no_limit()).expect("start");
+        let local = LocalVerifier::new(v.clone());
+        block_on(async {
+            let who = Credentials::new("mallory", b"pw");
+            assert_eq!(
+                local.authenticate(&users, &who, IP).await,
+                Err(AuthFailure::Invalid)
+            );
+        });
+        assert_eq!(v.hash_runs(), 1);
+    }
+
+    #[test]
+    fn a_full_queue_still_takes_known_good_pairs() {
+        let users = db("alice", "pw");
+        let limiter = Limiter::new(100, Duration::from_secs(60), 64);
+        // Fill the normal lane as a flood from many addresses would, with
+        // checks slow enough (bcrypt cost 11, ~100 ms each on one thread)
+        // that it is still full when alice's logins arrive.
+        let slow = dummy_hash(11);
+        let v = Verifier::start(Duration::from_secs(60), 1, 4, limiter).expect("start");
+        let runner: IpAddr = "192.0.2.10".parse().unwrap();
+        v.limiter
+            .lock()
+            .unwrap()
+            .record_success(runner, "alice", Instant::now());
+        {
+            let mut state = v.pool.queue.lock().unwrap();
+            // Hold the lock so the pool cannot drain while we look.
+            for i in 0..10u32 {
+                let addr = IpKey::of(IpAddr::V4(std::net::Ipv4Addr::from(i)));
+                let job = Job {
+                    key: [0; 32],
+                    password: zeroize::Zeroizing::new(Vec::new()),
+                    check: slow.clone(),
+                    real: false,
+                    attempt: v
+                        .limiter
+                        .lock()
+                        .unwrap()
+                        .begin(IP, None, Instant::now())
+                        .unwrap(),
+                };
+                let _ = state.jobs.push(Lane::Normal, addr, job);
+            }
+            assert_eq!(state.jobs.len(), 3, "a quarter is held back");
+        }
+        block_on(async {
+            let local = LocalVerifier::new(v.clone());
+            let good = Credentials::new("alice", b"pw");
+            // From a new address: no room.
+            let stranger: IpAddr = "203.0.113.1".parse().unwrap();
+            assert_eq!(
+                local.authenticate(&users, &good, stranger).await,
+                Err(AuthFailure::Busy)
+            );
+            // From the runner: the reserve.
+            assert_eq!(local.authenticate(&users, &good, runner).await, Ok(()));
+        });
     }
 
     #[test]

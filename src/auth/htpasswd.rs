@@ -27,6 +27,9 @@ use std::collections::HashMap;
 use std::fmt;
 
 pub use crate::auth::LineError;
+#[cfg(test)]
+use dummy::random_16;
+pub use dummy::{dummy_hash, dummy_like};
 
 use base64::engine::general_purpose::{NO_PAD, STANDARD};
 use base64::engine::GeneralPurpose;
@@ -211,6 +214,19 @@ impl PasswordHash {
             || (matches!(self, PasswordHash::Apr1(_)) && password.len() > MAX_INLINE_PASSWORD_BYTES)
     }
 
+    /// Orders hashes by what a check costs: scheme class first (bcrypt,
+    /// SHA-crypt, apr1, {SSHA}, {SHA}, {PLAIN}), then the work factor.
+    fn cost_rank(&self) -> (u8, u32) {
+        match self {
+            PasswordHash::Plain(_) => (0, 0),
+            PasswordHash::Sha1(_) => (1, 0),
+            PasswordHash::Ssha(h) => (2, h.salt.len() as u32),
+            PasswordHash::Apr1(_) => (3, 0),
+            PasswordHash::ShaCrypt(h) => (4 + u8::from(h.sha512), h.rounds),
+            PasswordHash::Bcrypt(_) => (6, self.bcrypt_cost().unwrap_or(0)),
+        }
+    }
+
     /// Short scheme name for logs and metrics.
     pub fn scheme(&self) -> &'static str {
         match self {
@@ -266,6 +282,9 @@ impl fmt::Debug for PasswordHash {
 #[derive(Debug, Clone, Default)]
 pub struct Htpasswd {
     entries: HashMap<String, PasswordHash>,
+    /// What unknown users are checked against, once computed by
+    /// [`with_unknown_user_dummy`](Self::with_unknown_user_dummy).
+    dummy: Option<PasswordHash>,
 }
 
 impl Htpasswd {
@@ -295,7 +314,10 @@ impl Htpasswd {
             }
         }
         if errors.is_empty() {
-            Ok(Htpasswd { entries })
+            Ok(Htpasswd {
+                entries,
+                dummy: None,
+            })
         } else {
             Err(errors)
         }
@@ -316,6 +338,28 @@ impl Htpasswd {
     /// In no particular order.
     pub fn users(&self) -> impl Iterator<Item = &str> {
         self.entries.keys().map(String::as_str)
+    }
+
+    /// The entry whose check costs the most: the highest bcrypt cost, else
+    /// the most SHA-crypt rounds, else the costliest cheap scheme. `None`
+    /// for an empty file.
+    pub fn costliest(&self) -> Option<&PasswordHash> {
+        self.entries.values().max_by_key(|h| h.cost_rank())
+    }
+
+    /// Computes the stand-in that unknown users are checked against, of the
+    /// scheme and cost of [`costliest`](Self::costliest), so that "no such
+    /// user" takes as long as "wrong password" (see [`dummy_like`]). Runs
+    /// that hash once (up to a bcrypt at the file's cost): call it when a
+    /// file is loaded for serving, not for a syntax check.
+    pub fn with_unknown_user_dummy(mut self) -> Self {
+        self.dummy = Some(dummy_like(self.costliest()));
+        self
+    }
+
+    /// The stand-in, if [`with_unknown_user_dummy`](Self::with_unknown_user_dummy) ran.
+    pub fn unknown_user_dummy(&self) -> Option<&PasswordHash> {
+        self.dummy.as_ref()
     }
 }
 
@@ -674,52 +718,7 @@ fn validate_bcrypt(hash: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
-/// A hash whose verify always fails but costs the same as a real one, so an
-/// unknown user is not revealed by timing.
-///
-/// Compute once (it runs bcrypt at `cost`) and cache it. `cost` should be the
-/// cost of the real entries (see [`PasswordHash::bcrypt_cost`]); values
-/// outside 4..=31 are clamped. It is a bcrypt hash: a file of only cheap
-/// schemes (apr1, SHA) should not send unknown users through it, or their
-/// slower answer would tell them apart.
-///
-/// "Always fails" holds because the digest is bcrypt of a fresh 128-bit
-/// random secret that is never stored: matching it means finding a bcrypt
-/// preimage.
-pub fn dummy_hash(cost: u32) -> PasswordHash {
-    let cost = cost.clamp(MIN_BCRYPT_COST, MAX_BCRYPT_COST);
-    let secret = zeroize::Zeroizing::new(random_16());
-    let salt = random_16();
-    // The raw primitive is infallible for a clamped cost and a 1..=72 byte
-    // input, unlike the crate's Result-returning wrappers.
-    let digest = bcrypt::bcrypt(cost, salt, secret.as_slice());
-    // bcrypt keeps 23 of the 24 output bytes, as every implementation does.
-    let hash = format!(
-        "$2y${cost:02}${}{}",
-        BCRYPT_B64.encode(salt),
-        BCRYPT_B64.encode(&digest[..23])
-    );
-    PasswordHash::Bcrypt(hash)
-}
-
-/// 16 bytes from the OS CSPRNG without another dependency: bcrypt's own
-/// random salt is exactly that. Should the OS refuse (practically never),
-/// fall back to std's per-process random SipHash keys, still unpredictable
-/// from outside.
-fn random_16() -> [u8; 16] {
-    if let Ok(parts) = bcrypt::hash_with_result(b"", MIN_BCRYPT_COST) {
-        return parts.get_salt_raw();
-    }
-    use std::hash::{BuildHasher, Hasher};
-    let state = std::collections::hash_map::RandomState::new();
-    let mut out = [0u8; 16];
-    for (i, chunk) in out.chunks_exact_mut(8).enumerate() {
-        let mut h = state.build_hasher();
-        h.write_usize(i);
-        chunk.copy_from_slice(&h.finish().to_le_bytes());
-    }
-    out
-}
+mod dummy;
 
 #[cfg(test)]
 mod tests;

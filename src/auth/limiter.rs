@@ -29,6 +29,16 @@
 //! before it can evict a block. Every operation is O(1) apart from that
 //! occasional O(n) sweep.
 //!
+//! Known-good addresses: a per-user block must not become a way to lock a
+//! user out. Every successful check records the (user, address) pair for
+//! [`KNOWN_GOOD_TTL`]; from such a pair the *user* block does not apply
+//! (the address block still does, and its failures still count). So a
+//! stranger's guesses against `alice` stop the stranger and anyone else
+//! trying `alice` from a new address, but not alice's own runner or laptop
+//! where she logged in recently. A success settles only its own charge: it
+//! does not wipe the user's count, or each of alice's logins would hand the
+//! guesser a fresh set of guesses.
+//!
 //! Time is passed in, so the whole machine is pure. One `Limiter` per
 //! worker is lock-free but lets a client spread over the workers' listeners
 //! get up to `workers × max_failures` guesses per window; one shared behind
@@ -46,6 +56,9 @@ pub const DEFAULT_MAX_ENTRIES: usize = 65_536;
 /// When a map is full of live windows, 1/EVICT_DIVISOR of it is evicted at
 /// once, so the O(n) sweep runs at most once per that many new keys.
 const EVICT_DIVISOR: usize = 16;
+/// How long a successful login keeps its (user, address) pair exempt from
+/// that user's block: a week covers a runner or a laptop used on workdays.
+pub const KNOWN_GOOD_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// How long until the client may try again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,15 +78,16 @@ impl RetryAfter {
     }
 }
 
+/// The unit an address is counted in: an IPv4 address or an IPv6 /64.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum IpKey {
+pub enum IpKey {
     V4([u8; 4]),
     /// The /64 prefix.
     V6([u8; 8]),
 }
 
 impl IpKey {
-    fn of(ip: IpAddr) -> IpKey {
+    pub fn of(ip: IpAddr) -> IpKey {
         match ip {
             IpAddr::V4(v4) => IpKey::V4(v4.octets()),
             IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
@@ -197,6 +211,8 @@ pub struct Limiter {
     cfg: Config,
     by_ip: Counter<IpKey>,
     by_user: Counter<u64>,
+    /// (user, address) pairs that recently proved the password, and when.
+    known_good: HashMap<(u64, IpKey), Instant>,
     user_hasher: RandomState,
 }
 
@@ -212,6 +228,7 @@ impl Limiter {
             },
             by_ip: Counter::new(),
             by_user: Counter::new(),
+            known_good: HashMap::new(),
             user_hasher: RandomState::new(),
         }
     }
@@ -226,9 +243,15 @@ impl Limiter {
         if !self.cfg.enabled() {
             return Ok(());
         }
-        let by_ip = self.by_ip.blocked_for(&IpKey::of(ip), &self.cfg, now);
-        let by_user =
-            user.and_then(|u| self.by_user.blocked_for(&self.user_key(u), &self.cfg, now));
+        let ip_key = IpKey::of(ip);
+        let by_ip = self.by_ip.blocked_for(&ip_key, &self.cfg, now);
+        let by_user = user.and_then(|u| {
+            let key = self.user_key(u);
+            if self.is_known_good(key, ip_key, now) {
+                return None;
+            }
+            self.by_user.blocked_for(&key, &self.cfg, now)
+        });
         match by_ip.max(by_user) {
             Some(wait) => Err(RetryAfter(wait)),
             None => Ok(()),
@@ -254,33 +277,75 @@ impl Limiter {
         Ok(self.count(ip, user, now))
     }
 
-    /// Settles an [`Attempt`]. On success its failure is taken back and the
-    /// user's count is cleared (the user proved the password; the address
-    /// keeps its count, or one valid account could keep resetting it). On
-    /// failure nothing changes: it was counted at `begin`.
-    pub fn finish(&mut self, attempt: Attempt, succeeded: bool) {
+    /// Settles an [`Attempt`]. On success its own failure is taken back from
+    /// the address and the user, and the pair becomes known-good. Other
+    /// failures stay counted: neither a valid account nor alice herself
+    /// can reset a guesser's count. On failure nothing changes: it was
+    /// counted at `begin`.
+    pub fn finish(&mut self, attempt: Attempt, succeeded: bool, now: Instant) {
         if !succeeded {
             return;
         }
         if let Some((key, start)) = attempt.ip {
             self.by_ip.refund(&key, start);
         }
-        if let Some((key, _)) = attempt.user {
-            self.by_user.windows.remove(&key);
+        if let Some((key, start)) = attempt.user {
+            self.by_user.refund(&key, start);
+        }
+        if let (Some((ip, _)), Some((user, _))) = (attempt.ip, attempt.user) {
+            self.remember_good(user, ip, now);
         }
     }
 
-    /// Clears `user`'s count after a successful check made without
-    /// [`begin`](Self::begin).
-    pub fn record_success(&mut self, user: &str) {
-        let key = self.user_key(user);
-        self.by_user.windows.remove(&key);
+    /// Records a successful check for `user` from `ip` made without
+    /// [`begin`](Self::begin): the pair becomes known-good.
+    pub fn record_success(&mut self, ip: IpAddr, user: &str, now: Instant) {
+        if self.cfg.enabled() {
+            let key = self.user_key(user);
+            self.remember_good(key, IpKey::of(ip), now);
+        }
+    }
+
+    /// Whether `user` recently authenticated from `ip`.
+    pub fn is_known_good_pair(&self, ip: IpAddr, user: &str, now: Instant) -> bool {
+        self.is_known_good(self.user_key(user), IpKey::of(ip), now)
+    }
+
+    fn is_known_good(&self, user: u64, ip: IpKey, now: Instant) -> bool {
+        self.known_good
+            .get(&(user, ip))
+            .is_some_and(|at| now.saturating_duration_since(*at) < KNOWN_GOOD_TTL)
+    }
+
+    /// Bounded like the counters: only valid logins insert here, so a full
+    /// map means many real users; expired pairs go first, then the oldest
+    /// 1/[`EVICT_DIVISOR`].
+    fn remember_good(&mut self, user: u64, ip: IpKey, now: Instant) {
+        let max = self.cfg.max_entries;
+        if !self.known_good.contains_key(&(user, ip)) && self.known_good.len() >= max {
+            self.known_good
+                .retain(|_, at| now.saturating_duration_since(*at) < KNOWN_GOOD_TTL);
+            if self.known_good.len() >= max {
+                let batch = (max / EVICT_DIVISOR).max(1);
+                let mut order: Vec<(Instant, (u64, IpKey))> =
+                    self.known_good.iter().map(|(k, at)| (*at, *k)).collect();
+                if batch < order.len() {
+                    order.select_nth_unstable_by_key(batch, |e| e.0);
+                }
+                for (_, k) in order.iter().take(batch) {
+                    self.known_good.remove(k);
+                }
+            }
+        }
+        self.known_good.insert((user, ip), now);
     }
 
     /// Drops every expired window. Optional: full maps purge themselves.
     pub fn purge(&mut self, now: Instant) {
         self.by_ip.purge(&self.cfg, now);
         self.by_user.purge(&self.cfg, now);
+        self.known_good
+            .retain(|_, at| now.saturating_duration_since(*at) < KNOWN_GOOD_TTL);
     }
 
     /// Keys tracked: (addresses, user names).
@@ -419,7 +484,7 @@ mod tests {
             for _ in 0..100 {
                 l.record_failure(ip("192.0.2.1"), Some("alice"), t0);
                 let a = l.begin(ip("192.0.2.1"), Some("alice"), t0).unwrap();
-                l.finish(a, false);
+                l.finish(a, false, t0);
             }
             assert_eq!(l.check(ip("192.0.2.1"), Some("alice"), t0), Ok(()));
             assert_eq!(l.tracked(), (0, 0));
@@ -438,17 +503,17 @@ mod tests {
             .collect();
         assert!(l.begin(a, Some("bob"), t0).is_err());
         assert!(l.check(ip("192.0.2.99"), Some("alice"), t0).is_err());
-        // One succeeds: its charge is refunded and alice's count cleared.
+        // One succeeds: its charge is refunded, which unblocks alice.
         let mut it = attempts.into_iter();
-        l.finish(it.next().unwrap(), true);
+        l.finish(it.next().unwrap(), true, t0);
         assert_eq!(l.check(ip("192.0.2.99"), Some("alice"), t0), Ok(()));
         let next = l.begin(a, Some("bob"), t0).unwrap();
         assert!(l.begin(a, Some("carol"), t0).is_err());
         // Failures stay counted.
         for at in it {
-            l.finish(at, false);
+            l.finish(at, false, t0);
         }
-        l.finish(next, false);
+        l.finish(next, false, t0);
         assert!(l.check(a, None, t0).is_err());
     }
 
@@ -460,22 +525,88 @@ mod tests {
         let old = l.begin(a, None, t0).unwrap();
         l.record_failure(a, None, t0 + MIN);
         l.record_failure(a, None, t0 + MIN);
-        l.finish(old, true);
+        l.finish(old, true, t0 + MIN);
         assert!(l.check(a, None, t0 + MIN).is_err());
     }
 
     #[test]
-    fn success_clears_the_user_not_the_address() {
+    fn success_settles_only_its_own_charge() {
         let mut l = Limiter::new(2, MIN, 100);
         let a = ip("192.0.2.1");
         let t0 = Instant::now();
         l.record_failure(ip("192.0.2.50"), Some("alice"), t0);
-        l.record_failure(a, Some("alice"), t0);
+        let mine = l.begin(a, Some("alice"), t0).unwrap();
         assert!(l.check(ip("192.0.2.77"), Some("alice"), t0).is_err());
-        l.record_success("alice");
+        l.finish(mine, true, t0);
+        // The stranger's failure stays: one more guess and alice's name is
+        // blocked again, for new addresses.
         assert_eq!(l.check(ip("192.0.2.77"), Some("alice"), t0), Ok(()));
-        l.record_failure(a, Some("bob"), t0);
-        assert!(l.check(a, None, t0).is_err());
+        l.record_failure(ip("192.0.2.50"), Some("alice"), t0);
+        assert!(l.check(ip("192.0.2.77"), Some("alice"), t0).is_err());
+    }
+
+    #[test]
+    fn a_strangers_guesses_do_not_lock_alice_out_of_her_runner() {
+        let mut l = Limiter::new(3, MIN, 100);
+        let runner = ip("192.0.2.10");
+        let t0 = Instant::now();
+        // Alice's runner logged in yesterday.
+        let ok = l.begin(runner, Some("alice"), t0).unwrap();
+        l.finish(ok, true, t0);
+        let now = t0 + Duration::from_secs(24 * 3600);
+        // A stranger spends three guesses on alice from many addresses.
+        for i in 0..3 {
+            let a = l
+                .begin(ip(&format!("203.0.113.{i}")), Some("alice"), now)
+                .unwrap();
+            l.finish(a, false, now);
+        }
+        // Alice's name is blocked for new addresses, the stranger included...
+        assert!(l.check(ip("203.0.113.200"), Some("alice"), now).is_err());
+        assert!(!l.is_known_good_pair(ip("203.0.113.200"), "alice", now));
+        // ...but not from the runner, which can still try (and succeed).
+        assert!(l.is_known_good_pair(runner, "alice", now));
+        let again = l.begin(runner, Some("alice"), now).unwrap();
+        l.finish(again, true, now);
+        // The runner's success did not hand the stranger new guesses.
+        assert!(l.check(ip("203.0.113.200"), Some("alice"), now).is_err());
+        // The allowance is per user: bob from the runner's address is
+        // judged on bob's own count.
+        assert!(!l.is_known_good_pair(runner, "bob", now));
+        // And it ends: a week after its last login the pair is not known.
+        assert!(l.is_known_good_pair(runner, "alice", t0 + KNOWN_GOOD_TTL));
+        let later = now + KNOWN_GOOD_TTL;
+        assert!(!l.is_known_good_pair(runner, "alice", later));
+    }
+
+    #[test]
+    fn a_known_good_address_is_still_limited_as_an_address() {
+        let mut l = Limiter::new(2, MIN, 100);
+        let shared_nat = ip("192.0.2.10");
+        let t0 = Instant::now();
+        l.record_success(shared_nat, "alice", t0);
+        // Guessing alice from her own (shared) address is stopped by the
+        // address count: the allowance lifts only the user block.
+        for _ in 0..2 {
+            let a = l.begin(shared_nat, Some("alice"), t0).unwrap();
+            l.finish(a, false, t0);
+        }
+        assert!(l.check(shared_nat, Some("alice"), t0).is_err());
+    }
+
+    #[test]
+    fn known_good_pairs_are_bounded() {
+        let cap = 32;
+        let mut l = Limiter::new(3, MIN, cap);
+        let t0 = Instant::now();
+        for i in 0..10 * cap as u32 {
+            let t = t0 + Duration::from_millis(u64::from(i));
+            l.record_success(IpAddr::V4(Ipv4Addr::from(i)), "alice", t);
+            assert!(l.known_good.len() <= cap);
+        }
+        // The newest pair survives the eviction of older ones.
+        let last = IpAddr::V4(Ipv4Addr::from(10 * cap as u32 - 1));
+        assert!(l.is_known_good_pair(last, "alice", t0 + MIN));
     }
 
     #[test]

@@ -229,6 +229,27 @@ impl Conn {
         })
     }
 
+    /// Connects over plain TCP from `src` (for instance one of 127.0.0.0/8's
+    /// many addresses), so a test can play many clients.
+    pub fn connect_from(src: std::net::IpAddr, addr: SocketAddr) -> io::Result<Conn> {
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::STREAM,
+            None,
+        )?;
+        socket.bind(&SocketAddr::new(src, 0).into())?;
+        socket.connect_timeout(&addr.into(), DEFAULT_TIMEOUT)?;
+        let tcp: TcpStream = socket.into();
+        tcp.set_read_timeout(Some(DEFAULT_TIMEOUT))?;
+        tcp.set_write_timeout(Some(DEFAULT_TIMEOUT))?;
+        tcp.set_nodelay(true)?;
+        Ok(Conn {
+            stream: Stream::Plain(tcp),
+            buf: Vec::new(),
+            eof: false,
+        })
+    }
+
     /// Sets the read timeout used while waiting for response bytes.
     pub fn set_timeout(&mut self, timeout: Duration) -> io::Result<()> {
         self.stream.tcp().set_read_timeout(Some(timeout))

@@ -800,3 +800,50 @@ fn dummy_hash_has_the_real_cost_and_never_verifies() {
 fn random_16_differs() {
     assert_ne!(random_16(), random_16());
 }
+
+#[test]
+fn costliest_entry_decides_the_unknown_user_stand_in() {
+    let b4 = bcrypt::hash("a", 4).unwrap();
+    let b6 = bcrypt::hash("b", 6).unwrap();
+    let mixed = format!(
+        "dave:$apr1$HRIsn3nP$Y6tKzox320eJmP6PjdD3s.\ncarol:{{SHA}}W6ph5Mm5Pz8GgiULbPgzG37mj9g=\nx:{b4}\ny:{b6}\n"
+    );
+    let users = Htpasswd::parse(&mixed).unwrap();
+    assert_eq!(users.costliest().unwrap().bcrypt_cost(), Some(6));
+    assert!(users.unknown_user_dummy().is_none());
+    let users = users.with_unknown_user_dummy();
+    let d = users.unknown_user_dummy().unwrap();
+    assert_eq!((d.scheme(), d.bcrypt_cost()), ("bcrypt", Some(6)));
+    assert!(!d.verify(b"a") && !d.verify(b"b"));
+
+    // Only cheap schemes: the stand-in is the costliest cheap one, apr1,
+    // and stays cheap (checked inline like the real entries).
+    let cheap = Htpasswd::parse(
+        "dave:$apr1$HRIsn3nP$Y6tKzox320eJmP6PjdD3s.\ncarol:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=\n",
+    )
+    .unwrap()
+    .with_unknown_user_dummy();
+    let d = cheap.unknown_user_dummy().unwrap();
+    assert_eq!(d.scheme(), "apr1");
+    assert!(!d.is_slow());
+    assert!(!d.verify(b"x"));
+    let PasswordHash::Apr1(h) = d else { panic!() };
+    assert_eq!(h.salt.len(), 8);
+    assert!(h.salt.bytes().all(|b| CRYPT_ALPHABET.contains(&b)));
+}
+
+#[test]
+fn every_scheme_gets_a_stand_in_of_its_own_kind() {
+    for (line, _, scheme) in VECTORS {
+        let users = Htpasswd::parse(line).unwrap().with_unknown_user_dummy();
+        let d = users.unknown_user_dummy().unwrap();
+        let real = users.costliest().unwrap();
+        assert_eq!(d.scheme(), *scheme, "{line}");
+        assert_eq!(d.is_slow(), real.is_slow(), "{line}");
+        assert_eq!(d.bcrypt_cost(), real.bcrypt_cost(), "{line}");
+        assert_eq!(d.sha_crypt_rounds(), real.sha_crypt_rounds(), "{line}");
+    }
+    // An empty file still has one (every login fails anyway).
+    let empty = Htpasswd::parse("").unwrap().with_unknown_user_dummy();
+    assert_eq!(empty.unknown_user_dummy().unwrap().scheme(), "bcrypt");
+}
