@@ -86,7 +86,28 @@ fn check(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Raises the soft descriptor limit to the hard one before anything opens a
+/// socket, and says what it got: the limit caps concurrent connections.
+fn raise_descriptor_limit() {
+    match regproxy::sys::raise_nofile() {
+        Ok(r) if r.after > r.before => {
+            tracing::info!(
+                from = r.before,
+                to = r.after,
+                "raised the descriptor limit (RLIMIT_NOFILE)"
+            )
+        }
+        Ok(r) => tracing::info!(
+            limit = r.after,
+            hard = r.hard,
+            "descriptor limit (RLIMIT_NOFILE)"
+        ),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the descriptor limit (RLIMIT_NOFILE)"),
+    }
+}
+
 fn serve(path: &Path) -> anyhow::Result<()> {
+    raise_descriptor_limit();
     let loaded = live::load(path)?;
     if loaded.auth.users.is_empty() {
         tracing::warn!(file = %loaded.config.auth.htpasswd.display(), "htpasswd file has no users; every request will get 401");
