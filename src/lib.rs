@@ -24,5 +24,6 @@ pub mod route;
 pub mod shutdown;
 pub mod sys;
 pub mod tls;
+pub mod tuning;
 pub mod upstream;
 pub mod worker;
