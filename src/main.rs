@@ -15,6 +15,7 @@ use regproxy::auth::limiter::Limiter;
 /// Addresses and user names the brute-force limiter tracks at most, each.
 const LIMITER_MAX_ENTRIES: usize = 65_536;
 use regproxy::metrics::{self, WorkerMetrics};
+use regproxy::tuning::{self, HostFacts, Needs, Verdict};
 use regproxy::{listen, live, reload, shutdown, worker};
 
 /// Authenticating front door for a private Docker/OCI registry: TLS, HTTP
@@ -47,8 +48,22 @@ struct Cli {
 enum Command {
     /// Validate the configuration and every file it names, then exit:
     /// 0 when everything is usable, 1 with the problems otherwise.
-    Check,
+    Check {
+        /// Instead: print which host settings cap this configuration
+        /// (setting, current, recommended, verdict, why); exit 2 when one
+        /// breaks it, 0 otherwise (settings that only slow it included).
+        #[arg(long)]
+        host: bool,
+        /// With --host: read /proc and /sys under this directory instead
+        /// of /, e.g. a copied or fake tree.
+        #[arg(long, value_name = "DIR", default_value = "/", requires = "host")]
+        proc_root: PathBuf,
+    },
 }
+
+/// `check --host` exit status when a setting breaks the configuration
+/// (1 stays "the configuration itself is unusable").
+const EXIT_HOST_BREAKS: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -62,7 +77,11 @@ fn main() -> ExitCode {
         .init();
 
     let result = match cli.command {
-        Some(Command::Check) => check(&cli.config),
+        Some(Command::Check {
+            host: true,
+            proc_root,
+        }) => return check_host(&cli.config, &proc_root),
+        Some(Command::Check { .. }) => check(&cli.config),
         None => serve(&cli.config),
     };
     match result {
@@ -106,9 +125,49 @@ fn raise_descriptor_limit() {
     }
 }
 
+/// Prints the host table for this configuration. Only the config file is
+/// read (not the htpasswd or TLS files): the host may be checked before
+/// they are in place.
+fn check_host(path: &Path, root: &Path) -> ExitCode {
+    let config = match regproxy::config::Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("regproxy: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // As `serve` would run: with the soft limit already raised.
+    if root == Path::new("/") {
+        let _ = regproxy::sys::raise_nofile();
+    }
+    let rows = tuning::run_all(&HostFacts::read(root), &Needs::from_config(&config));
+    print!("{}", tuning::render(&rows));
+    match tuning::worst(&rows) {
+        Verdict::Breaks => ExitCode::from(EXIT_HOST_BREAKS),
+        _ => ExitCode::SUCCESS,
+    }
+}
+
+/// One warning per host setting that caps this configuration: the same
+/// rules as `check --host`.
+fn warn_host_limits(config: &regproxy::config::Config) {
+    let rows = tuning::run_all(&HostFacts::read(Path::new("/")), &Needs::from_config(config));
+    for c in rows.iter().filter(|c| c.verdict != Verdict::Ok) {
+        tracing::warn!(
+            setting = %c.setting,
+            current = %c.current,
+            recommended = %c.recommended,
+            verdict = %c.verdict,
+            "host setting: {}",
+            c.why
+        );
+    }
+}
+
 fn serve(path: &Path) -> anyhow::Result<()> {
     raise_descriptor_limit();
     let loaded = live::load(path)?;
+    warn_host_limits(&loaded.config);
     if loaded.auth.users.is_empty() {
         tracing::warn!(file = %loaded.config.auth.htpasswd.display(), "htpasswd file has no users; every request will get 401");
     }
