@@ -58,7 +58,17 @@ enum Command {
         /// of /, e.g. a copied or fake tree.
         #[arg(long, value_name = "DIR", default_value = "/", requires = "host")]
         proc_root: PathBuf,
+        /// With --host: `table` for people, `tsv` (one row per line,
+        /// tab-separated, no header) for tuning/apply.
+        #[arg(long, value_enum, default_value = "table", requires = "host")]
+        format: Format,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Format {
+    Table,
+    Tsv,
 }
 
 /// `check --host` exit status when a setting breaks the configuration
@@ -80,7 +90,8 @@ fn main() -> ExitCode {
         Some(Command::Check {
             host: true,
             proc_root,
-        }) => return check_host(&cli.config, &proc_root),
+            format,
+        }) => return check_host(&cli.config, &proc_root, format),
         Some(Command::Check { .. }) => check(&cli.config),
         None => serve(&cli.config),
     };
@@ -128,7 +139,7 @@ fn raise_descriptor_limit() {
 /// Prints the host table for this configuration. Only the config file is
 /// read (not the htpasswd or TLS files): the host may be checked before
 /// they are in place.
-fn check_host(path: &Path, root: &Path) -> ExitCode {
+fn check_host(path: &Path, root: &Path, format: Format) -> ExitCode {
     let config = match regproxy::config::Config::load(path) {
         Ok(c) => c,
         Err(e) => {
@@ -141,7 +152,10 @@ fn check_host(path: &Path, root: &Path) -> ExitCode {
         let _ = regproxy::sys::raise_nofile();
     }
     let rows = tuning::run_all(&HostFacts::read(root), &Needs::from_config(&config));
-    print!("{}", tuning::render(&rows));
+    match format {
+        Format::Table => print!("{}", tuning::render(&rows)),
+        Format::Tsv => print!("{}", tuning::render_tsv(&rows)),
+    }
     match tuning::worst(&rows) {
         Verdict::Breaks => ExitCode::from(EXIT_HOST_BREAKS),
         _ => ExitCode::SUCCESS,

@@ -139,3 +139,21 @@ pub fn render(rows: &[Check]) -> String {
     }
     out
 }
+
+/// The rows as tab-separated lines (setting, current, recommended, verdict,
+/// why), for scripts; tabs inside a field become spaces.
+pub fn render_tsv(rows: &[Check]) -> String {
+    let clean = |s: &str| s.replace(['\t', '\n'], " ");
+    rows.iter()
+        .map(|c| {
+            format!(
+                "{}\t{}\t{}\t{}\t{}\n",
+                clean(&c.setting),
+                clean(&c.current),
+                clean(&c.recommended),
+                c.verdict,
+                clean(&c.why)
+            )
+        })
+        .collect()
+}

@@ -46,6 +46,9 @@ pub const RECOMMENDED_NOFILE: u64 = 1_048_576;
 pub const RECOMMENDED_TCP_MEM_MAX: u64 = 16 << 20;
 /// Below this autotuning ceiling a single long-haul body stream is capped.
 pub const MIN_TCP_MEM_MAX: u64 = 4 << 20;
+/// Ephemeral ports we recommend: above the registered services people run
+/// next to a registry (5000, 8080, 9090), 55,296 ports.
+pub const PORT_RANGE: &str = "10240 65535";
 /// Bytes an io_uring of `worker::URING_ENTRIES` (1024) entries pins: SQ
 /// entries 64 B each, CQ entries 16 B each (twice as many), rounded up.
 pub const RING_MEMLOCK_BYTES: u64 = 128 << 10;
@@ -262,7 +265,7 @@ fn port_range(f: &HostFacts, n: &Needs) -> Vec<Check> {
         .ints("net.ipv4.ip_local_port_range")
         .filter(|r| r.len() == 2)
     else {
-        return unreadable("net.ipv4.ip_local_port_range", "1024 65535");
+        return unreadable("net.ipv4.ip_local_port_range", PORT_RANGE);
     };
     let size = r[1].saturating_sub(r[0]) + 1;
     let need = connections(n);
@@ -277,7 +280,7 @@ fn port_range(f: &HostFacts, n: &Needs) -> Vec<Check> {
     vec![row(
         "net.ipv4.ip_local_port_range",
         format!("{} {}", r[0], r[1]),
-        "1024 65535",
+        PORT_RANGE,
         verdict,
         why,
     )]
