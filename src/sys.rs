@@ -2,6 +2,10 @@
 //! lives in its own submodule; unsafe code, when a call needs it, is allowed
 //! only inside these files, with a `// SAFETY:` comment per block.
 
+pub mod activation;
 pub mod rlimit;
+pub mod scm;
 
+pub use activation::systemd_listeners;
 pub use rlimit::{raise_nofile, NofileRaise};
+pub use scm::{recv_fds, send_fds};

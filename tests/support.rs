@@ -21,6 +21,7 @@
 
 pub mod http;
 pub mod mem;
+pub mod netns;
 pub mod origin;
 pub mod proxy;
 pub mod registry;
