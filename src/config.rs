@@ -51,6 +51,10 @@ pub struct Config {
     pub access_log: AccessLogTarget,
     pub admin_listen: Option<SocketAddr>,
     pub shutdown_timeout: Duration,
+    /// Unix socket over which a running regproxy hands its listening
+    /// sockets to a newly started one (see `handoff`); `None`: new
+    /// processes join the SO_REUSEPORT group with sockets of their own.
+    pub handoff_socket: Option<PathBuf>,
     pub driver: Driver,
     /// Groups declared in the config (`[groups]`), merged with `auth.groups`.
     pub groups: BTreeMap<String, Vec<String>>,
@@ -87,6 +91,7 @@ struct RawConfig {
     admin: Option<admin::RawAdmin>,
     #[serde(default = "default_shutdown_timeout", deserialize_with = "duration")]
     shutdown_timeout: Duration,
+    handoff_socket: Option<PathBuf>,
     #[serde(default = "default_driver")]
     driver: Driver,
     #[serde(default)]
@@ -274,6 +279,7 @@ impl Config {
             access_log: raw.log.build(&l),
             admin_listen: raw.admin.map(|a| a.build(&l)).transpose()?,
             shutdown_timeout: raw.shutdown_timeout,
+            handoff_socket: raw.handoff_socket.map(|p| l.resolve(&p)),
             driver: raw.driver,
             groups: raw.groups,
             access,

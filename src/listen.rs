@@ -9,7 +9,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 /// Pending connections the kernel queues per worker socket. nginx's default
 /// backlog is 511; CI fleets open connections in bursts.
-const LISTEN_BACKLOG: i32 = 4096;
+pub const LISTEN_BACKLOG: i32 = 4096;
 
 /// Binds `count` sockets to `addr`. When `addr` has port 0, the first socket
 /// picks the port and the rest join it, so all workers share one address.

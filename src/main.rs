@@ -2,6 +2,7 @@
 //! worker, start the shared services (hash pool, reload watcher, admin
 //! endpoint, signal handler), then hand over to the workers.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -15,7 +16,8 @@ use regproxy::auth::limiter::Limiter;
 /// Addresses and user names the brute-force limiter tracks at most, each.
 const LIMITER_MAX_ENTRIES: usize = 65_536;
 use regproxy::metrics::{self, WorkerMetrics};
-use regproxy::{listen, live, reload, shutdown, worker};
+use regproxy::tuning::{self, HostFacts, Needs, Verdict};
+use regproxy::{handoff, listen, live, reload, shutdown, worker};
 
 /// Authenticating front door for a private Docker/OCI registry: TLS, HTTP
 /// basic auth against an htpasswd file, and push restriction, in front of
@@ -47,7 +49,21 @@ struct Cli {
 enum Command {
     /// Validate the configuration and every file it names, then exit:
     /// 0 when everything is usable, 1 with the problems otherwise.
-    Check,
+    Check {
+        /// Instead: print which host settings cap this configuration
+        /// (setting, current, recommended, verdict, why); exit 2 when one
+        /// breaks it, 0 otherwise (settings that only slow it included).
+        #[arg(long)]
+        host: bool,
+        /// With --host: read /proc and /sys under this directory instead
+        /// of /, e.g. a copied or fake tree.
+        #[arg(long, value_name = "DIR", default_value = "/", requires = "host")]
+        proc_root: PathBuf,
+        /// With --host: `table` for people, `tsv` (one row per line,
+        /// tab-separated, no header) for tuning/apply.
+        #[arg(long, value_enum, default_value = "table", requires = "host")]
+        format: Format,
+    },
     /// Convert an nginx configuration (the registry recipe and its
     /// variations) into regproxy.toml. Directives it cannot convert are
     /// listed on stderr as FILE:LINE: directive X not converted: why.
@@ -75,6 +91,16 @@ struct ImportArgs {
     resolve: Vec<(String, String)>,
 }
 
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Format {
+    Table,
+    Tsv,
+}
+
+/// `check --host` exit status when a setting breaks the configuration
+/// (1 stays "the configuration itself is unusable").
+const EXIT_HOST_BREAKS: u8 = 2;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -87,7 +113,12 @@ fn main() -> ExitCode {
         .init();
 
     let result = match cli.command {
-        Some(Command::Check) => check(&cli.config),
+        Some(Command::Check {
+            host: true,
+            proc_root,
+            format,
+        }) => return check_host(&cli.config, &proc_root, format),
+        Some(Command::Check { .. }) => check(&cli.config),
         Some(Command::ImportNginx(args)) => import_nginx(args),
         None => serve(&cli.config),
     };
@@ -144,16 +175,135 @@ fn import_nginx(args: ImportArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Raises the soft descriptor limit to the hard one before anything opens a
+/// socket, and says what it got: the limit caps concurrent connections.
+fn raise_descriptor_limit() {
+    match regproxy::sys::raise_nofile() {
+        Ok(r) if r.after > r.before => {
+            tracing::info!(
+                from = r.before,
+                to = r.after,
+                "raised the descriptor limit (RLIMIT_NOFILE)"
+            )
+        }
+        Ok(r) => tracing::info!(
+            limit = r.after,
+            hard = r.hard,
+            "descriptor limit (RLIMIT_NOFILE)"
+        ),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the descriptor limit (RLIMIT_NOFILE)"),
+    }
+}
+
+/// Prints the host table for this configuration. Only the config file is
+/// read (not the htpasswd or TLS files): the host may be checked before
+/// they are in place.
+fn check_host(path: &Path, root: &Path, format: Format) -> ExitCode {
+    let config = match regproxy::config::Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("regproxy: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // As `serve` would run: with the soft limit already raised.
+    if root == Path::new("/") {
+        let _ = regproxy::sys::raise_nofile();
+    }
+    let rows = tuning::run_all(&HostFacts::read(root), &Needs::from_config(&config));
+    match format {
+        Format::Table => print!("{}", tuning::render(&rows)),
+        Format::Tsv => print!("{}", tuning::render_tsv(&rows)),
+    }
+    match tuning::worst(&rows) {
+        Verdict::Breaks => ExitCode::from(EXIT_HOST_BREAKS),
+        _ => ExitCode::SUCCESS,
+    }
+}
+
+/// One warning per host setting that caps this configuration: the same
+/// rules as `check --host`.
+fn warn_host_limits(config: &regproxy::config::Config) {
+    let rows = tuning::run_all(
+        &HostFacts::read(Path::new("/")),
+        &Needs::from_config(config),
+    );
+    for c in rows.iter().filter(|c| c.verdict != Verdict::Ok) {
+        tracing::warn!(
+            setting = %c.setting,
+            current = %c.current,
+            recommended = %c.recommended,
+            verdict = %c.verdict,
+            "host setting: {}",
+            c.why
+        );
+    }
+}
+
+/// The listening sockets, in order of preference: those systemd passed
+/// (socket activation), those a running regproxy hands over on
+/// `handoff_socket`, else new ones (joining the SO_REUSEPORT group of any
+/// process already listening on the address).
+fn listeners(
+    config: &regproxy::config::Config,
+) -> anyhow::Result<(SocketAddr, Vec<std::net::TcpListener>)> {
+    let passed = regproxy::sys::systemd_listeners().context("LISTEN_FDS")?;
+    if let Some(first) = passed.first() {
+        let addr = first.local_addr()?;
+        tracing::info!(sockets = passed.len(), addr = %addr, "using the sockets systemd passed");
+        return Ok((addr, passed));
+    }
+    if let Some(path) = &config.handoff_socket {
+        match handoff::receive(path, config.listen) {
+            Ok(Some((addr, got))) => {
+                tracing::info!(sockets = got.len(), from = %path.display(), "took over the listening sockets of the running regproxy");
+                return Ok((addr, got));
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(
+                error = %e,
+                "socket handoff failed; binding new sockets (connections queued in the running process may be reset when it stops)"
+            ),
+        }
+    }
+    listen::bind_all(config.listen, config.workers)
+        .with_context(|| format!("cannot listen on {}", config.listen))
+}
+
+/// One socket per worker: inherited sockets are shared round-robin
+/// (duplicated) rather than joined by new ones, so no queue is ever owned
+/// by this process alone and a later handoff or restart loses nothing.
+fn spread(
+    mut listeners: Vec<std::net::TcpListener>,
+    workers: usize,
+) -> anyhow::Result<Vec<std::net::TcpListener>> {
+    let have = listeners.len();
+    if have == 0 {
+        anyhow::bail!("no listening socket");
+    }
+    for i in have..workers {
+        let dup = listeners[i % have]
+            .try_clone()
+            .context("cannot duplicate a listening socket")?;
+        listeners.push(dup);
+    }
+    Ok(listeners)
+}
+
 fn serve(path: &Path) -> anyhow::Result<()> {
+    raise_descriptor_limit();
     let loaded = live::load(path)?;
+    warn_host_limits(&loaded.config);
     if loaded.auth.users.is_empty() {
         tracing::warn!(file = %loaded.config.auth.htpasswd.display(), "htpasswd file has no users; every request will get 401");
     }
-    let config = Arc::new(loaded.config.clone());
+    let mut config = loaded.config.clone();
+    let (addr, listeners) = listeners(&config)?;
+    // Every socket handed to us must be served, or its queue would fill.
+    config.workers = config.workers.max(listeners.len());
+    let listeners = spread(listeners, config.workers)?;
+    let config = Arc::new(config);
     let workers = config.workers;
-
-    let (addr, listeners) = listen::bind_all(config.listen, workers)
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
 
     let verifier = Verifier::start(
         config.auth.cache_ttl,
@@ -207,9 +357,35 @@ fn serve(path: &Path) -> anyhow::Result<()> {
         tls: reloader.tls.clone(),
         metrics,
     };
+    // Duplicates for the next process, taken before the workers own them.
+    let for_handoff = listeners
+        .iter()
+        .map(std::net::TcpListener::try_clone)
+        .collect::<std::io::Result<Vec<_>>>()
+        .context("cannot duplicate the listening sockets")?;
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let mut handles = Vec::with_capacity(workers);
     for (id, (listener, stop)) in listeners.into_iter().zip(stops).enumerate() {
-        handles.push(worker::spawn(id, shared.clone(), listener, stop)?);
+        handles.push(worker::spawn(
+            id,
+            shared.clone(),
+            listener,
+            stop,
+            ready_tx.clone(),
+        )?);
+    }
+    drop(ready_tx);
+    // A worker that fails to start drops its sender without a word.
+    if ready_rx.iter().take(workers).count() < workers {
+        anyhow::bail!("a worker failed to start (see above)");
+    }
+    if let Some(path) = &config.handoff_socket {
+        handoff::serve(path, addr, for_handoff)
+            .with_context(|| format!("cannot listen for handoff on {}", path.display()))?;
+    }
+    // Type=notify: systemd counts the service as started from here.
+    if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
+        tracing::warn!(error = %e, "cannot tell systemd we are ready");
     }
     tracing::info!(
         addr = %addr,

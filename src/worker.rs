@@ -13,6 +13,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use futures_channel::oneshot;
+use monoio::io::Canceller;
 use monoio::net::TcpListener;
 use monoio_rustls::TlsAcceptor;
 
@@ -44,11 +45,13 @@ pub struct Shared {
 }
 
 /// Starts worker `id` on its own thread, serving `listener` until `stop`.
+/// `ready` gets the worker's id once its runtime is accepting.
 pub fn spawn(
     id: usize,
     shared: Shared,
     listener: std::net::TcpListener,
     stop: oneshot::Receiver<()>,
+    ready: std::sync::mpsc::Sender<usize>,
 ) -> io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
         .name(format!("regproxy-worker-{id}"))
@@ -59,11 +62,11 @@ pub fn spawn(
                     .enable_timer()
                     .with_entries(URING_ENTRIES)
                     .build()
-                    .map(|mut rt| rt.block_on(run(id, core, shared, listener, stop))),
+                    .map(|mut rt| rt.block_on(run(id, core, shared, listener, stop, ready))),
                 Driver::Epoll => monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
                     .enable_timer()
                     .build()
-                    .map(|mut rt| rt.block_on(run(id, core, shared, listener, stop))),
+                    .map(|mut rt| rt.block_on(run(id, core, shared, listener, stop, ready))),
             };
             if let Err(e) = result.and_then(|r| r) {
                 tracing::error!(worker = id, error = %e, "worker failed to start");
@@ -93,6 +96,7 @@ async fn run(
     shared: Shared,
     listener: std::net::TcpListener,
     mut stop: oneshot::Receiver<()>,
+    ready: std::sync::mpsc::Sender<usize>,
 ) -> io::Result<()> {
     let listener = TcpListener::from_std(listener)?;
     let local: SocketAddr = listener.local_addr()?;
@@ -139,13 +143,28 @@ async fn run(
         }
     });
 
+    let _ = ready.send(id);
+    drop(ready);
+
+    let mut stopping = false;
     loop {
+        let canceller = Canceller::new();
+        let mut accept = std::pin::pin!(listener.cancelable_accept(canceller.handle()));
         let accepted = monoio::select! {
-            _ = &mut stop => break,
-            r = listener.accept() => r,
+            _ = &mut stop => {
+                // Cancel and wait for the accept instead of dropping it: one
+                // the kernel already completed carries a connection that
+                // would otherwise be leaked, and with a handed-over socket
+                // the queue behind it is the next process's to serve.
+                stopping = true;
+                canceller.cancel();
+                accept.await
+            }
+            r = &mut accept => r,
         };
         let (stream, peer) = match accepted {
             Ok(pair) => pair,
+            Err(_) if stopping => break,
             Err(e) => {
                 tracing::warn!(worker = id, error = %e, "accept failed");
                 monoio::time::sleep(ACCEPT_BACKOFF).await;
@@ -182,6 +201,9 @@ async fn run(
                 }
             }
         });
+        if stopping {
+            break;
+        }
     }
 
     // Draining: no new connections; idle ones close now, busy ones after

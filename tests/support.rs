@@ -29,6 +29,7 @@ pub mod containerd;
 pub mod dockerd;
 pub mod http;
 pub mod mem;
+pub mod netns;
 pub mod origin;
 pub mod podman;
 pub mod proxy;

@@ -1,0 +1,11 @@
+//! Thin wrappers over the system calls monoio and std do not expose. Each
+//! lives in its own submodule; unsafe code, when a call needs it, is allowed
+//! only inside these files, with a `// SAFETY:` comment per block.
+
+pub mod activation;
+pub mod rlimit;
+pub mod scm;
+
+pub use activation::systemd_listeners;
+pub use rlimit::{raise_nofile, NofileRaise};
+pub use scm::{recv_fds, send_fds};

@@ -1,0 +1,60 @@
+//! Resource limits. A proxy holds two descriptors per request in flight (the
+//! client's and the upstream's) plus pipes for splice, so the 1024 soft
+//! RLIMIT_NOFILE most distributions start processes with caps it at a few
+//! hundred clients. The hard limit is what the administrator allows; raising
+//! the soft limit to it is what nginx's `worker_rlimit_nofile` and systemd's
+//! own services do.
+
+use nix::sys::resource::{getrlimit, setrlimit, Resource};
+
+/// What [`raise_nofile`] found and did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NofileRaise {
+    /// Soft limit before.
+    pub before: u64,
+    /// Soft limit now (equal to `before` when nothing changed or it failed).
+    pub after: u64,
+    /// The hard limit.
+    pub hard: u64,
+}
+
+/// Raises the soft RLIMIT_NOFILE to the hard limit. Never lowers it; an
+/// error leaves the limit as it was.
+pub fn raise_nofile() -> nix::Result<NofileRaise> {
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    if soft >= hard {
+        return Ok(NofileRaise {
+            before: soft,
+            after: soft,
+            hard,
+        });
+    }
+    setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
+    let (after, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    Ok(NofileRaise {
+        before: soft,
+        after,
+        hard,
+    })
+}
+
+/// The current (soft, hard) limits of `resource`, for the host checks.
+pub fn current(resource: Resource) -> Option<(u64, u64)> {
+    getrlimit(resource).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raise_reaches_the_hard_limit_and_never_lowers() {
+        let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit");
+        let r = raise_nofile().expect("raise");
+        assert_eq!(r.before, soft);
+        assert_eq!(r.hard, hard);
+        assert_eq!(r.after, hard);
+        let (now, _) = getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit");
+        assert_eq!(now, hard);
+    }
+}

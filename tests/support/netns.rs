@@ -1,0 +1,77 @@
+//! Network namespaces a test makes (`ip netns add`) and deletes on drop,
+//! so per-namespace `net.*` sysctls can be set for real without touching
+//! the host. [`Netns::enter`] moves the calling thread in: sockets it opens
+//! and processes it spawns afterwards live in the namespace (each test runs
+//! on a thread of its own, so other tests are unaffected).
+
+use std::process::Command;
+
+pub struct Netns {
+    name: String,
+}
+
+impl Netns {
+    /// Creates `regproxy-<tag>-<pid>` with its loopback up; `None` (after a
+    /// loud SKIP line) where `ip netns` cannot run.
+    pub fn create(tag: &str) -> Option<Netns> {
+        let name = format!("regproxy-{tag}-{}", std::process::id());
+        let _ = Command::new("ip").args(["netns", "delete", &name]).output();
+        let ok = Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            eprintln!("SKIP: `ip netns add {name}` failed (needs root and iproute2)");
+            return None;
+        }
+        let ns = Netns { name };
+        assert!(ns.exec(&["ip", "link", "set", "lo", "up"]).status.success());
+        Some(ns)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Runs `cmd` inside the namespace with `ip netns exec`.
+    pub fn exec(&self, cmd: &[&str]) -> std::process::Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.name])
+            .args(cmd)
+            .output()
+            .expect("run ip netns exec")
+    }
+
+    /// Sets a per-namespace sysctl.
+    pub fn sysctl(&self, name: &str, value: &str) {
+        let out = self.exec(&["sysctl", "-qw", &format!("{name}={value}")]);
+        assert!(out.status.success(), "sysctl {name}={value}: {out:?}");
+    }
+
+    /// Reads a sysctl as seen inside the namespace.
+    pub fn read_sysctl(&self, name: &str) -> String {
+        let out = self.exec(&["sysctl", "-n", name]);
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// Moves the calling thread into the namespace.
+    pub fn enter(&self) {
+        let f = std::fs::File::open(format!("/run/netns/{}", self.name)).expect("open netns");
+        nix::sched::setns(
+            std::os::fd::AsRawFd::as_raw_fd(&f),
+            nix::sched::CloneFlags::CLONE_NEWNET,
+        )
+        .expect("setns");
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "delete", &self.name])
+            .status();
+    }
+}
