@@ -18,6 +18,7 @@ pub mod listen;
 pub mod live;
 pub mod metrics;
 pub mod policy;
+pub mod proxy_protocol;
 pub mod relay;
 pub mod reload;
 pub mod route;

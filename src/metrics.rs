@@ -28,6 +28,7 @@ macro_rules! counters {
 counters! {
     connections_total: "Client connections accepted.",
     tls_handshake_failures_total: "TLS handshakes that failed or timed out.",
+    proxy_protocol_refused_total: "Connections closed for a missing, malformed or untrusted PROXY header.",
     requests_total: "Requests read from clients.",
     responses_2xx_total: "Responses with a 2xx status.",
     responses_3xx_total: "Responses with a 3xx status.",

@@ -22,6 +22,7 @@ use crate::config::{Config, Driver};
 use crate::conn::{self, Ctx};
 use crate::live::{AuthState, TlsState};
 use crate::metrics::WorkerMetrics;
+use crate::proxy_protocol;
 use crate::reload::{Published, Snapshot};
 use crate::shutdown::Drain;
 use crate::upstream::pool::Pool;
@@ -160,6 +161,20 @@ async fn run(
         let acceptor = tls.get().as_ref().clone().map(TlsAcceptor::from);
         monoio::spawn(async move {
             let _guard = guard;
+            // Behind an L4 balancer the client is whom its PROXY header names.
+            let cfg = &ctx.config;
+            let Some(peer) = proxy_protocol::accept(
+                &stream,
+                peer,
+                cfg.proxy_protocol,
+                &cfg.forwarding.trusted_proxies,
+                cfg.client.header_timeout,
+            )
+            .await
+            else {
+                WorkerMetrics::inc(&ctx.metrics[id].proxy_protocol_refused_total);
+                return;
+            };
             match acceptor {
                 None => conn::serve(ctx, stream, peer, false).await,
                 Some(acceptor) => {
