@@ -20,7 +20,7 @@ pub use client::ClientConfig;
 pub use forwarding::ForwardingConfig;
 pub use log::AccessLogTarget;
 pub use tls::TlsFiles;
-pub use upstream::UpstreamConfig;
+pub use upstream::{HealthConfig, UpstreamConfig};
 
 use std::collections::BTreeMap;
 use std::fmt;

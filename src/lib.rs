@@ -13,6 +13,7 @@ pub mod cidr;
 pub mod config;
 pub mod conn;
 pub mod error;
+pub mod health;
 pub mod http;
 pub mod listen;
 pub mod live;

@@ -15,7 +15,7 @@ use regproxy::auth::limiter::Limiter;
 /// Addresses and user names the brute-force limiter tracks at most, each.
 const LIMITER_MAX_ENTRIES: usize = 65_536;
 use regproxy::metrics::{self, WorkerMetrics};
-use regproxy::{listen, live, reload, shutdown, worker};
+use regproxy::{health, listen, live, reload, shutdown, worker};
 
 /// Authenticating front door for a private Docker/OCI registry: TLS, HTTP
 /// basic auth against an htpasswd file, and push restriction, in front of
@@ -125,6 +125,11 @@ fn serve(path: &Path) -> anyhow::Result<()> {
             .map(|_| WorkerMetrics::default())
             .collect::<Vec<_>>(),
     );
+    // Which registry servers take traffic: checked off the workers,
+    // published to them through atomics.
+    let health = Arc::new(health::Board::new(&config.upstream, workers));
+    health::spawn_checkers(health.clone(), &config.upstream)
+        .context("cannot start the upstream health checkers")?;
     let admin = match config.admin_listen {
         Some(a) => Some(
             metrics::serve_admin(
@@ -132,6 +137,7 @@ fn serve(path: &Path) -> anyhow::Result<()> {
                 metrics::Registry {
                     workers: metrics.clone(),
                     verifier: verifier.clone(),
+                    health: health.clone(),
                 },
             )
             .with_context(|| format!("cannot listen for admin on {a}"))?,
@@ -148,6 +154,7 @@ fn serve(path: &Path) -> anyhow::Result<()> {
         auth: reloader.auth.clone(),
         tls: reloader.tls.clone(),
         metrics,
+        health,
     };
     let mut handles = Vec::with_capacity(workers);
     for (id, (listener, stop)) in listeners.into_iter().zip(stops).enumerate() {

@@ -20,6 +20,7 @@ use crate::access_log::{AccessLog, FLUSH_INTERVAL};
 use crate::auth::cache::{LocalVerifier, Verifier};
 use crate::config::{Config, Driver};
 use crate::conn::{self, Ctx};
+use crate::health::Board;
 use crate::live::{AuthState, TlsState};
 use crate::metrics::WorkerMetrics;
 use crate::proxy_protocol;
@@ -42,6 +43,7 @@ pub struct Shared {
     pub auth: Arc<Published<AuthState>>,
     pub tls: Arc<Published<TlsState>>,
     pub metrics: Arc<Vec<WorkerMetrics>>,
+    pub health: Arc<Board>,
 }
 
 /// Starts worker `id` on its own thread, serving `listener` until `stop`.
@@ -121,7 +123,7 @@ async fn run(
     let ctx = Rc::new(Ctx {
         verifier: LocalVerifier::new(shared.verifier.clone()),
         auth: Snapshot::new(shared.auth.clone()),
-        pool: Pool::new(&cfg.upstream),
+        pool: Pool::new(&cfg.upstream, shared.health.clone(), id),
         metrics: shared.metrics.clone(),
         worker: id,
         log: AccessLog::open(&cfg.access_log)?,
