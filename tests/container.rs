@@ -26,7 +26,14 @@ fn static_binary() -> PathBuf {
     let bin = root.join(format!("target/{TARGET}/release/regproxy"));
     if !bin.exists() {
         let ok = Command::new(env!("CARGO"))
-            .args(["build", "--release", "--target", TARGET, "--bin", "regproxy"])
+            .args([
+                "build",
+                "--release",
+                "--target",
+                TARGET,
+                "--bin",
+                "regproxy",
+            ])
             .env("RUSTFLAGS", "-C target-feature=+crt-static")
             .current_dir(root)
             .status()
@@ -87,7 +94,8 @@ impl Dockerd {
             d.docker(&["version"]).status.success().then_some(())
         });
         if up.is_none() {
-            let log = std::fs::read_to_string(d._dir.path().join("dockerd.log")).unwrap_or_default();
+            let log =
+                std::fs::read_to_string(d._dir.path().join("dockerd.log")).unwrap_or_default();
             eprintln!("SKIP: dockerd did not start here:\n{log}");
             return None;
         }
@@ -153,17 +161,24 @@ fn scratch_image_carries_docker_push_and_pull() {
     let ctx = dir.path().join("image");
     std::fs::create_dir_all(&ctx).unwrap();
     std::fs::copy(&bin, ctx.join("regproxy")).unwrap();
-    let dockerfile = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("Dockerfile"),
-    )
-    .unwrap();
+    let dockerfile =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("Dockerfile")).unwrap();
     let runtime = &dockerfile[dockerfile.find("FROM scratch AS runtime").unwrap()..];
     std::fs::write(
         ctx.join("Dockerfile"),
-        runtime.replace("COPY --from=build /out/regproxy /regproxy", "COPY regproxy /regproxy"),
+        runtime.replace(
+            "COPY --from=build /out/regproxy /regproxy",
+            "COPY regproxy /regproxy",
+        ),
     )
     .unwrap();
-    docker.ok(&["build", "-q", "-t", "regproxy-test:scratch", ctx.to_str().unwrap()]);
+    docker.ok(&[
+        "build",
+        "-q",
+        "-t",
+        "regproxy-test:scratch",
+        ctx.to_str().unwrap(),
+    ]);
 
     // Config, users and the registry it fronts, mounted read-only.
     let registry = Registry::start();
@@ -186,20 +201,35 @@ fn scratch_image_carries_docker_push_and_pull() {
     }
     let mount = format!("{}:/etc/regproxy:ro", etc.display());
     let id = docker.ok(&[
-        "run", "-d", "--network", "host", "-v", &mount, "regproxy-test:scratch",
+        "run",
+        "-d",
+        "--network",
+        "host",
+        "-v",
+        &mount,
+        "regproxy-test:scratch",
     ]);
     let user = docker.ok(&["inspect", "-f", "{{.Config.User}}", &id]);
     assert_eq!(user, "65532:65532", "the image runs as non-root");
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let up = support::wait_for(Duration::from_secs(20), || {
-        support::http::get(addr, "/v2/", None, &[]).ok().map(|r| r.status)
+        support::http::get(addr, "/v2/", None, &[])
+            .ok()
+            .map(|r| r.status)
     });
     assert_eq!(up, Some(401), "logs:\n{}", docker.ok(&["logs", &id]));
 
     // docker push and pull through the container (127.0.0.0/8 registries
     // may be plain HTTP for docker).
     let image = format!("127.0.0.1:{port}/scaleout/regproxy:scratch");
-    docker.ok(&["login", "-u", USER.0, "-p", USER.1, &format!("127.0.0.1:{port}")]);
+    docker.ok(&[
+        "login",
+        "-u",
+        USER.0,
+        "-p",
+        USER.1,
+        &format!("127.0.0.1:{port}"),
+    ]);
     docker.ok(&["tag", "regproxy-test:scratch", &image]);
     let pushed = docker.ok(&["inspect", "-f", "{{.Id}}", &image]);
     docker.ok(&["push", &image]);
@@ -213,11 +243,6 @@ fn scratch_image_carries_docker_push_and_pull() {
     docker.ok(&["stop", "-t", "20", &id]);
     let code = docker.ok(&["inspect", "-f", "{{.State.ExitCode}}", &id]);
     let logs = docker.docker(&["logs", &id]);
-    assert_eq!(
-        code,
-        "0",
-        "{}",
-        String::from_utf8_lossy(&logs.stderr)
-    );
+    assert_eq!(code, "0", "{}", String::from_utf8_lossy(&logs.stderr));
     let _ = docker.docker(&["rm", "-f", &id]);
 }

@@ -395,7 +395,12 @@ struct Replica {
 
 impl Replica {
     fn start(dir: &Path, name: &str, storage: &Path) -> Replica {
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        Self::start_on(dir, name, storage, "127.0.0.1")
+    }
+
+    /// On `ip` (an address of this host, e.g. the host end of a veth pair).
+    fn start_on(dir: &Path, name: &str, storage: &Path, ip: &str) -> Replica {
+        let addr: SocketAddr = format!("{ip}:{}", free_port()).parse().unwrap();
         let config = dir.join(format!("{name}.yml"));
         std::fs::write(
             &config,
@@ -606,4 +611,269 @@ fn failover_between_two_replicas_on_shared_storage() {
         ejected <= Duration::from_millis(INTERVAL_MS * FALL) + SLACK,
         "{ejected:?}"
     );
+}
+
+// === several regproxy instances behind HAProxy, each its own "host" ===
+
+/// Network namespaces joined to this host by veth pairs: namespace `i` has
+/// `10.213.i.2/24`, the host end `10.213.i.1/24`. Deleted on drop.
+struct Hosts {
+    names: Vec<String>,
+}
+
+impl Hosts {
+    fn create(count: usize) -> Option<Hosts> {
+        let tag = std::process::id() % 100_000;
+        let mut hosts = Hosts { names: Vec::new() };
+        for i in 1..=count {
+            let ns = format!("rpso{tag}n{i}");
+            let (host_if, ns_if) = (format!("rs{tag}h{i}"), format!("rs{tag}n{i}"));
+            let steps: Vec<Vec<String>> = vec![
+                vec!["netns".into(), "add".into(), ns.clone()],
+                vec![
+                    "link".into(),
+                    "add".into(),
+                    host_if.clone(),
+                    "type".into(),
+                    "veth".into(),
+                    "peer".into(),
+                    "name".into(),
+                    ns_if.clone(),
+                ],
+                vec![
+                    "link".into(),
+                    "set".into(),
+                    ns_if.clone(),
+                    "netns".into(),
+                    ns.clone(),
+                ],
+                vec![
+                    "addr".into(),
+                    "add".into(),
+                    format!("10.213.{i}.1/24"),
+                    "dev".into(),
+                    host_if.clone(),
+                ],
+                vec!["link".into(), "set".into(), host_if.clone(), "up".into()],
+                vec![
+                    "-n".into(),
+                    ns.clone(),
+                    "addr".into(),
+                    "add".into(),
+                    format!("10.213.{i}.2/24"),
+                    "dev".into(),
+                    ns_if.clone(),
+                ],
+                vec![
+                    "-n".into(),
+                    ns.clone(),
+                    "link".into(),
+                    "set".into(),
+                    ns_if.clone(),
+                    "up".into(),
+                ],
+                vec![
+                    "-n".into(),
+                    ns.clone(),
+                    "link".into(),
+                    "set".into(),
+                    "lo".into(),
+                    "up".into(),
+                ],
+            ];
+            for (k, step) in steps.iter().enumerate() {
+                let out = Command::new("ip").args(step).output();
+                let ok = matches!(&out, Ok(o) if o.status.success());
+                if k == 0 && ok {
+                    hosts.names.push(ns.clone());
+                }
+                if !ok {
+                    eprintln!(
+                        "SKIP: cannot build network namespaces here (ip {}): {:?}",
+                        step.join(" "),
+                        out.map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
+                    );
+                    return None;
+                }
+            }
+        }
+        Some(hosts)
+    }
+
+    fn name(&self, i: usize) -> &str {
+        &self.names[i - 1]
+    }
+}
+
+impl Drop for Hosts {
+    fn drop(&mut self) {
+        // Deleting a namespace deletes its veth end, and with it the pair.
+        for ns in &self.names {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+/// regproxy run inside namespace `ns`; killed by PID (`ip netns exec`
+/// execs it, so the PID is regproxy's) on drop.
+struct NsProxy {
+    child: Option<Child>,
+    log: std::path::PathBuf,
+}
+
+impl NsProxy {
+    fn start(ns: &str, dir: &Path, config: &str) -> NsProxy {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(dir.join("regproxy.toml"), config).unwrap();
+        let log = dir.join("access.log");
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns, support::proxy::bin(), "--config"])
+            .arg(dir.join("regproxy.toml"))
+            .current_dir(dir)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(std::fs::File::create(dir.join("regproxy.stderr")).unwrap())
+            .spawn()
+            .unwrap();
+        let stderr = dir.join("regproxy.stderr");
+        let up = support::wait_for(Duration::from_secs(20), || {
+            std::fs::read_to_string(&stderr)
+                .ok()?
+                .contains("listening")
+                .then_some(())
+        });
+        assert!(
+            up.is_some(),
+            "regproxy in {ns} did not start: {}",
+            std::fs::read_to_string(&stderr).unwrap_or_default()
+        );
+        NsProxy {
+            child: Some(child),
+            log,
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Client addresses of the requests logged (HAProxy's own health
+    /// checks, which open and close a connection with a LOCAL header, are
+    /// logged as `"- -"` from HAProxy's address and left out).
+    fn clients(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("\"GET /v2/ "))
+            .filter_map(|l| l.split_whitespace().nth(1).map(str::to_owned))
+            .collect()
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for NsProxy {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+#[test]
+fn two_regproxies_behind_haproxy_send_proxy_v2_one_killed_mid_run() {
+    let Some(hosts) = Hosts::create(3) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    users(dir.path());
+    let storage = dir.path().join("storage");
+    std::fs::create_dir_all(&storage).unwrap();
+    // Hosts 1 and 2 run a regproxy each, reaching a registry replica on
+    // their host end; host 3 is where the clients are.
+    let r1 = Replica::start_on(dir.path(), "r1", &storage, "10.213.1.1");
+    let r2 = Replica::start_on(dir.path(), "r2", &storage, "10.213.2.1");
+    let proxy_conf = |i: usize, upstream: SocketAddr| {
+        format!(
+            "listen = \"10.213.{i}.2:5043\"\nworkers = 1\nshutdown_timeout = \"2s\"\nproxy_protocol = \"v2\"\n[auth]\nhtpasswd = \"{users}\"\n[upstream]\nservers = [\"{upstream}\"]\n[forwarding]\ntrusted_proxies = [\"10.213.{i}.1\"]\n",
+            users = dir.path().join("proxy/users").display()
+        )
+    };
+    let mut p1 = NsProxy::start(
+        hosts.name(1),
+        &dir.path().join("p1"),
+        &proxy_conf(1, r1.addr),
+    );
+    let p2 = NsProxy::start(
+        hosts.name(2),
+        &dir.path().join("p2"),
+        &proxy_conf(2, r2.addr),
+    );
+    let port = free_port();
+    let Some(_haproxy) = Haproxy::start(
+        dir.path(),
+        &format!(
+            "global\n  maxconn 256\ndefaults\n  mode tcp\n  timeout connect 2s\n  timeout client 30s\n  timeout server 30s\n  retries 3\n  option redispatch\n\
+             listen front\n  bind 10.213.3.1:{port}\n  balance roundrobin\n\
+               server p1 10.213.1.2:5043 send-proxy-v2 check inter 200ms fall 1 rise 2\n\
+               server p2 10.213.2.2:5043 send-proxy-v2 check inter 200ms fall 1 rise 2\n"
+        ),
+    ) else {
+        return;
+    };
+    let front: SocketAddr = format!("10.213.3.1:{port}").parse().unwrap();
+    wait_listening(front);
+
+    // 8 client processes on host 3, each making bounded sequential requests.
+    const CLIENTS: usize = 8;
+    const REQUESTS: usize = 120;
+    let script = format!(
+        "for i in $(seq {REQUESTS}); do curl -s -o /dev/null -m 5 -w '%{{http_code}}\\n' -u {}:{} http://{front}/v2/; done",
+        USER.0, USER.1
+    );
+    let runs: Vec<Child> = (0..CLIENTS)
+        .map(|_| {
+            Command::new("ip")
+                .args(["netns", "exec", hosts.name(3), "sh", "-c", &script])
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    // Kill instance 1 once it has served some of the run.
+    let served = support::wait_for(Duration::from_secs(30), || {
+        (p1.clients().len() >= 50).then_some(())
+    });
+    assert!(served.is_some(), "instance 1 got no traffic");
+    p1.kill();
+    let mut codes = Vec::new();
+    for run in runs {
+        let out = run.wait_with_output().unwrap();
+        codes.extend(
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .map(str::to_owned),
+        );
+    }
+    let ok = codes.iter().filter(|c| *c == "200").count();
+    let failed = codes.len() - ok;
+    let (c1, c2) = (p1.clients(), p2.clients());
+    eprintln!("L4 run: {ok} ok, {failed} failed of {}; instance 1 served {} before it was killed, instance 2 {}", codes.len(), c1.len(), c2.len());
+    assert_eq!(codes.len(), CLIENTS * REQUESTS);
+    // Only connections on the killed instance may fail: at most one in
+    // flight per client.
+    assert!(failed <= CLIENTS, "{failed} failed: {codes:?}");
+    assert!(c2.len() > c1.len(), "new connections went to the survivor");
+    // The access logs name the clients' host, not HAProxy's address.
+    for c in c1.iter().chain(&c2) {
+        assert_eq!(c, "10.213.3.2", "{}", p2.log_text());
+    }
+    drop(r1);
+    drop(r2);
 }
