@@ -102,7 +102,7 @@ impl Registry {
     /// Per registry server: health, requests, errors, latency, in flight.
     fn render_servers(&self, out: &mut String) {
         let rows = self.health.report();
-        let families: [(&str, &str, &str, fn(&ServerReport) -> String); 5] = [
+        let families: [Family; 5] = [
             ("upstream_server_up", "gauge", "1 when the server takes traffic, 0 when health checks or ejection took it out.", |r| u8::from(r.up).to_string()),
             ("upstream_server_requests_total", "counter", "Requests sent to the server.", |r| r.requests.to_string()),
             ("upstream_server_errors_total", "counter", "Connect failures, broken exchanges and 5xx answers from the server.", |r| r.errors.to_string()),
@@ -123,6 +123,14 @@ impl Registry {
         }
     }
 }
+
+/// One per-server metric: name, type, help, and its value in a row.
+type Family = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&ServerReport) -> String,
+);
 
 /// How long the admin endpoint waits for a scraper's request line.
 const ADMIN_READ_TIMEOUT: Duration = Duration::from_secs(5);

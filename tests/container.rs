@@ -85,7 +85,7 @@ impl Dockerd {
                 return None;
             }
         };
-        let mut d = Dockerd {
+        let d = Dockerd {
             child,
             sock,
             _dir: dir,
@@ -220,21 +220,33 @@ fn scratch_image_carries_docker_push_and_pull() {
     assert_eq!(up, Some(401), "logs:\n{}", docker.ok(&["logs", &id]));
 
     // docker push and pull through the container (127.0.0.0/8 registries
-    // may be plain HTTP for docker).
-    let image = format!("127.0.0.1:{port}/scaleout/regproxy:scratch");
-    docker.ok(&[
-        "login",
-        "-u",
-        USER.0,
-        "-p",
-        USER.1,
-        &format!("127.0.0.1:{port}"),
-    ]);
-    docker.ok(&["tag", "regproxy-test:scratch", &image]);
+    // may be plain HTTP for docker). The regproxy image itself is pushed;
+    // a second image of random content, not in use, makes the round trip.
+    let registry_host = format!("127.0.0.1:{port}");
+    docker.ok(&["login", "-u", USER.0, "-p", USER.1, &registry_host]);
+    let own = format!("{registry_host}/scaleout/regproxy:scratch");
+    docker.ok(&["tag", "regproxy-test:scratch", &own]);
+    docker.ok(&["push", &own]);
+
+    let payload_ctx = dir.path().join("payload");
+    std::fs::create_dir_all(&payload_ctx).unwrap();
+    let mut data = vec![0u8; 2 << 20];
+    support::skopeo::WyRand::new(support::skopeo::fresh_seed()).fill(&mut data);
+    std::fs::write(payload_ctx.join("payload"), &data).unwrap();
+    std::fs::write(
+        payload_ctx.join("Dockerfile"),
+        "FROM scratch\nCOPY payload /payload\n",
+    )
+    .unwrap();
+    let image = format!("{registry_host}/scaleout/payload:1");
+    docker.ok(&["build", "-q", "-t", &image, payload_ctx.to_str().unwrap()]);
     let pushed = docker.ok(&["inspect", "-f", "{{.Id}}", &image]);
     docker.ok(&["push", &image]);
     docker.ok(&["rmi", &image]);
-    docker.ok(&["rmi", "regproxy-test:scratch"]);
+    assert!(
+        !docker.docker(&["inspect", &image]).status.success(),
+        "image still local"
+    );
     docker.ok(&["pull", &image]);
     let pulled = docker.ok(&["inspect", "-f", "{{.Id}}", &image]);
     assert_eq!(pulled, pushed, "the pulled image is the pushed one");
