@@ -138,6 +138,11 @@ fn route(method: &Method, path: &str, registry: &Registry) -> Reply {
     }
     let body = match path {
         "/metrics" => registry.render(),
+        // Not ready while no registry server is healthy: a balancer should
+        // send clients to an instance that can serve them.
+        "/healthz" if !registry.health.any_up() => {
+            return Reply::error(503, "no healthy upstream server")
+        }
         "/healthz" => "ok\n".to_owned(),
         _ => return Reply::error(404, "not found"),
     };
@@ -183,6 +188,7 @@ impl Reply {
             405 => "Method Not Allowed",
             414 => "URI Too Long",
             431 => "Request Header Fields Too Large",
+            503 => "Service Unavailable",
             _ => "Not Implemented",
         };
         let mut out = format!(

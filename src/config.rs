@@ -20,7 +20,7 @@ pub use client::ClientConfig;
 pub use forwarding::ForwardingConfig;
 pub use log::AccessLogTarget;
 pub use tls::TlsFiles;
-pub use upstream::UpstreamConfig;
+pub use upstream::{HealthConfig, UpstreamConfig};
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -34,6 +34,7 @@ use serde::{Deserialize, Deserializer};
 use toml::Spanned;
 
 use crate::auth::acl::Rule;
+pub use crate::proxy_protocol::Mode as ProxyMode;
 
 /// A fully validated configuration.
 #[derive(Debug, Clone)]
@@ -56,6 +57,9 @@ pub struct Config {
     /// processes join the SO_REUSEPORT group with sockets of their own.
     pub handoff_socket: Option<PathBuf>,
     pub driver: Driver,
+    /// Whether connections start with a PROXY protocol header (v1/v2) from
+    /// a balancer in `forwarding.trusted_proxies`.
+    pub proxy_protocol: ProxyMode,
     /// Groups declared in the config (`[groups]`), merged with `auth.groups`.
     pub groups: BTreeMap<String, Vec<String>>,
     /// `[[access]]` rules, validated, in order; `None`: `push_users` decides.
@@ -94,6 +98,7 @@ struct RawConfig {
     handoff_socket: Option<PathBuf>,
     #[serde(default = "default_driver")]
     driver: Driver,
+    proxy_protocol: Option<Spanned<ProxyMode>>,
     #[serde(default)]
     groups: BTreeMap<String, Vec<String>>,
     access: Option<Vec<Spanned<RawRule>>>,
@@ -267,6 +272,8 @@ impl Config {
         };
 
         let access = access_rules(&l, raw.access, raw.auth.push_users.is_some())?;
+        let forwarding = raw.forwarding.build(&l)?;
+        let proxy_protocol = proxy_mode(&l, raw.proxy_protocol, &forwarding)?;
         Ok(Config {
             path: path.to_owned(),
             listen,
@@ -274,7 +281,8 @@ impl Config {
             tls: raw.tls.map(|t| t.build(&l)).transpose()?,
             auth: raw.auth.build(&l)?,
             upstream: raw.upstream.build(&l)?,
-            forwarding: raw.forwarding.build(&l)?,
+            forwarding,
+            proxy_protocol,
             client: raw.client.build(),
             access_log: raw.log.build(&l),
             admin_listen: raw.admin.map(|a| a.build(&l)).transpose()?,
@@ -316,6 +324,27 @@ fn access_rules(
         );
     }
     Ok(Some(built))
+}
+
+/// `proxy_protocol`: a header carries a client address only if a trusted
+/// balancer sent it, so turning it on without naming one would either
+/// refuse everyone or believe everyone.
+fn proxy_mode(
+    l: &Loader,
+    mode: Option<Spanned<ProxyMode>>,
+    forwarding: &ForwardingConfig,
+) -> Result<ProxyMode, ConfigError> {
+    let Some(mode) = mode else {
+        return Ok(ProxyMode::Off);
+    };
+    if *mode.get_ref() != ProxyMode::Off && forwarding.trusted_proxies.is_empty() {
+        return Err(l.located(
+            mode.span(),
+            "proxy_protocol needs [forwarding] trusted_proxies: the balancers allowed to send the header"
+                .into(),
+        ));
+    }
+    Ok(mode.into_inner())
 }
 
 /// More workers than this is a typo, not a machine.
@@ -496,6 +525,33 @@ servers = ["127.0.0.1:5000"]
         .expect_err("bad size");
         assert_eq!(e.line, 8, "{e}");
         assert!(e.message.contains("invalid size"), "{e}");
+    }
+
+    #[test]
+    fn proxy_protocol_needs_trusted_proxies() {
+        let dir = fixture();
+        let c = parse(dir.path(), MINIMAL).expect("valid");
+        assert_eq!(c.proxy_protocol, ProxyMode::Off);
+        let on = format!("proxy_protocol = \"v2\"\n{MINIMAL}");
+        let e = parse(dir.path(), &on).expect_err("no trusted proxies");
+        assert_eq!(e.line, 1, "{e}");
+        assert!(e.message.contains("trusted_proxies"), "{e}");
+        let ok = format!("{on}[forwarding]\ntrusted_proxies = [\"127.0.0.1\"]\n");
+        assert_eq!(
+            parse(dir.path(), &ok).expect("valid").proxy_protocol,
+            ProxyMode::V2
+        );
+        for (text, mode) in [
+            ("v1", ProxyMode::V1),
+            ("optional", ProxyMode::Optional),
+            ("off", ProxyMode::Off),
+        ] {
+            let c =
+                parse(dir.path(), &ok.replace("\"v2\"", &format!("\"{text}\""))).expect("valid");
+            assert_eq!(c.proxy_protocol, mode);
+        }
+        let e = parse(dir.path(), &ok.replace("\"v2\"", "\"v3\"")).expect_err("unknown");
+        assert_eq!(e.line, 1, "{e}");
     }
 
     #[test]

@@ -493,14 +493,16 @@ async fn forward<S: Io>(
 
     let mut attempt = 0;
     let mut body_unfinished = false;
-    let (mut upstream, server, response) = loop {
+    let mut failed_server = None;
+    let (mut upstream, server, response, _lease) = loop {
         attempt += 1;
-        let up = if attempt == 1 {
-            ctx.pool.get().await
-        } else {
-            ctx.pool.connect().await
+        let up = match failed_server {
+            None => ctx.pool.get().await,
+            // A retry goes to another server when one is up.
+            Some(s) => ctx.pool.connect_other(s).await,
         }
         .inspect_err(|_| WorkerMetrics::inc(&ctx.m().upstream_errors_total))?;
+        let lease = ctx.pool.lease(up.server);
         WorkerMetrics::inc(if up.reused {
             &ctx.m().upstream_reuses_total
         } else {
@@ -526,21 +528,32 @@ async fn forward<S: Io>(
             Err(e) => Err(e),
         };
         match result {
-            Ok(resp) => break (upstream, server, resp),
+            Ok(resp) => {
+                lease.responded(resp.status);
+                break (upstream, server, resp, lease);
+            }
             Err(failure) => {
                 conn.upstream_buf = upstream.into_parts().1;
                 match failure {
-                    Attempt::Stale(e) if reused && retryable && attempt == 1 => {
-                        tracing::debug!(error = %e, upstream = %server, "pooled connection was stale; retrying");
+                    // Closed before any answer: the registry never acted on
+                    // it (a stale pooled connection, or a replica going away).
+                    Attempt::Stale(e) if retryable && attempt == 1 => {
+                        tracing::debug!(error = %e, upstream = %server, reused, "connection closed before an answer; retrying");
                         WorkerMetrics::inc(&ctx.m().upstream_retries_total);
+                        if !reused {
+                            lease.failed();
+                        }
+                        failed_server = Some(server);
                     }
                     Attempt::Stale(e) => {
                         WorkerMetrics::inc(&ctx.m().upstream_errors_total);
+                        lease.failed();
                         return Err(ProxyError::UpstreamFailed(e));
                     }
                     Attempt::Failed(e) | Attempt::BodyRefused(e) => {
                         if e.side() == Side::Upstream {
                             WorkerMetrics::inc(&ctx.m().upstream_errors_total);
+                            lease.failed();
                         }
                         return Err(e);
                     }

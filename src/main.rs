@@ -17,7 +17,7 @@ use regproxy::auth::limiter::Limiter;
 const LIMITER_MAX_ENTRIES: usize = 65_536;
 use regproxy::metrics::{self, WorkerMetrics};
 use regproxy::tuning::{self, HostFacts, Needs, Verdict};
-use regproxy::{handoff, listen, live, reload, shutdown, worker};
+use regproxy::{handoff, health, listen, live, reload, shutdown, worker};
 
 /// Authenticating front door for a private Docker/OCI registry: TLS, HTTP
 /// basic auth against an htpasswd file, and push restriction, in front of
@@ -333,6 +333,11 @@ fn serve(path: &Path) -> anyhow::Result<()> {
             .map(|_| WorkerMetrics::default())
             .collect::<Vec<_>>(),
     );
+    // Which registry servers take traffic: checked off the workers,
+    // published to them through atomics.
+    let health = Arc::new(health::Board::new(&config.upstream, workers));
+    health::spawn_checkers(health.clone(), &config.upstream)
+        .context("cannot start the upstream health checkers")?;
     let admin = match config.admin_listen {
         Some(a) => Some(
             regproxy::admin::serve(
@@ -340,6 +345,7 @@ fn serve(path: &Path) -> anyhow::Result<()> {
                 metrics::Registry {
                     workers: metrics.clone(),
                     verifier: verifier.clone(),
+                    health: health.clone(),
                 },
             )
             .with_context(|| format!("cannot listen for admin on {a}"))?,
@@ -356,6 +362,7 @@ fn serve(path: &Path) -> anyhow::Result<()> {
         auth: reloader.auth.clone(),
         tls: reloader.tls.clone(),
         metrics,
+        health,
     };
     // Duplicates for the next process, taken before the workers own them.
     let for_handoff = listeners

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::auth::cache::Verifier;
+use crate::health::{Board, ServerReport};
 
 macro_rules! counters {
     ($($name:ident: $help:literal,)*) => {
@@ -26,6 +27,7 @@ macro_rules! counters {
 counters! {
     connections_total: "Client connections accepted.",
     tls_handshake_failures_total: "TLS handshakes that failed or timed out.",
+    proxy_protocol_refused_total: "Connections closed for a missing, malformed or untrusted PROXY header.",
     requests_total: "Requests read from clients.",
     responses_2xx_total: "Responses with a 2xx status.",
     responses_3xx_total: "Responses with a 3xx status.",
@@ -35,7 +37,7 @@ counters! {
     denied_total: "Requests refused by the push policy.",
     upstream_connects_total: "New connections opened to the registry.",
     upstream_reuses_total: "Requests sent on a pooled registry connection.",
-    upstream_retries_total: "Idempotent requests retried after a stale pooled connection.",
+    upstream_retries_total: "Idempotent body-less requests retried, on another server when one is up, after their connection closed before an answer.",
     upstream_errors_total: "Registry connections that failed or timed out.",
     request_body_bytes_total: "Request body bytes relayed to the registry.",
     response_body_bytes_total: "Response body bytes relayed to clients.",
@@ -72,6 +74,7 @@ impl WorkerMetrics {
 pub struct Registry {
     pub workers: Arc<Vec<WorkerMetrics>>,
     pub verifier: Arc<Verifier>,
+    pub health: Arc<Board>,
 }
 
 impl Registry {
@@ -93,6 +96,40 @@ impl Registry {
              # TYPE regproxy_password_hashes_total counter\nregproxy_password_hashes_total {}\n",
             self.verifier.hash_runs()
         ));
+        self.render_servers(&mut out);
         out
     }
+
+    /// Per registry server: health, requests, errors, latency, in flight.
+    fn render_servers(&self, out: &mut String) {
+        let rows = self.health.report();
+        let families: [Family; 5] = [
+            ("upstream_server_up", "gauge", "1 when the server takes traffic, 0 when health checks or ejection took it out.", |r| u8::from(r.up).to_string()),
+            ("upstream_server_requests_total", "counter", "Requests sent to the server.", |r| r.requests.to_string()),
+            ("upstream_server_errors_total", "counter", "Connect failures, broken exchanges and 5xx answers from the server.", |r| r.errors.to_string()),
+            ("upstream_server_response_seconds_sum", "counter", "Time from picking the server to its response head, summed; divide by requests_total.", |r| format!("{:.6}", r.latency_us as f64 / 1e6)),
+            ("upstream_server_outstanding", "gauge", "Requests in flight on the server.", |r| r.outstanding.to_string()),
+        ];
+        for (name, kind, help, value) in families {
+            out.push_str(&format!(
+                "# HELP regproxy_{name} {help}\n# TYPE regproxy_{name} {kind}\n"
+            ));
+            for r in &rows {
+                out.push_str(&format!(
+                    "regproxy_{name}{{server=\"{}\"}} {}\n",
+                    r.server,
+                    value(r)
+                ));
+            }
+        }
+    }
 }
+
+/// One per-server metric: name, type, help, and its value in a row.
+type Family = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&ServerReport) -> String,
+);
+

@@ -21,8 +21,10 @@ use crate::access_log::{AccessLog, FLUSH_INTERVAL};
 use crate::auth::cache::{LocalVerifier, Verifier};
 use crate::config::{Config, Driver};
 use crate::conn::{self, Ctx};
+use crate::health::Board;
 use crate::live::{AuthState, TlsState};
 use crate::metrics::WorkerMetrics;
+use crate::proxy_protocol;
 use crate::reload::{Published, Snapshot};
 use crate::shutdown::Drain;
 use crate::upstream::pool::Pool;
@@ -42,6 +44,7 @@ pub struct Shared {
     pub auth: Arc<Published<AuthState>>,
     pub tls: Arc<Published<TlsState>>,
     pub metrics: Arc<Vec<WorkerMetrics>>,
+    pub health: Arc<Board>,
 }
 
 /// Starts worker `id` on its own thread, serving `listener` until `stop`.
@@ -124,7 +127,7 @@ async fn run(
     let ctx = Rc::new(Ctx {
         verifier: LocalVerifier::new(shared.verifier.clone()),
         auth: Snapshot::new(shared.auth.clone()),
-        pool: Pool::new(&cfg.upstream),
+        pool: Pool::new(&cfg.upstream, shared.health.clone(), id),
         metrics: shared.metrics.clone(),
         worker: id,
         log: AccessLog::open(&cfg.access_log)?,
@@ -179,6 +182,20 @@ async fn run(
         let acceptor = tls.get().as_ref().clone().map(TlsAcceptor::from);
         monoio::spawn(async move {
             let _guard = guard;
+            // Behind an L4 balancer the client is whom its PROXY header names.
+            let cfg = &ctx.config;
+            let Some(peer) = proxy_protocol::accept(
+                &stream,
+                peer,
+                cfg.proxy_protocol,
+                &cfg.forwarding.trusted_proxies,
+                cfg.client.header_timeout,
+            )
+            .await
+            else {
+                WorkerMetrics::inc(&ctx.metrics[id].proxy_protocol_refused_total);
+                return;
+            };
             match acceptor {
                 None => conn::serve(ctx, stream, peer, false).await,
                 Some(acceptor) => {

@@ -18,7 +18,51 @@ pub struct UpstreamConfig {
     /// `Host` sent for an HTTP/1.0 request that has none: `upstream.host`,
     /// or the first server's address as written.
     pub host: String,
+    pub health: HealthConfig,
 }
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        UpstreamConfig {
+            servers: Vec::new(),
+            connect_timeout: default_connect_timeout(),
+            read_timeout: default_read_timeout(),
+            max_idle_per_worker: default_max_idle(),
+            idle_timeout: default_idle_timeout(),
+            host: String::new(),
+            health: HealthConfig::default(),
+        }
+    }
+}
+
+/// Active health checks and ejection (see `health.rs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthConfig {
+    /// `health_checks`; by default on when there is more than one server.
+    pub enabled: bool,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub rise: u32,
+    pub fall: u32,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            enabled: true,
+            interval: default_health_interval(),
+            timeout: default_health_timeout(),
+            rise: DEFAULT_RISE,
+            fall: DEFAULT_FALL,
+        }
+    }
+}
+
+/// HAProxy's defaults: two passes to return, three failures to leave.
+const DEFAULT_RISE: u32 = 2;
+const DEFAULT_FALL: u32 = 3;
+/// Counts past this are typos: a server would take hours to move.
+const MAX_RISE_FALL: u32 = 1000;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -33,6 +77,20 @@ pub(super) struct RawUpstream {
     #[serde(default = "default_idle_timeout", deserialize_with = "duration")]
     idle_timeout: Duration,
     host: Option<Spanned<String>>,
+    health_checks: Option<bool>,
+    #[serde(default = "default_health_interval", deserialize_with = "duration")]
+    health_interval: Duration,
+    #[serde(default = "default_health_timeout", deserialize_with = "duration")]
+    health_timeout: Duration,
+    health_rise: Option<Spanned<u32>>,
+    health_fall: Option<Spanned<u32>>,
+}
+
+fn default_health_interval() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_health_timeout() -> Duration {
+    Duration::from_secs(2)
 }
 
 fn default_connect_timeout() -> Duration {
@@ -60,7 +118,7 @@ impl RawUpstream {
         }
         if servers.is_empty() {
             return Err(l.located(
-                span,
+                span.clone(),
                 "upstream.servers must name at least one registry".into(),
             ));
         }
@@ -79,8 +137,32 @@ impl RawUpstream {
                 value.clone()
             }
         };
+        let count = |v: Option<Spanned<u32>>, key: &str, default: u32| match v {
+            None => Ok(default),
+            Some(v) if (1..=MAX_RISE_FALL).contains(v.get_ref()) => Ok(v.into_inner()),
+            Some(v) => Err(l.located(
+                v.span(),
+                format!("upstream.{key} must be 1..={MAX_RISE_FALL}"),
+            )),
+        };
+        let rise = count(self.health_rise, "health_rise", DEFAULT_RISE)?;
+        let fall = count(self.health_fall, "health_fall", DEFAULT_FALL)?;
+        if self.health_interval.is_zero() || self.health_timeout.is_zero() {
+            return Err(l.located(
+                span,
+                "upstream.health_interval and health_timeout must be more than 0s".into(),
+            ));
+        }
+        let health = HealthConfig {
+            enabled: self.health_checks.unwrap_or(servers.len() > 1),
+            interval: self.health_interval,
+            timeout: self.health_timeout,
+            rise,
+            fall,
+        };
         Ok(UpstreamConfig {
             host,
+            health,
             servers,
             connect_timeout: self.connect_timeout,
             read_timeout: self.read_timeout,

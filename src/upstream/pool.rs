@@ -1,20 +1,30 @@
-//! A worker's keep-alive connections to the registry.
+//! A worker's keep-alive connections to the registry, and which server a
+//! request goes to.
 //!
 //! Each worker owns its pool outright (no lock, no sharing): requests take the
 //! most recently returned idle connection, since it is the least likely to
 //! have been closed by the registry's idle timer, and give it back once a
 //! response has been read to its end.
+//!
+//! Selection: least outstanding requests (this worker's) among the servers
+//! the shared [`Board`] says are up, ties broken round-robin; when none is
+//! up, all of them (logged), since a wrong health verdict must not turn
+//! into a total outage. A connect failure ejects the server and moves on to
+//! another one: nothing was sent yet, so this is safe for every request.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use monoio::net::TcpStream;
 
 use crate::config::UpstreamConfig;
 use crate::error::ProxyError;
+use crate::health::Board;
 
 /// A connection to one registry server.
 #[derive(Debug)]
@@ -41,10 +51,16 @@ pub struct Pool {
     max_idle: usize,
     idle_timeout: Duration,
     connect_timeout: Duration,
+    board: Arc<Board>,
+    worker: usize,
+    /// This worker's requests in flight, per server.
+    outstanding: Vec<Cell<u32>>,
+    /// The last pick found no server up (logged once per episode).
+    all_down: Cell<bool>,
 }
 
 impl Pool {
-    pub fn new(cfg: &UpstreamConfig) -> Pool {
+    pub fn new(cfg: &UpstreamConfig, board: Arc<Board>, worker: usize) -> Pool {
         Pool {
             servers: cfg.servers.clone(),
             next: Cell::new(0),
@@ -52,24 +68,129 @@ impl Pool {
             max_idle: cfg.max_idle_per_worker,
             idle_timeout: cfg.idle_timeout,
             connect_timeout: cfg.connect_timeout,
+            outstanding: cfg.servers.iter().map(|_| Cell::new(0)).collect(),
+            board,
+            worker,
+            all_down: Cell::new(false),
         }
     }
 
-    /// An idle connection if there is a live one, else a new connection to
-    /// the next server in round-robin order.
+    /// An idle connection to the server selection picks if there is a live
+    /// one, else a new connection.
     pub async fn get(&self) -> Result<Upstream, ProxyError> {
-        if let Some(up) = self.take_idle() {
+        let i = self.pick(None);
+        if let Some(up) = self.take_idle(self.servers[i]) {
             return Ok(up);
         }
-        self.connect().await
+        self.connect_from(i).await
     }
 
-    /// A fresh connection, bypassing the idle pool (used for the retry after
-    /// a stale pooled connection failed).
+    /// A fresh connection, bypassing the idle pool.
     pub async fn connect(&self) -> Result<Upstream, ProxyError> {
-        let i = self.next.get();
-        self.next.set(i.wrapping_add(1));
-        let server = self.servers[i % self.servers.len()];
+        self.connect_from(self.pick(None)).await
+    }
+
+    /// A fresh connection to another server than `failed` when there is
+    /// one up: a retry should not meet the same fault.
+    pub async fn connect_other(&self, failed: SocketAddr) -> Result<Upstream, ProxyError> {
+        let i = self.pick(self.index(failed));
+        self.connect_from(i).await
+    }
+
+    /// Connects to server `first`; on failure ejects it and tries the next
+    /// pick, each server at most once.
+    async fn connect_from(&self, first: usize) -> Result<Upstream, ProxyError> {
+        let mut tried = vec![false; self.servers.len()];
+        let mut i = first;
+        loop {
+            tried[i] = true;
+            let err = match self.connect_to(self.servers[i]).await {
+                Ok(up) => return Ok(up),
+                Err(e) => e,
+            };
+            self.board.eject(i, "connect failed");
+            self.count_error(i);
+            match self.pick_untried(&tried) {
+                Some(next) => {
+                    tracing::debug!(error = %err, upstream = %self.servers[i], next = %self.servers[next], "connect failed; trying another server");
+                    i = next;
+                }
+                None => return Err(err),
+            }
+        }
+    }
+
+    /// Which server the next request goes to: least outstanding among
+    /// those up (never `exclude` if another will do), else among all.
+    fn pick(&self, exclude: Option<usize>) -> usize {
+        let n = self.servers.len();
+        let up = |i: usize| self.board.is_up(i) && Some(i) != exclude;
+        let any_up = (0..n).any(up);
+        if any_up {
+            self.all_down.set(false);
+        } else if !self.all_down.replace(true) && n > 1 {
+            tracing::warn!(
+                worker = self.worker,
+                "no upstream server is healthy; sending requests to all of them"
+            );
+        }
+        let eligible = |i: usize| {
+            if any_up {
+                up(i)
+            } else {
+                Some(i) != exclude || n == 1
+            }
+        };
+        let start = self.next.get();
+        self.next.set(start.wrapping_add(1));
+        let mut best: Option<usize> = None;
+        for k in 0..n {
+            let i = (start + k) % n;
+            if eligible(i)
+                && best.is_none_or(|b| self.outstanding[i].get() < self.outstanding[b].get())
+            {
+                best = Some(i);
+            }
+        }
+        best.unwrap_or(start % n)
+    }
+
+    /// The best server not yet tried for this request, up ones first.
+    fn pick_untried(&self, tried: &[bool]) -> Option<usize> {
+        let fresh = |i: &usize| !tried[*i];
+        let by_load = |i: &usize| self.outstanding[*i].get();
+        (0..self.servers.len())
+            .filter(fresh)
+            .filter(|&i| self.board.is_up(i))
+            .min_by_key(by_load)
+            .or_else(|| (0..self.servers.len()).filter(fresh).min_by_key(by_load))
+    }
+
+    fn count_error(&self, i: usize) {
+        let stats = self.board.stats(self.worker, i);
+        stats.errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn index(&self, server: SocketAddr) -> Option<usize> {
+        self.servers.iter().position(|s| *s == server)
+    }
+
+    /// Marks a request in flight on `server` until the lease drops; the
+    /// lease also records how the exchange went.
+    pub fn lease(&self, server: SocketAddr) -> Lease<'_> {
+        let i = self.index(server).unwrap_or(0);
+        self.outstanding[i].set(self.outstanding[i].get() + 1);
+        let stats = self.board.stats(self.worker, i);
+        stats.outstanding.fetch_add(1, Ordering::Relaxed);
+        stats.requests.fetch_add(1, Ordering::Relaxed);
+        Lease {
+            pool: self,
+            i,
+            started: Instant::now(),
+        }
+    }
+
+    async fn connect_to(&self, server: SocketAddr) -> Result<Upstream, ProxyError> {
         match monoio::time::timeout(self.connect_timeout, TcpStream::connect_addr(server)).await {
             Err(_elapsed) => Err(ProxyError::UpstreamTimeout),
             Ok(Err(e)) => Err(ProxyError::UpstreamFailed(e)),
@@ -87,15 +208,21 @@ impl Pool {
         }
     }
 
-    fn take_idle(&self) -> Option<Upstream> {
+    /// The newest live idle connection to `server`. Expired ones, and
+    /// dead ones met on the way, are dropped.
+    fn take_idle(&self, server: SocketAddr) -> Option<Upstream> {
         let mut idle = self.idle.borrow_mut();
         let now = Instant::now();
-        while let Some(c) = idle.pop_back() {
-            if now.duration_since(c.since) >= self.idle_timeout {
-                // Everything older sits further towards the front: drop it all.
-                idle.clear();
-                return None;
-            }
+        // Everything older than the first expired one sits further towards
+        // the front: drop it all.
+        if let Some(cut) = idle
+            .iter()
+            .rposition(|c| now.duration_since(c.since) >= self.idle_timeout)
+        {
+            idle.drain(..=cut);
+        }
+        while let Some(pos) = idle.iter().rposition(|c| c.server == server) {
+            let c = idle.remove(pos)?;
             if is_open(&c.stream) {
                 return Some(Upstream {
                     stream: c.stream,
@@ -128,6 +255,46 @@ impl Pool {
     }
 }
 
+/// One request in flight on one server, from picking it to the end of the
+/// exchange. Dropping it ends the request's count.
+#[derive(Debug)]
+pub struct Lease<'a> {
+    pool: &'a Pool,
+    i: usize,
+    started: Instant,
+}
+
+impl Lease<'_> {
+    /// The response head arrived: records latency, and a 5xx as a failure
+    /// towards passive ejection.
+    pub fn responded(&self, status: u16) {
+        let us = u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let stats = self.pool.board.stats(self.pool.worker, self.i);
+        stats.latency_us.fetch_add(us, Ordering::Relaxed);
+        if status >= 500 {
+            stats.errors.fetch_add(1, Ordering::Relaxed);
+            self.pool.board.note_failure(self.i);
+        } else {
+            self.pool.board.note_success(self.i);
+        }
+    }
+
+    /// The exchange failed on the server's side (reset, timeout, garbage).
+    pub fn failed(&self) {
+        self.pool.count_error(self.i);
+        self.pool.board.note_failure(self.i);
+    }
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        let o = &self.pool.outstanding[self.i];
+        o.set(o.get().saturating_sub(1));
+        let stats = self.pool.board.stats(self.pool.worker, self.i);
+        stats.outstanding.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Whether a pooled connection is still usable: the registry has neither
 /// closed it nor sent anything unsolicited. One non-blocking peek, far
 /// cheaper than a failed request.
@@ -156,4 +323,81 @@ pub fn is_stale_connection_error(e: &io::Error) -> bool {
             | io::ErrorKind::UnexpectedEof
             | io::ErrorKind::ConnectionAborted
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool(n: usize) -> Pool {
+        let cfg = UpstreamConfig {
+            servers: (1..=n)
+                .map(|p| SocketAddr::from(([127, 0, 0, 1], u16::try_from(p).expect("port"))))
+                .collect(),
+            ..UpstreamConfig::default()
+        };
+        Pool::new(&cfg, Arc::new(Board::new(&cfg, 1)), 0)
+    }
+
+    #[test]
+    fn picks_least_outstanding_round_robin_on_ties() {
+        let p = pool(3);
+        let picks: Vec<usize> = (0..6).map(|_| p.pick(None)).collect();
+        assert_eq!(picks, [0, 1, 2, 0, 1, 2]);
+        let a = p.lease(p.servers[0]);
+        let b = p.lease(p.servers[1]);
+        for _ in 0..5 {
+            assert_eq!(p.pick(None), 2);
+        }
+        drop(a);
+        let next: Vec<usize> = (0..4).map(|_| p.pick(None)).collect();
+        assert!(next.iter().all(|&i| i == 0 || i == 2), "{next:?}");
+        drop(b);
+    }
+
+    #[test]
+    fn never_picks_a_down_server_while_another_is_up() {
+        let p = pool(3);
+        p.board.eject(1, "test");
+        for _ in 0..30 {
+            assert_ne!(p.pick(None), 1);
+        }
+        // Excluding the failed one moves a retry elsewhere.
+        for _ in 0..30 {
+            assert_eq!(p.pick(Some(0)), 2);
+        }
+    }
+
+    #[test]
+    fn all_down_falls_back_to_all() {
+        let p = pool(2);
+        p.board.eject(0, "test");
+        p.board.eject(1, "test");
+        let picks: Vec<usize> = (0..4).map(|_| p.pick(None)).collect();
+        assert!(picks.contains(&0) && picks.contains(&1), "{picks:?}");
+        assert_eq!(p.pick(Some(0)), 1);
+        let single = pool(1);
+        assert_eq!(single.pick(Some(0)), 0);
+    }
+
+    #[test]
+    fn untried_prefers_up_servers() {
+        let p = pool(3);
+        p.board.eject(1, "test");
+        assert_eq!(p.pick_untried(&[true, false, false]), Some(2));
+        assert_eq!(p.pick_untried(&[true, false, true]), Some(1));
+        assert_eq!(p.pick_untried(&[true, true, true]), None);
+    }
+
+    #[test]
+    fn lease_counts_requests_errors_and_outstanding() {
+        let p = pool(2);
+        {
+            let l = p.lease(p.servers[1]);
+            assert_eq!(p.board.report()[1].outstanding, 1);
+            l.responded(503);
+        }
+        let r = &p.board.report()[1];
+        assert_eq!((r.requests, r.errors, r.outstanding), (1, 1, 0));
+    }
 }

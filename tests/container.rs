@@ -1,0 +1,260 @@
+//! The container image: a `FROM scratch` runtime stage around a statically
+//! linked regproxy (as the Dockerfile's `runtime` stage builds it, without
+//! pulling the Rust image, which this machine cannot), run by a private
+//! `dockerd` with `--network host`, carrying a real `docker push` and
+//! `docker pull` into the real registry; `docker stop` (SIGTERM) drains and
+//! exits 0.
+//!
+//! The static binary is `target/x86_64-unknown-linux-gnu/release/regproxy`,
+//! built here when missing (`scripts/test` builds it first).
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use support::registry::Registry;
+
+const TARGET: &str = "x86_64-unknown-linux-gnu";
+const USER: (&str, &str) = ("testuser", "testpassword");
+
+fn static_binary() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let bin = root.join(format!("target/{TARGET}/release/regproxy"));
+    if !bin.exists() {
+        let ok = Command::new(env!("CARGO"))
+            .args([
+                "build",
+                "--release",
+                "--target",
+                TARGET,
+                "--bin",
+                "regproxy",
+            ])
+            .env("RUSTFLAGS", "-C target-feature=+crt-static")
+            .current_dir(root)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "static build failed");
+    }
+    bin
+}
+
+/// A private dockerd, stopped by PID on drop.
+struct Dockerd {
+    child: Child,
+    sock: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Dockerd {
+    fn start() -> Option<Dockerd> {
+        let dir = tempfile::Builder::new()
+            .prefix("regproxy-dockerd-")
+            .tempdir()
+            .unwrap();
+        let p = dir.path();
+        let sock = format!("unix://{}", p.join("docker.sock").display());
+        let child = Command::new("dockerd")
+            .arg("--data-root")
+            .arg(p.join("data"))
+            .arg("--exec-root")
+            .arg(p.join("exec"))
+            .args(["-H", &sock, "--pidfile"])
+            .arg(p.join("docker.pid"))
+            .args([
+                "--bridge=none",
+                "--iptables=false",
+                "--ip6tables=false",
+                "--ip-masq=false",
+                "--storage-driver",
+                "vfs",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(p.join("dockerd.log")).unwrap())
+            .spawn();
+        let child = match child {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("SKIP: cannot run dockerd ({e})");
+                return None;
+            }
+        };
+        let d = Dockerd {
+            child,
+            sock,
+            _dir: dir,
+        };
+        let up = support::wait_for(Duration::from_secs(30), || {
+            d.docker(&["version"]).status.success().then_some(())
+        });
+        if up.is_none() {
+            let log =
+                std::fs::read_to_string(d._dir.path().join("dockerd.log")).unwrap_or_default();
+            eprintln!("SKIP: dockerd did not start here:\n{log}");
+            return None;
+        }
+        Some(d)
+    }
+
+    fn docker(&self, args: &[&str]) -> Output {
+        Command::new("docker")
+            .arg("-H")
+            .arg(&self.sock)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.docker(args);
+        assert!(
+            out.status.success(),
+            "docker {args:?} failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+}
+
+impl Drop for Dockerd {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        if support::wait_for(Duration::from_secs(15), || {
+            self.child.try_wait().ok().flatten()
+        })
+        .is_none()
+        {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn scratch_image_carries_docker_push_and_pull() {
+    let Some(docker) = Dockerd::start() else {
+        return;
+    };
+    let bin = static_binary();
+    let dir = tempfile::tempdir().unwrap();
+
+    // The runtime stage of the Dockerfile, around the prebuilt binary.
+    let ctx = dir.path().join("image");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::copy(&bin, ctx.join("regproxy")).unwrap();
+    let dockerfile =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("Dockerfile")).unwrap();
+    let runtime = &dockerfile[dockerfile.find("FROM scratch AS runtime").unwrap()..];
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        runtime.replace(
+            "COPY --from=build /out/regproxy /regproxy",
+            "COPY regproxy /regproxy",
+        ),
+    )
+    .unwrap();
+    docker.ok(&[
+        "build",
+        "-q",
+        "-t",
+        "regproxy-test:scratch",
+        ctx.to_str().unwrap(),
+    ]);
+
+    // Config, users and the registry it fronts, mounted read-only.
+    let registry = Registry::start();
+    let port = free_port();
+    let etc = dir.path().join("etc");
+    std::fs::create_dir_all(&etc).unwrap();
+    support::write_htpasswd(&etc.join("htpasswd"), &[USER]);
+    std::fs::write(
+        etc.join("regproxy.toml"),
+        format!(
+            "listen = \"127.0.0.1:{port}\"\nworkers = 1\nshutdown_timeout = \"5s\"\n[auth]\nhtpasswd = \"htpasswd\"\n[upstream]\nservers = [\"{}\"]\n",
+            registry.addr()
+        ),
+    )
+    .unwrap();
+    for f in ["", "htpasswd", "regproxy.toml"] {
+        let p = etc.join(f);
+        let mode = if f.is_empty() { 0o755 } else { 0o644 };
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let mount = format!("{}:/etc/regproxy:ro", etc.display());
+    let id = docker.ok(&[
+        "run",
+        "-d",
+        "--network",
+        "host",
+        "-v",
+        &mount,
+        "regproxy-test:scratch",
+    ]);
+    let user = docker.ok(&["inspect", "-f", "{{.Config.User}}", &id]);
+    assert_eq!(user, "65532:65532", "the image runs as non-root");
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let up = support::wait_for(Duration::from_secs(20), || {
+        support::http::get(addr, "/v2/", None, &[])
+            .ok()
+            .map(|r| r.status)
+    });
+    assert_eq!(up, Some(401), "logs:\n{}", docker.ok(&["logs", &id]));
+
+    // docker push and pull through the container (127.0.0.0/8 registries
+    // may be plain HTTP for docker). The regproxy image itself is pushed;
+    // a second image of random content, not in use, makes the round trip.
+    let registry_host = format!("127.0.0.1:{port}");
+    docker.ok(&["login", "-u", USER.0, "-p", USER.1, &registry_host]);
+    let own = format!("{registry_host}/scaleout/regproxy:scratch");
+    docker.ok(&["tag", "regproxy-test:scratch", &own]);
+    docker.ok(&["push", &own]);
+
+    let payload_ctx = dir.path().join("payload");
+    std::fs::create_dir_all(&payload_ctx).unwrap();
+    let mut data = vec![0u8; 2 << 20];
+    support::skopeo::WyRand::new(support::skopeo::fresh_seed()).fill(&mut data);
+    std::fs::write(payload_ctx.join("payload"), &data).unwrap();
+    std::fs::write(
+        payload_ctx.join("Dockerfile"),
+        "FROM scratch\nCOPY payload /payload\n",
+    )
+    .unwrap();
+    let image = format!("{registry_host}/scaleout/payload:1");
+    docker.ok(&["build", "-q", "-t", &image, payload_ctx.to_str().unwrap()]);
+    let pushed = docker.ok(&["inspect", "-f", "{{.Id}}", &image]);
+    docker.ok(&["push", &image]);
+    docker.ok(&["rmi", &image]);
+    assert!(
+        !docker.docker(&["inspect", &image]).status.success(),
+        "image still local"
+    );
+    docker.ok(&["pull", &image]);
+    let pulled = docker.ok(&["inspect", "-f", "{{.Id}}", &image]);
+    assert_eq!(pulled, pushed, "the pulled image is the pushed one");
+
+    // SIGTERM drains and exits cleanly.
+    docker.ok(&["stop", "-t", "20", &id]);
+    let code = docker.ok(&["inspect", "-f", "{{.State.ExitCode}}", &id]);
+    let logs = docker.docker(&["logs", &id]);
+    assert_eq!(code, "0", "{}", String::from_utf8_lossy(&logs.stderr));
+    let _ = docker.docker(&["rm", "-f", &id]);
+}
