@@ -22,6 +22,7 @@ pub mod relay;
 pub mod reload;
 pub mod route;
 pub mod shutdown;
+pub mod sys;
 pub mod tls;
 pub mod upstream;
 pub mod worker;

@@ -149,6 +149,7 @@ fn serve(path: &Path) -> anyhow::Result<()> {
         tls: reloader.tls.clone(),
         metrics,
     };
+    regproxy::relay::splice::configure(config.splice_pipe_size);
     let mut handles = Vec::with_capacity(workers);
     for (id, (listener, stop)) in listeners.into_iter().zip(stops).enumerate() {
         handles.push(worker::spawn(id, shared.clone(), listener, stop)?);
