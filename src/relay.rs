@@ -13,6 +13,7 @@ use monoio::buf::{IoBuf, IoBufMut};
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 
+pub mod chunked;
 pub mod splice;
 
 use crate::http::body::{
@@ -232,6 +233,7 @@ pub async fn relay_body<S: Io, D: Io>(
 ) -> Result<Moved, RelayError> {
     match framing {
         Framing::Length(n) => relay_length(src, dst, n, t).await,
+        Framing::Chunked if encode == Encode::Chunked => chunked::relay(src, dst, t, out).await,
         Framing::Chunked => relay_chunked(src, dst, encode, t, out).await,
         Framing::Close => relay_to_close(src, dst, encode, t, out).await,
     }

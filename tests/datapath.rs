@@ -13,6 +13,8 @@ use std::time::Duration;
 use support::http;
 use support::origin::{self, Origin, Step};
 use support::proxy::Proxy;
+use support::registry::Registry;
+use support::skopeo::sha256_digest;
 
 const USER: (&str, &str) = ("testuser", "testpassword");
 const BODY_BYTES: usize = 24 << 20;
@@ -123,6 +125,94 @@ fn plain_bodies_are_spliced_by_the_worker_not_io_wq_threads() {
     // worker's own non-blocking splice(2) needs none.
     let wq = threads_named(proxy.pid(), "iou-wrk");
     assert!(wq.is_empty(), "io-wq workers ran the splice: {wq:?}");
+}
+
+/// A chunked PATCH whose chunks are large (spliced) and small (copied),
+/// one with an extension, then the upload's PUT: the real registry checks
+/// the digest, and the blob read back is the same bytes.
+#[test]
+fn chunked_upload_with_spliced_chunks_arrives_byte_identical() {
+    let registry = Registry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = start(registry.addr(), "", dir.path());
+    let data = pattern(3 << 20);
+    let digest = sha256_digest(&data);
+    let cuts = [
+        0,
+        300_000,
+        300_010,
+        300_010 + (1 << 20),
+        1_500_000,
+        1_500_100,
+        data.len(),
+    ];
+    let mut body = Vec::new();
+    for (i, w) in cuts.windows(2).enumerate() {
+        let ext = if i == 1 { ";note=\"small\"" } else { "" };
+        body.extend_from_slice(format!("{:X}{ext}\r\n", w[1] - w[0]).as_bytes());
+        body.extend_from_slice(&data[w[0]..w[1]]);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(b"0\r\nX-Trailer: dropped\r\n\r\n");
+
+    let r = http::request(
+        proxy.addr(),
+        "POST",
+        "/v2/dp/chunked/blobs/uploads/",
+        Some(USER),
+        &[],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(r.status, 202, "{r:?}");
+    let location = r.header("location").unwrap().to_owned();
+    let path = match location.split_once("://") {
+        Some((_, rest)) => rest[rest.find('/').unwrap()..].to_owned(),
+        None => location,
+    };
+    let before = proxy.metric("regproxy_spliced_bytes_total");
+    let r = http::request(
+        proxy.addr(),
+        "PATCH",
+        &path,
+        Some(USER),
+        &[
+            ("Transfer-Encoding", "chunked"),
+            ("Content-Type", "application/octet-stream"),
+        ],
+        &body,
+    )
+    .unwrap();
+    assert_eq!(r.status, 202, "{r:?}");
+    let spliced = proxy.metric("regproxy_spliced_bytes_total") - before;
+    assert!(
+        spliced >= 1 << 20,
+        "large chunks were not spliced: {spliced}"
+    );
+    let location = r.header("location").unwrap().to_owned();
+    let path = match location.split_once("://") {
+        Some((_, rest)) => rest[rest.find('/').unwrap()..].to_owned(),
+        None => location,
+    };
+    let r = http::request(
+        proxy.addr(),
+        "PUT",
+        &format!("{path}&digest={digest}"),
+        Some(USER),
+        &[],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(r.status, 201, "the registry refused the digest: {r:?}");
+    let r = http::get(
+        proxy.addr(),
+        &format!("/v2/dp/chunked/blobs/{digest}"),
+        Some(USER),
+        &[],
+    )
+    .unwrap();
+    assert_eq!(r.status, 200);
+    assert!(r.body == data, "the blob read back differs");
 }
 
 #[test]
