@@ -303,6 +303,135 @@ def svg(s):
     return "\n".join(parts) + "\n"
 
 
+BULK_ROWS = {
+    "get": "GET blob to /dev/null",
+    "put": "PUT -T FILE (Content-Length)",
+    "put-chunked": "PUT -T - (Transfer-Encoding: chunked)",
+}
+BULK_TARGETS = ["direct", "tuned", "haproxy", "regproxy", "tuned-plain", "haproxy-plain", "regproxy-plain"]
+BULK_LABELS = dict(LABELS, **{"tuned-plain": "nginx tuned plain", "haproxy-plain": "HAProxy plain, forced splice"})
+BULK_PEERS = {"regproxy": ["tuned", "haproxy"], "regproxy-plain": ["tuned-plain", "haproxy-plain"]}
+
+
+def load_bulk(path):
+    """row -> target -> list of runs (dicts of floats), failed runs left out."""
+    out = {}
+    with open(path, newline="") as f:
+        for line in csv.DictReader(f, delimiter="\t"):
+            if line["exit"] != "0" or float(line["seconds"]) <= 0:
+                continue
+            run = {k: float(v) for k, v in line.items() if k not in ("row", "target", "rep", "exit")}
+            out.setdefault(line["row"], {}).setdefault(line["target"], []).append(run)
+    return out
+
+
+def bulk_summary(runs):
+    """row -> target -> medians: MiB/s, CPU-s/GiB in total, user, sys and per thread kind."""
+    out = {}
+    for row, targets in runs.items():
+        for target, reps in targets.items():
+            per = []
+            for r in reps:
+                gib = r["bytes"] / GIB
+                per.append(
+                    {
+                        "mib_s": r["bytes"] / (1 << 20) / r["seconds"],
+                        "cpu": (r["user_s"] + r["sys_s"]) / gib,
+                        "user": r["user_s"] / gib,
+                        "sys": r["sys_s"] / gib,
+                        "worker": r["worker_s"] / gib,
+                        "hash": r["hash_s"] / gib,
+                        "iouwrk": (r["iouwrk_s"] + r["exited_s"]) / gib,
+                        "other": r["other_s"] / gib,
+                    }
+                )
+            out.setdefault(row, {})[target] = {k: median([p[k] for p in per]) for k in per[0]} | {
+                "reps": len(per)
+            }
+    return out
+
+
+def bulk_tables(b):
+    md = [
+        "### Bulk transfers with curl (`curl --http1.1`, real registry, one client)",
+        "",
+        "CPU-s/GiB is the proxy's user+system CPU per GiB moved; regproxy's is split by thread "
+        "kind (worker, hash, io_uring io-wq `iou-wrk` including workers that exited during the "
+        "transfer). The ratio compares regproxy with the best peer of the same mode (TLS or plain) "
+        "by CPU-s/GiB.",
+        "",
+    ]
+    for row, title in BULK_ROWS.items():
+        if row not in b:
+            continue
+        rows = b[row]
+        md += [
+            f"#### {title}",
+            "",
+            "| front | MiB/s | CPU-s/GiB | user | sys | regproxy worker / hash / iou-wrk | vs best peer |",
+            "|---|---:|---:|---:|---:|---|---:|",
+        ]
+        for t in BULK_TARGETS:
+            if t not in rows:
+                continue
+            r = rows[t]
+            kinds = ""
+            vs = ""
+            if t.startswith("regproxy"):
+                kinds = f"{fmt(r['worker'], 2)} / {fmt(r['hash'], 2)} / {fmt(r['iouwrk'], 2)}"
+                peers = [p for p in BULK_PEERS[t] if p in rows and rows[p]["cpu"]]
+                if peers:
+                    best = min(peers, key=lambda p: rows[p]["cpu"])
+                    vs = f"{fmt(ratio(r['cpu'], rows[best]['cpu']), 2)}× {BULK_LABELS[best]}"
+            cpu = "–" if t == "direct" else fmt(r["cpu"], 2)
+            user = "–" if t == "direct" else fmt(r["user"], 2)
+            sys_ = "–" if t == "direct" else fmt(r["sys"], 2)
+            md.append(f"| {BULK_LABELS[t]} | {fmt(r['mib_s'], 0)} | {cpu} | {user} | {sys_} | {kinds} | {vs} |")
+        md.append("")
+    return md
+
+
+def bulk_goals(b):
+    """The bulk targets of issue 8, each as measured and whether it is met."""
+    out = []
+
+    def get(row, target, field):
+        return b.get(row, {}).get(target, {}).get(field)
+
+    c, h = get("get", "regproxy-plain", "cpu"), get("get", "haproxy-plain", "cpu")
+    t, ht = get("get", "regproxy-plain", "mib_s"), get("get", "haproxy-plain", "mib_s")
+    ok = None not in (c, h, t, ht) and c <= h and c <= 0.2 and t >= ht
+    out.append(
+        (
+            "GET plain: CPU-s/GiB ≤ HAProxy forced splice's and ≤ 0.2; MiB/s ≥ HAProxy's",
+            f"{fmt(c, 2)} vs {fmt(h, 2)}; {fmt(t, 0)} vs {fmt(ht, 0)} MiB/s",
+            ok,
+        )
+    )
+    c, h = get("put", "regproxy-plain", "cpu"), get("put", "haproxy-plain", "cpu")
+    out.append(
+        (
+            "PUT (Content-Length) plain: CPU-s/GiB ≤ HAProxy forced splice's",
+            f"{fmt(c, 2)} vs {fmt(h, 2)}",
+            None not in (c, h) and c <= h,
+        )
+    )
+    c = get("put-chunked", "regproxy-plain", "cpu")
+    out.append(("chunked PUT plain: ≤ 0.35 CPU-s/GiB", fmt(c, 2), c is not None and c <= 0.35))
+    for row in BULK_ROWS:
+        c, h = get(row, "regproxy", "cpu"), get(row, "haproxy", "cpu")
+        t, ht = get(row, "regproxy", "mib_s"), get(row, "haproxy", "mib_s")
+        r = ratio(c, h)
+        out.append(
+            (
+                f"{row} TLS: ≤ 0.75× HAProxy's CPU-s/GiB, MiB/s ≥ HAProxy's",
+                f"{fmt(r, 2)}×; {fmt(t, 0)} vs {fmt(ht, 0)} MiB/s",
+                None not in (r, t, ht) and r <= 0.75 and t >= ht,
+            )
+        )
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--results", required=True)
@@ -313,6 +442,7 @@ def main():
     ap.add_argument("--command", required=True)
     ap.add_argument("--elapsed", required=True)
     ap.add_argument("--load", default="")
+    ap.add_argument("--bulk", default=None)
     a = ap.parse_args()
     s = summarize(load(a.results))
     md = [
@@ -330,16 +460,28 @@ def main():
     for key in TITLES:
         if key in s:
             md += table(key, s[key])
-    md += ["### Goals (issue 3)", "", "| goal | measured | met |", "|---|---|---|"]
-    for goal, measured, ok in goals(s):
-        md.append(f"| {goal} | {measured} | {'yes' if ok else '**no**'} |")
-    md.append("")
+    bulk = bulk_summary(load_bulk(a.bulk)) if a.bulk else {}
+    md += bulk_tables(bulk)
+    if s:
+        md += ["### Goals (issue 3)", "", "| goal | measured | met |", "|---|---|---|"]
+        for goal, measured, ok in goals(s):
+            md.append(f"| {goal} | {measured} | {'yes' if ok else '**no**'} |")
+        md.append("")
+    if bulk:
+        md += ["### Bulk goals (issue 8)", "", "| goal | measured | met |", "|---|---|---|"]
+        for goal, measured, ok in bulk_goals(bulk):
+            md.append(f"| {goal} | {measured} | {'yes' if ok else '**no**'} |")
+        md.append("")
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.md").write_text("\n".join(md))
     (out / "chart.svg").write_text(svg(s))
     (out / "summary.json").write_text(
-        json.dumps({f"{p}/{sc}": rows for (p, sc), rows in s.items()}, indent=1, sort_keys=True)
+        json.dumps(
+            {f"{p}/{sc}": rows for (p, sc), rows in s.items()} | {f"bulk/{r}": v for r, v in bulk.items()},
+            indent=1,
+            sort_keys=True,
+        )
     )
     print("\n".join(md))
 

@@ -60,6 +60,9 @@ pub struct Config {
     /// Whether connections start with a PROXY protocol header (v1/v2) from
     /// a balancer in `forwarding.trusted_proxies`.
     pub proxy_protocol: ProxyMode,
+    /// Bytes each splice pipe is enlarged to (F_SETPIPE_SZ), before the
+    /// kernel's `pipe-max-size` cap applied at start.
+    pub splice_pipe_size: usize,
     /// Groups declared in the config (`[groups]`), merged with `auth.groups`.
     pub groups: BTreeMap<String, Vec<String>>,
     /// `[[access]]` rules, validated, in order; `None`: `push_users` decides.
@@ -99,6 +102,7 @@ struct RawConfig {
     #[serde(default = "default_driver")]
     driver: Driver,
     proxy_protocol: Option<Spanned<ProxyMode>>,
+    splice_pipe_size: Option<Spanned<usize>>,
     #[serde(default)]
     groups: BTreeMap<String, Vec<String>>,
     access: Option<Vec<Spanned<RawRule>>>,
@@ -118,6 +122,10 @@ fn default_shutdown_timeout() -> Duration {
 fn default_driver() -> Driver {
     Driver::Auto
 }
+
+/// `splice_pipe_size` bounds: a page, and the largest pipe Linux makes
+/// (1 GiB, even for root).
+const SPLICE_PIPE_SIZE_RANGE: std::ops::RangeInclusive<usize> = 4096..=1 << 30;
 
 /// Durations are written as humans write them: "5s", "900s", "5m", "1h 30m".
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
@@ -271,6 +279,21 @@ impl Config {
             Some((n, _)) => n,
         };
 
+        let splice_pipe_size = match raw.splice_pipe_size {
+            None => crate::relay::splice::DEFAULT_PIPE_SIZE,
+            Some(s) if SPLICE_PIPE_SIZE_RANGE.contains(s.get_ref()) => *s.get_ref(),
+            Some(s) => {
+                return Err(l.located(
+                    s.span(),
+                    format!(
+                        "splice_pipe_size = {} is outside {}..={} bytes",
+                        s.get_ref(),
+                        SPLICE_PIPE_SIZE_RANGE.start(),
+                        SPLICE_PIPE_SIZE_RANGE.end()
+                    ),
+                ))
+            }
+        };
         let access = access_rules(&l, raw.access, raw.auth.push_users.is_some())?;
         let forwarding = raw.forwarding.build(&l)?;
         let proxy_protocol = proxy_mode(&l, raw.proxy_protocol, &forwarding)?;
@@ -289,6 +312,7 @@ impl Config {
             shutdown_timeout: raw.shutdown_timeout,
             handoff_socket: raw.handoff_socket.map(|p| l.resolve(&p)),
             driver: raw.driver,
+            splice_pipe_size,
             groups: raw.groups,
             access,
         })

@@ -30,7 +30,7 @@ use crate::live::AuthState;
 use crate::metrics::WorkerMetrics;
 use crate::policy::{self, Route};
 use crate::relay::{
-    self, Buffered, Encode, Framing, Io, Moved, RelayError, SplicePipe, Timeouts, READ_BUF_BYTES,
+    self, Buffered, Encode, Framing, Io, Moved, RelayError, Timeouts, READ_BUF_BYTES,
 };
 use crate::reload::Snapshot;
 use crate::route;
@@ -66,7 +66,6 @@ struct Conn<S> {
     upstream_buf: Vec<u8>,
     /// Scratch for heads and re-encoded chunks.
     out: Vec<u8>,
-    pipe: Option<SplicePipe>,
 }
 
 /// What the access log and the connection's fate need to know about one
@@ -115,7 +114,6 @@ pub async fn serve<S: Io>(ctx: Rc<Ctx>, io: S, peer: SocketAddr, tls: bool) {
         tls,
         upstream_buf: Vec::new(),
         out: Vec::with_capacity(4096),
-        pipe: None,
     };
     let lingering = ctx.config.client.lingering;
     let mut end = End::Close;
@@ -602,7 +600,6 @@ async fn forward<S: Io>(
                 body,
                 encoding(framing),
                 to_client,
-                &mut conn.pipe,
                 &mut conn.out,
             )
             .await
@@ -680,7 +677,6 @@ async fn send_request<S: Io>(
         body,
         Encode::Chunked,
         t,
-        &mut conn.pipe,
         &mut conn.out,
     )
     .await;

@@ -364,6 +364,7 @@ fn serve(path: &Path) -> anyhow::Result<()> {
         metrics,
         health,
     };
+    regproxy::relay::splice::configure(config.splice_pipe_size);
     // Duplicates for the next process, taken before the workers own them.
     let for_handoff = listeners
         .iter()

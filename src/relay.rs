@@ -3,16 +3,18 @@
 //!
 //! Memory per connection is bounded by the buffers here, whatever the body
 //! size: a body is never held whole. When both ends are plain TCP sockets,
-//! length-delimited bodies move with splice(2) through a per-connection pipe
-//! and never enter user space.
+//! length-delimited bodies move with splice(2) through a pooled pipe and
+//! never enter user space (`relay/splice.rs`).
 
 use std::io;
 use std::time::Duration;
 
 use monoio::buf::{IoBuf, IoBufMut};
-use monoio::io::splice::{SpliceDestination, SpliceSource};
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
-use monoio::net::{Pipe, TcpStream};
+use monoio::net::TcpStream;
+
+pub mod chunked;
+pub mod splice;
 
 use crate::http::body::{
     write_chunk_header, ChunkError, ChunkedDecoder, CHUNK_TERMINATOR, LAST_CHUNK,
@@ -23,8 +25,6 @@ use crate::http::body::{
 pub const READ_BUF_BYTES: usize = 64 * 1024;
 /// Re-encoded chunked output is written once it reaches this size.
 const CHUNK_OUT_FLUSH: usize = 32 * 1024;
-/// Bytes asked of one splice(2): the default pipe capacity.
-const SPLICE_CHUNK: u32 = 64 * 1024;
 
 /// A stream the relay can splice from or to when it is plain TCP.
 pub trait Io: AsyncReadRent + AsyncWriteRent {
@@ -174,33 +174,12 @@ pub struct Timeouts {
     pub dst: Duration,
 }
 
-/// A pipe kept for the life of a client connection, so splicing costs no
-/// pipe creation per body.
-pub struct SplicePipe {
-    read: Pipe,
-    write: Pipe,
-}
-
-impl std::fmt::Debug for SplicePipe {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("SplicePipe")
-    }
-}
-
-impl SplicePipe {
-    pub fn new() -> io::Result<Self> {
-        let (read, write) = monoio::net::unix::new_pipe()?;
-        Ok(Self { read, write })
-    }
-}
-
 /// Relays exactly `n` body bytes (RFC 9112 §6.2: Content-Length framing).
 async fn relay_length<S: Io, D: Io>(
     src: &mut Buffered<S>,
     dst: &mut D,
     n: u64,
     t: Timeouts,
-    pipe: &mut Option<SplicePipe>,
 ) -> Result<Moved, RelayError> {
     let mut left = n;
     let mut moved = Moved::default();
@@ -215,15 +194,10 @@ async fn relay_length<S: Io, D: Io>(
         return Ok(moved);
     }
     if let (Some(s), Some(d)) = (src.io.as_tcp(), dst.as_tcp()) {
-        if pipe.is_none() {
-            *pipe = SplicePipe::new().ok();
-        }
-        if let Some(p) = pipe.as_mut() {
-            splice_exact(s, d, p, left, t).await?;
-            moved.body += left;
-            moved.spliced += left;
-            return Ok(moved);
-        }
+        splice::splice_exact(s, d, left, t).await?;
+        moved.body += left;
+        moved.spliced += left;
+        return Ok(moved);
     }
     while left > 0 {
         let got = src.fill(t.src).await.map_err(RelayError::Src)?;
@@ -236,43 +210,6 @@ async fn relay_length<S: Io, D: Io>(
         moved.body += take as u64;
     }
     Ok(moved)
-}
-
-async fn splice_exact(
-    src: &mut TcpStream,
-    dst: &mut TcpStream,
-    pipe: &mut SplicePipe,
-    n: u64,
-    t: Timeouts,
-) -> Result<(), RelayError> {
-    let mut left = n;
-    while left > 0 {
-        let want = left.min(u64::from(SPLICE_CHUNK)) as u32;
-        let got =
-            match monoio::time::timeout(t.src, src.splice_to_pipe(&mut pipe.write, want)).await {
-                Ok(r) => r.map_err(RelayError::Src)?,
-                Err(_) => return Err(RelayError::Src(io::ErrorKind::TimedOut.into())),
-            };
-        if got == 0 {
-            return Err(RelayError::Src(io::ErrorKind::UnexpectedEof.into()));
-        }
-        let mut in_pipe = got;
-        while in_pipe > 0 {
-            let put =
-                match monoio::time::timeout(t.dst, dst.splice_from_pipe(&mut pipe.read, in_pipe))
-                    .await
-                {
-                    Ok(r) => r.map_err(RelayError::Dst)?,
-                    Err(_) => return Err(RelayError::Dst(io::ErrorKind::TimedOut.into())),
-                };
-            if put == 0 {
-                return Err(RelayError::Dst(io::ErrorKind::WriteZero.into()));
-            }
-            in_pipe -= put;
-        }
-        left -= u64::from(got);
-    }
-    Ok(())
 }
 
 /// How the sender delimits a body (RFC 9112 §6.3).
@@ -292,11 +229,11 @@ pub async fn relay_body<S: Io, D: Io>(
     framing: Framing,
     encode: Encode,
     t: Timeouts,
-    pipe: &mut Option<SplicePipe>,
     out: &mut Vec<u8>,
 ) -> Result<Moved, RelayError> {
     match framing {
-        Framing::Length(n) => relay_length(src, dst, n, t, pipe).await,
+        Framing::Length(n) => relay_length(src, dst, n, t).await,
+        Framing::Chunked if encode == Encode::Chunked => chunked::relay(src, dst, t, out).await,
         Framing::Chunked => relay_chunked(src, dst, encode, t, out).await,
         Framing::Close => relay_to_close(src, dst, encode, t, out).await,
     }

@@ -3,6 +3,7 @@
 //! only inside these files, with a `// SAFETY:` comment per block.
 
 pub mod activation;
+pub mod pipe;
 pub mod rlimit;
 pub mod scm;
 

@@ -19,11 +19,6 @@ use std::net::SocketAddr;
 
 use crate::config::{Config, Driver};
 
-/// Pipe size regproxy asks for per spliced body when the config says
-/// nothing. merge: the data-path branch adds a top-level `splice_pipe_size`
-/// key with this default; read it in [`Needs::from_config`] once merged.
-pub const DEFAULT_SPLICE_PIPE_SIZE: u64 = 1 << 20;
-
 /// What this configuration asks of the host.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Needs {
@@ -48,11 +43,10 @@ impl Needs {
             workers: config.workers,
             listen: config.listen,
             backlog: crate::listen::LISTEN_BACKLOG.unsigned_abs(),
-            // merge: `[client] max_connections` (another branch) goes here:
-            // `Some(config.client.max_connections)` when set explicitly.
+            // No connection cap is configurable yet: the descriptor limit
+            // is what caps concurrent connections.
             max_connections: None,
-            // merge: `config.splice_pipe_size` once the data-path branch lands.
-            splice_pipe_size: DEFAULT_SPLICE_PIPE_SIZE,
+            splice_pipe_size: config.splice_pipe_size as u64,
             wants_io_uring: config.driver == Driver::Auto,
             upstream_loopback: config.upstream.servers.iter().all(|s| s.ip().is_loopback()),
         }

@@ -103,6 +103,25 @@ impl ChunkedDecoder {
         self.state == State::Done
     }
 
+    /// Inside chunk-data: how many data bytes of this chunk are still to
+    /// come. A relay that knows this can move them without the decoder.
+    pub fn data_left(&self) -> Option<u64> {
+        (self.state == State::Data).then_some(self.size)
+    }
+
+    /// Records that the caller moved `n` (at most [`Self::data_left`]) data
+    /// bytes of the current chunk past the decoder, e.g. by splice(2); the
+    /// CRLF ending the chunk is then expected next.
+    pub fn skip_data(&mut self, n: u64) {
+        if self.state != State::Data {
+            return;
+        }
+        self.size = self.size.saturating_sub(n);
+        if self.size == 0 {
+            self.state = State::DataCr;
+        }
+    }
+
     /// Walks the framing in `input`, the bytes the caller has not had consumed
     /// yet. Returns at the first run of body data (`data` is its range,
     /// `consumed` ends with it), when `input` runs out (`data` None: read more
@@ -417,6 +436,28 @@ mod tests {
                 done: false
             }
         );
+    }
+
+    #[test]
+    fn data_can_be_skipped_past_the_decoder() {
+        let mut dec = ChunkedDecoder::new();
+        assert_eq!(dec.data_left(), None);
+        let p = dec.decode(b"a;x=1\r\n").unwrap();
+        assert_eq!((p.consumed, p.data), (7, None));
+        assert_eq!(dec.data_left(), Some(10));
+        dec.skip_data(4);
+        assert_eq!(dec.data_left(), Some(6));
+        let p = dec.decode(b"ab").unwrap();
+        assert_eq!(p.data, Some(0..2));
+        dec.skip_data(4);
+        assert_eq!(dec.data_left(), None);
+        // The chunk's CRLF is still checked after skipped data.
+        assert_eq!(dec.decode(b"xx"), Err(ChunkError::BadLineEnd));
+        let mut dec = ChunkedDecoder::new();
+        dec.decode(b"2\r\n").unwrap();
+        dec.skip_data(2);
+        let p = dec.decode(b"\r\n0\r\n\r\n").unwrap();
+        assert!(p.done && p.consumed == 7);
     }
 
     #[test]

@@ -1,0 +1,268 @@
+//! The data path at the kernel's limit: plain bodies spliced by the worker
+//! itself (non-blocking splice(2) on readiness, no io_uring io-wq thread),
+//! pipes sized by `splice_pipe_size` and capped by the kernel's limit, and
+//! bodies arriving byte-identical both ways.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use support::http;
+use support::origin::{self, Origin, Step};
+use support::proxy::Proxy;
+use support::registry::Registry;
+use support::skopeo::sha256_digest;
+
+const USER: (&str, &str) = ("testuser", "testpassword");
+const BODY_BYTES: usize = 24 << 20;
+
+/// A regproxy in front of `upstream`, plain, one worker, with `top` keys.
+fn start(upstream: std::net::SocketAddr, top: &str, dir: &std::path::Path) -> Proxy {
+    support::write_htpasswd(&dir.join("users"), &[USER]);
+    let config = format!(
+        r#"
+listen = "127.0.0.1:0"
+workers = 1
+{top}
+[auth]
+htpasswd = "users"
+[upstream]
+servers = ["{upstream}"]
+[admin]
+listen = "127.0.0.1:0"
+"#
+    );
+    Proxy::start(&config, dir)
+}
+
+/// Deterministic bytes that are not all alike, so a shifted or repeated
+/// piece would show.
+fn pattern(len: usize) -> Vec<u8> {
+    let mut x: u32 = 0x9e37_79b9;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+fn blob_origin(data: Vec<u8>) -> Origin {
+    Origin::start(move |req| {
+        if req.method == "GET" {
+            let len = data.len().to_string();
+            let mut out = origin::head(200, &[("Content-Length", &len)]);
+            out.extend_from_slice(&data);
+            vec![Step::Write(out)]
+        } else {
+            vec![Step::Write(origin::response(201, &[], b""))]
+        }
+    })
+}
+
+/// Threads of `pid` whose name starts with `prefix`.
+fn threads_named(pid: u32, prefix: &str) -> Vec<String> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return vec![];
+    };
+    tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|c| c.trim().to_owned())
+        .filter(|c| c.starts_with(prefix))
+        .collect()
+}
+
+#[test]
+fn plain_bodies_are_spliced_by_the_worker_not_io_wq_threads() {
+    let data = pattern(BODY_BYTES);
+    let o = blob_origin(data.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = start(o.addr(), "", dir.path());
+
+    // A Content-Length response, read raw so every byte is compared.
+    let mut c = TcpStream::connect(proxy.addr()).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    c.write_all(&http::build_request(
+        "GET",
+        "/v2/big/blobs/sha256:aa",
+        Some(USER),
+        &[],
+        b"",
+    ))
+    .unwrap();
+    let mut got = Vec::new();
+    c.read_to_end(&mut got).unwrap();
+    let end = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    assert!(got.starts_with(b"HTTP/1.1 200 "), "{:?}", &got[..end]);
+    assert!(
+        got[end..] == data[..],
+        "the GET body differs from the origin's"
+    );
+
+    // A Content-Length upload.
+    let r = http::request(
+        proxy.addr(),
+        "PUT",
+        "/v2/big/blobs/uploads/x?digest=sha256:aa",
+        Some(USER),
+        &[],
+        &data,
+    )
+    .unwrap();
+    assert_eq!(r.status, 201);
+    let reqs = o.wait_requests(2, Duration::from_secs(20));
+    assert!(reqs[1].body == data, "the PUT body differs at the origin");
+
+    let spliced = proxy.metric("regproxy_spliced_bytes_total");
+    assert!(spliced >= 2 * BODY_BYTES as u64 - 128 * 1024, "{spliced}");
+    // io_uring runs every IORING_OP_SPLICE on an io-wq worker thread
+    // (iou-wrk-*), which lingers a few seconds after its last job; the
+    // worker's own non-blocking splice(2) needs none.
+    let wq = threads_named(proxy.pid(), "iou-wrk");
+    assert!(wq.is_empty(), "io-wq workers ran the splice: {wq:?}");
+}
+
+/// A chunked PATCH whose chunks are large (spliced) and small (copied),
+/// one with an extension, then the upload's PUT: the real registry checks
+/// the digest, and the blob read back is the same bytes.
+#[test]
+fn chunked_upload_with_spliced_chunks_arrives_byte_identical() {
+    let registry = Registry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = start(registry.addr(), "", dir.path());
+    let data = pattern(3 << 20);
+    let digest = sha256_digest(&data);
+    let cuts = [
+        0,
+        300_000,
+        300_010,
+        300_010 + (1 << 20),
+        1_500_000,
+        1_500_100,
+        data.len(),
+    ];
+    let mut body = Vec::new();
+    for (i, w) in cuts.windows(2).enumerate() {
+        let ext = if i == 1 { ";note=\"small\"" } else { "" };
+        body.extend_from_slice(format!("{:X}{ext}\r\n", w[1] - w[0]).as_bytes());
+        body.extend_from_slice(&data[w[0]..w[1]]);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(b"0\r\nX-Trailer: dropped\r\n\r\n");
+
+    let r = http::request(
+        proxy.addr(),
+        "POST",
+        "/v2/dp/chunked/blobs/uploads/",
+        Some(USER),
+        &[],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(r.status, 202, "{r:?}");
+    let location = r.header("location").unwrap().to_owned();
+    let path = match location.split_once("://") {
+        Some((_, rest)) => rest[rest.find('/').unwrap()..].to_owned(),
+        None => location,
+    };
+    let before = proxy.metric("regproxy_spliced_bytes_total");
+    let r = http::request(
+        proxy.addr(),
+        "PATCH",
+        &path,
+        Some(USER),
+        &[
+            ("Transfer-Encoding", "chunked"),
+            ("Content-Type", "application/octet-stream"),
+        ],
+        &body,
+    )
+    .unwrap();
+    assert_eq!(r.status, 202, "{r:?}");
+    let spliced = proxy.metric("regproxy_spliced_bytes_total") - before;
+    assert!(
+        spliced >= 1 << 20,
+        "large chunks were not spliced: {spliced}"
+    );
+    let location = r.header("location").unwrap().to_owned();
+    let path = match location.split_once("://") {
+        Some((_, rest)) => rest[rest.find('/').unwrap()..].to_owned(),
+        None => location,
+    };
+    let r = http::request(
+        proxy.addr(),
+        "PUT",
+        &format!("{path}&digest={digest}"),
+        Some(USER),
+        &[],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(r.status, 201, "the registry refused the digest: {r:?}");
+    let r = http::get(
+        proxy.addr(),
+        &format!("/v2/dp/chunked/blobs/{digest}"),
+        Some(USER),
+        &[],
+    )
+    .unwrap();
+    assert_eq!(r.status, 200);
+    assert!(r.body == data, "the blob read back differs");
+}
+
+#[test]
+fn oversized_splice_pipe_is_capped_and_logged() {
+    let Some(max) = std::fs::read_to_string("/proc/sys/fs/pipe-max-size")
+        .ok()
+        .and_then(|s| s.trim().parse::<usize>().ok())
+    else {
+        eprintln!("SKIP: /proc/sys/fs/pipe-max-size is unreadable");
+        return;
+    };
+    if max >= 1 << 30 {
+        eprintln!("SKIP: pipe-max-size is {max}, no request can exceed it");
+        return;
+    }
+    let data = pattern(1 << 20);
+    let o = blob_origin(data.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = start(
+        o.addr(),
+        &format!("splice_pipe_size = {}", max * 2),
+        dir.path(),
+    );
+    assert!(
+        proxy.wait_for_stderr("capped by the kernel", Duration::from_secs(10)),
+        "{}",
+        proxy.stderr_text()
+    );
+    assert!(
+        proxy.stderr_text().contains(&format!("used={max}")),
+        "{}",
+        proxy.stderr_text()
+    );
+    // Still splices.
+    let r = http::get(proxy.addr(), "/v2/big/blobs/sha256:aa", Some(USER), &[]).unwrap();
+    assert_eq!(r.status, 200);
+    assert!(r.body == data);
+    assert!(proxy.metric("regproxy_spliced_bytes_total") > 0);
+}
+
+#[test]
+fn splice_pipe_size_out_of_range_is_refused_with_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    support::write_htpasswd(&dir.path().join("users"), &[USER]);
+    let config = "listen = \"127.0.0.1:0\"\nsplice_pipe_size = 100\n\
+        [auth]\nhtpasswd = \"users\"\n[upstream]\nservers = [\"127.0.0.1:9\"]\n";
+    let f = Proxy::try_start(config, dir.path()).err().unwrap();
+    assert!(
+        f.stderr.contains("regproxy.toml:2:") && f.stderr.contains("splice_pipe_size = 100"),
+        "{}",
+        f.stderr
+    );
+}
