@@ -132,4 +132,3 @@ type Family = (
     &'static str,
     fn(&ServerReport) -> String,
 );
-
