@@ -251,6 +251,9 @@ fn listeners(
     if let Some(first) = passed.first() {
         let addr = first.local_addr()?;
         tracing::info!(sockets = passed.len(), addr = %addr, "using the sockets systemd passed");
+        if !handoff::addr_matches(config.listen, addr) {
+            tracing::warn!(listen = %config.listen, addr = %addr, "the socket unit's ListenStream differs from `listen`; serving the socket unit's");
+        }
         return Ok((addr, passed));
     }
     if let Some(path) = &config.handoff_socket {

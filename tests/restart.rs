@@ -31,7 +31,7 @@ const SETTLE: Duration = Duration::from_millis(500);
 /// Quiet run before the restarts, for the baseline p99.
 const QUIET: &str = "3s";
 /// Load while restarting: long enough for five restarts with drains.
-const LOADED: Duration = Duration::from_secs(14);
+const LOADED: Duration = Duration::from_secs(20);
 const EXIT_TIMEOUT: Duration = Duration::from_secs(20);
 
 fn regbench() -> &'static str {
@@ -277,4 +277,59 @@ fn reuseport_join_without_migrate_req_measured() {
     if let Some(o) = restarts("join0", 0, false) {
         eprintln!("reuseport join, tcp_migrate_req=0: {} failed", o.failed);
     }
+}
+
+/// systemd socket activation, with systemd's own `systemd-socket-activate`
+/// standing in for PID 1: the connection made before regproxy exists waits
+/// in the socket's queue and is answered once it starts.
+#[test]
+fn socket_activation_serves_the_passed_socket() {
+    if Command::new("systemd-socket-activate")
+        .arg("--help")
+        .output()
+        .is_err()
+    {
+        eprintln!("SKIP: systemd-socket-activate is not installed (apt-get install systemd)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users");
+    support::write_htpasswd(&users, &[("ci", "ci-password")]);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = dir.path().join("regproxy.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:{port}\"\nworkers = 2\n[auth]\nhtpasswd = \"{}\"\n[upstream]\nservers = [\"127.0.0.1:9\"]\n[log]\naccess = \"off\"\n",
+            users.display()
+        ),
+    )
+    .unwrap();
+    let stderr = dir.path().join("stderr");
+    let mut child = Command::new("systemd-socket-activate")
+        .arg("-l")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg(support::proxy::bin())
+        .arg("--config")
+        .arg(&config)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .unwrap();
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let answered = support::wait_for(Duration::from_secs(30), || {
+        support::http::get(addr, "/v2/", None, &[]).ok()
+    });
+    let log = std::fs::read_to_string(&stderr).unwrap();
+    // Same PID: systemd-socket-activate execs regproxy.
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(answered.map(|r| r.status), Some(401), "{log}");
+    assert!(log.contains("using the sockets systemd passed"), "{log}");
 }

@@ -327,7 +327,7 @@ fn parsers() {
         "Features for eth0:\ntcp-segmentation-offload: on\ngeneric-segmentation-offload: off [fixed]\ngeneric-receive-offload: on\nrx-checksumming: on\n",
     );
     assert_eq!(e.len(), 3);
-    assert_eq!(e["generic-segmentation-offload"], false);
+    assert!(!e["generic-segmentation-offload"]);
 }
 
 #[test]
