@@ -47,7 +47,8 @@ impl Directive {
     }
 }
 
-/// A problem that stops reading: `FILE:LINE: message`.
+/// A problem that stops reading: `FILE:LINE: message` (`FILE: message`
+/// when the file itself cannot be read).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParseError {
     pub file: PathBuf,
@@ -57,7 +58,12 @@ pub struct ParseError {
 
 impl fmt::Display for ParseError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}: {}", self.file.display(), self.line, self.message)
+        if self.line == 0 {
+            // A file that cannot be read has no line to point at.
+            write!(f, "{}: {}", self.file.display(), self.message)
+        } else {
+            write!(f, "{}:{}: {}", self.file.display(), self.line, self.message)
+        }
     }
 }
 

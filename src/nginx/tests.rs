@@ -186,6 +186,11 @@ fn include_problems_point_at_the_include() {
         load(&src, Path::new("/n/glob.conf")).expect("empty glob"),
         vec![]
     );
+    let e = load(&src, Path::new("/n/none.conf")).expect_err("no main file");
+    assert!(
+        e.to_string().starts_with("/n/none.conf: cannot read: "),
+        "{e}"
+    );
     let e = load(&src, Path::new("/n/loop.conf")).expect_err("loop");
     assert!(e.to_string().contains("nested deeper"), "{e}");
     let e = load(&src, Path::new("/n/bad.conf")).expect_err("broken");
