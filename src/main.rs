@@ -369,11 +369,17 @@ fn serve(path: &Path) -> anyhow::Result<()> {
     };
     regproxy::relay::splice::configure(config.splice_pipe_size);
     // Duplicates for the next process, taken before the workers own them.
-    let for_handoff = listeners
-        .iter()
-        .map(std::net::TcpListener::try_clone)
-        .collect::<std::io::Result<Vec<_>>>()
-        .context("cannot duplicate the listening sockets")?;
+    // Only with a hand-over socket: a duplicate keeps the listening socket
+    // open, so without a successor to take it, SIGTERM would leave the
+    // kernel queueing connections nobody will accept instead of refusing.
+    let for_handoff = match &config.handoff_socket {
+        Some(_) => listeners
+            .iter()
+            .map(std::net::TcpListener::try_clone)
+            .collect::<std::io::Result<Vec<_>>>()
+            .context("cannot duplicate the listening sockets")?,
+        None => Vec::new(),
+    };
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let mut handles = Vec::with_capacity(workers);
     for (id, (listener, stop)) in listeners.into_iter().zip(stops).enumerate() {

@@ -855,9 +855,10 @@ fn stale_pooled_connection_retries_get_but_never_resends_post() {
     );
 
     // The pool now holds connection 1; its next request meets the close.
+    // A monolithic upload (with `digest`): a POST whose body is forwarded.
     let r = f.once(
         "POST",
-        "/v2/relay/stale/blobs/uploads/",
+        "/v2/relay/stale/blobs/uploads/?digest=sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824",
         Some(USER),
         b"hello",
     );
