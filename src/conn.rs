@@ -11,7 +11,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::access_log::{AccessLog, Entry};
 use crate::auth::acl::{Decision, Identity};
@@ -21,22 +21,22 @@ use crate::client_addr;
 use crate::config::Config;
 use crate::error::{chunk_error, ProxyError, Side};
 use crate::http::head::{
-    parse_request, parse_response, Method, Parse, RequestBody, RequestHead, ResponseBody,
-    ResponseHead, Version,
+    parse_request, Method, Parse, RequestBody, RequestHead, ResponseBody, Version,
 };
 use crate::http::write::{self, ClientFraming, Forwarding, CONTINUE_100};
 use crate::lingering::{self, BodyState, DiscardError, Plan};
 use crate::live::AuthState;
 use crate::metrics::WorkerMetrics;
 use crate::policy::{self, Route};
-use crate::relay::{
-    self, Buffered, Encode, Framing, Io, Moved, RelayError, Timeouts, READ_BUF_BYTES,
-};
+use crate::relay::{self, Buffered, Encode, Framing, Io, Moved, Timeouts};
 use crate::reload::Snapshot;
 use crate::route;
 use crate::shutdown::Drain;
-use crate::upstream::pool::{is_stale_connection_error, Pool, Upstream};
-use monoio::net::TcpStream;
+use crate::upstream::pool::{Pool, Upstream};
+
+mod upstream;
+
+use upstream::{read_response_head, relay_error, send_request, take_buf, Attempt};
 
 /// Everything a worker's requests share. One per worker, never across cores.
 pub struct Ctx {
@@ -634,148 +634,6 @@ fn encoding(f: ClientFraming) -> Encode {
         Encode::Raw
     } else {
         Encode::Chunked
-    }
-}
-
-/// How one attempt at the registry failed.
-enum Attempt {
-    /// The connection was dead before the registry saw the request.
-    Stale(std::io::Error),
-    /// Writing the request body to the registry failed; it may have
-    /// answered early.
-    BodyRefused(ProxyError),
-    Failed(ProxyError),
-}
-
-/// Forwards the head and the request body (framed as `body`).
-async fn send_request<S: Io>(
-    ctx: &Ctx,
-    conn: &mut Conn<S>,
-    body: RequestBody,
-    up: &mut TcpStream,
-    t: Timeouts,
-    ex: &mut Exchange,
-) -> Result<(), Attempt> {
-    let (res, buf) = relay::write_all(up, std::mem::take(&mut conn.out), t.dst).await;
-    conn.out = buf;
-    if let Err(e) = res {
-        return Err(if is_stale_connection_error(&e) {
-            Attempt::Stale(e)
-        } else {
-            Attempt::Failed(upstream_io(e))
-        });
-    }
-    ex.forwarded = true;
-    let body = match body {
-        RequestBody::None => return Ok(()),
-        RequestBody::Length(n) => Framing::Length(n),
-        RequestBody::Chunked => Framing::Chunked,
-    };
-    let moved = relay::relay_body(
-        &mut conn.client,
-        up,
-        body,
-        Encode::Chunked,
-        t,
-        &mut conn.out,
-    )
-    .await;
-    let moved = moved.map_err(|e| match e {
-        RelayError::Dst(io) => {
-            ex.body = BodyState::Abandoned;
-            Attempt::BodyRefused(upstream_io(io))
-        }
-        other => {
-            ex.body = BodyState::Broken;
-            Attempt::Failed(relay_error(other, Side::Client))
-        }
-    })?;
-    ex.body = BodyState::Done;
-    ex.bytes_in = moved.body;
-    WorkerMetrics::add(&ctx.m().request_body_bytes_total, moved.body);
-    WorkerMetrics::add(&ctx.m().spliced_bytes_total, moved.spliced);
-    Ok(())
-}
-
-/// Reads the registry's response head; `timeout` bounds the whole head,
-/// not each read, so a registry trickling a byte at a time cannot hold the
-/// request past it.
-async fn read_response_head(
-    reader: &mut Buffered<TcpStream>,
-    method: &Method,
-    timeout: Duration,
-) -> Result<ResponseHead, Attempt> {
-    let deadline = Instant::now() + timeout;
-    let mut received_any = false;
-    loop {
-        if !reader.unconsumed().is_empty() {
-            match parse_response(reader.unconsumed(), method) {
-                Ok(Parse::Complete { head, len }) => {
-                    reader.consume(len);
-                    // RFC 9110 §15.2: interim responses are not forwarded; we
-                    // sent no Expect and no Upgrade, so none is meant for the
-                    // client.
-                    if (100..200).contains(&head.status) {
-                        if head.status == 101 {
-                            return Err(Attempt::Failed(ProxyError::UpstreamProtocol(
-                                "unexpected protocol switch",
-                            )));
-                        }
-                        continue;
-                    }
-                    return Ok(head);
-                }
-                Ok(Parse::Partial) => {}
-                Err(e) => return Err(Attempt::Failed(e.into())),
-            }
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(Attempt::Failed(ProxyError::UpstreamTimeout));
-        }
-        match reader.fill(left).await {
-            Ok(0) if !received_any => {
-                return Err(Attempt::Stale(std::io::ErrorKind::UnexpectedEof.into()))
-            }
-            Ok(0) => {
-                return Err(Attempt::Failed(ProxyError::UpstreamProtocol(
-                    "connection closed inside response head",
-                )))
-            }
-            Ok(_) => received_any = true,
-            Err(e) if !received_any && is_stale_connection_error(&e) => {
-                return Err(Attempt::Stale(e))
-            }
-            Err(e) => return Err(Attempt::Failed(upstream_io(e))),
-        }
-    }
-}
-
-/// The connection's spare upstream buffer, allocated on first use.
-fn take_buf(spare: &mut Vec<u8>) -> Vec<u8> {
-    let mut buf = std::mem::take(spare);
-    buf.clear();
-    if buf.capacity() < READ_BUF_BYTES {
-        buf = Vec::with_capacity(READ_BUF_BYTES);
-    }
-    buf
-}
-
-fn upstream_io(e: std::io::Error) -> ProxyError {
-    if e.kind() == std::io::ErrorKind::TimedOut {
-        ProxyError::UpstreamTimeout
-    } else {
-        ProxyError::UpstreamFailed(e)
-    }
-}
-
-/// Maps a relay failure to the side that caused it. `src` is who was sending.
-fn relay_error(e: RelayError, src: Side) -> ProxyError {
-    let client_io = ProxyError::ClientIo;
-    match (e, src) {
-        (RelayError::Framing(c), side) => chunk_error(side, c),
-        (RelayError::Src(e), Side::Upstream) | (RelayError::Dst(e), Side::Client) => upstream_io(e),
-        (RelayError::Src(e), _) | (RelayError::Dst(e), _) => client_io(e),
     }
 }
 
