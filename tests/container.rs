@@ -13,9 +13,10 @@ mod support;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
+use support::dockerd::Dockerd;
 use support::registry::Registry;
 
 const TARGET: &str = "x86_64-unknown-linux-gnu";
@@ -44,101 +45,33 @@ fn static_binary() -> PathBuf {
     bin
 }
 
-/// A private dockerd, stopped by PID on drop.
-struct Dockerd {
-    child: Child,
-    sock: String,
-    _dir: tempfile::TempDir,
+/// The shared private dockerd (`support::dockerd`), or a loud skip where
+/// it cannot run.
+fn start_dockerd() -> Option<Dockerd> {
+    Dockerd::start(&[])
+        .map_err(|why| eprintln!("SKIP: cannot run dockerd here: {why}"))
+        .ok()
 }
 
-impl Dockerd {
-    fn start() -> Option<Dockerd> {
-        let dir = tempfile::Builder::new()
-            .prefix("regproxy-dockerd-")
-            .tempdir()
-            .unwrap();
-        let p = dir.path();
-        let sock = format!("unix://{}", p.join("docker.sock").display());
-        let child = Command::new("dockerd")
-            .arg("--data-root")
-            .arg(p.join("data"))
-            .arg("--exec-root")
-            .arg(p.join("exec"))
-            .args(["-H", &sock, "--pidfile"])
-            .arg(p.join("docker.pid"))
-            .args([
-                "--bridge=none",
-                "--iptables=false",
-                "--ip6tables=false",
-                "--ip-masq=false",
-                "--storage-driver",
-                "vfs",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(p.join("dockerd.log")).unwrap())
-            .spawn();
-        let child = match child {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!("SKIP: cannot run dockerd ({e})");
-                return None;
-            }
-        };
-        let d = Dockerd {
-            child,
-            sock,
-            _dir: dir,
-        };
-        let up = support::wait_for(Duration::from_secs(30), || {
-            d.docker(&["version"]).status.success().then_some(())
-        });
-        if up.is_none() {
-            let log =
-                std::fs::read_to_string(d._dir.path().join("dockerd.log")).unwrap_or_default();
-            eprintln!("SKIP: dockerd did not start here:\n{log}");
-            return None;
-        }
-        Some(d)
-    }
-
-    fn docker(&self, args: &[&str]) -> Output {
-        Command::new("docker")
-            .arg("-H")
-            .arg(&self.sock)
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.docker(args);
-        assert!(
-            out.status.success(),
-            "docker {args:?} failed:\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
-    }
+/// `docker ARGS` against `d`.
+fn run(d: &Dockerd, args: &[&str]) -> Output {
+    d.docker(None)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
 }
 
-impl Drop for Dockerd {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-        if support::wait_for(Duration::from_secs(15), || {
-            self.child.try_wait().ok().flatten()
-        })
-        .is_none()
-        {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
+/// `docker ARGS` against `d`, which must succeed; its trimmed stdout.
+fn ok(d: &Dockerd, args: &[&str]) -> String {
+    let out = run(d, args);
+    assert!(
+        out.status.success(),
+        "docker {args:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 fn free_port() -> u16 {
@@ -151,7 +84,7 @@ fn free_port() -> u16 {
 
 #[test]
 fn scratch_image_carries_docker_push_and_pull() {
-    let Some(docker) = Dockerd::start() else {
+    let Some(docker) = start_dockerd() else {
         return;
     };
     let bin = static_binary();
@@ -172,13 +105,16 @@ fn scratch_image_carries_docker_push_and_pull() {
         ),
     )
     .unwrap();
-    docker.ok(&[
-        "build",
-        "-q",
-        "-t",
-        "regproxy-test:scratch",
-        ctx.to_str().unwrap(),
-    ]);
+    ok(
+        &docker,
+        &[
+            "build",
+            "-q",
+            "-t",
+            "regproxy-test:scratch",
+            ctx.to_str().unwrap(),
+        ],
+    );
 
     // Config, users and the registry it fronts, mounted read-only.
     let registry = Registry::start();
@@ -200,16 +136,19 @@ fn scratch_image_carries_docker_push_and_pull() {
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
     }
     let mount = format!("{}:/etc/regproxy:ro", etc.display());
-    let id = docker.ok(&[
-        "run",
-        "-d",
-        "--network",
-        "host",
-        "-v",
-        &mount,
-        "regproxy-test:scratch",
-    ]);
-    let user = docker.ok(&["inspect", "-f", "{{.Config.User}}", &id]);
+    let id = ok(
+        &docker,
+        &[
+            "run",
+            "-d",
+            "--network",
+            "host",
+            "-v",
+            &mount,
+            "regproxy-test:scratch",
+        ],
+    );
+    let user = ok(&docker, &["inspect", "-f", "{{.Config.User}}", &id]);
     assert_eq!(user, "65532:65532", "the image runs as non-root");
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let up = support::wait_for(Duration::from_secs(20), || {
@@ -217,16 +156,19 @@ fn scratch_image_carries_docker_push_and_pull() {
             .ok()
             .map(|r| r.status)
     });
-    assert_eq!(up, Some(401), "logs:\n{}", docker.ok(&["logs", &id]));
+    assert_eq!(up, Some(401), "logs:\n{}", ok(&docker, &["logs", &id]));
 
     // docker push and pull through the container (127.0.0.0/8 registries
     // may be plain HTTP for docker). The regproxy image itself is pushed;
     // a second image of random content, not in use, makes the round trip.
     let registry_host = format!("127.0.0.1:{port}");
-    docker.ok(&["login", "-u", USER.0, "-p", USER.1, &registry_host]);
+    ok(
+        &docker,
+        &["login", "-u", USER.0, "-p", USER.1, &registry_host],
+    );
     let own = format!("{registry_host}/scaleout/regproxy:scratch");
-    docker.ok(&["tag", "regproxy-test:scratch", &own]);
-    docker.ok(&["push", &own]);
+    ok(&docker, &["tag", "regproxy-test:scratch", &own]);
+    ok(&docker, &["push", &own]);
 
     let payload_ctx = dir.path().join("payload");
     std::fs::create_dir_all(&payload_ctx).unwrap();
@@ -239,22 +181,25 @@ fn scratch_image_carries_docker_push_and_pull() {
     )
     .unwrap();
     let image = format!("{registry_host}/scaleout/payload:1");
-    docker.ok(&["build", "-q", "-t", &image, payload_ctx.to_str().unwrap()]);
-    let pushed = docker.ok(&["inspect", "-f", "{{.Id}}", &image]);
-    docker.ok(&["push", &image]);
-    docker.ok(&["rmi", &image]);
+    ok(
+        &docker,
+        &["build", "-q", "-t", &image, payload_ctx.to_str().unwrap()],
+    );
+    let pushed = ok(&docker, &["inspect", "-f", "{{.Id}}", &image]);
+    ok(&docker, &["push", &image]);
+    ok(&docker, &["rmi", &image]);
     assert!(
-        !docker.docker(&["inspect", &image]).status.success(),
+        !run(&docker, &["inspect", &image]).status.success(),
         "image still local"
     );
-    docker.ok(&["pull", &image]);
-    let pulled = docker.ok(&["inspect", "-f", "{{.Id}}", &image]);
+    ok(&docker, &["pull", &image]);
+    let pulled = ok(&docker, &["inspect", "-f", "{{.Id}}", &image]);
     assert_eq!(pulled, pushed, "the pulled image is the pushed one");
 
     // SIGTERM drains and exits cleanly.
-    docker.ok(&["stop", "-t", "20", &id]);
-    let code = docker.ok(&["inspect", "-f", "{{.State.ExitCode}}", &id]);
-    let logs = docker.docker(&["logs", &id]);
+    ok(&docker, &["stop", "-t", "20", &id]);
+    let code = ok(&docker, &["inspect", "-f", "{{.State.ExitCode}}", &id]);
+    let logs = run(&docker, &["logs", &id]);
     assert_eq!(code, "0", "{}", String::from_utf8_lossy(&logs.stderr));
-    let _ = docker.docker(&["rm", "-f", &id]);
+    let _ = run(&docker, &["rm", "-f", &id]);
 }
