@@ -74,14 +74,6 @@ fn ok(d: &Dockerd, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
 fn scratch_image_carries_docker_push_and_pull() {
     let Some(docker) = start_dockerd() else {
@@ -118,7 +110,7 @@ fn scratch_image_carries_docker_push_and_pull() {
 
     // Config, users and the registry it fronts, mounted read-only.
     let registry = Registry::start();
-    let port = free_port();
+    let port = support::free_port();
     let etc = dir.path().join("etc");
     std::fs::create_dir_all(&etc).unwrap();
     support::write_htpasswd(&etc.join("htpasswd"), &[USER]);

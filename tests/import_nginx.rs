@@ -8,7 +8,7 @@
 
 mod support;
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
@@ -262,15 +262,6 @@ http {
 
 // === the recipe's statuses, nginx against its conversion ===
 
-/// A free loopback port (bound then released, as bench/compare does).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// nginx lives in /usr/sbin, which a normal user's PATH may lack.
 fn nginx_bin() -> &'static str {
     if Path::new("/usr/sbin/nginx").exists() {
@@ -375,7 +366,7 @@ fn the_recipe_and_its_conversion_answer_alike() {
 
     // nginx: the recipe with the substitutions bench/compare makes (listen
     // address, upstream address, file paths); nothing else changes.
-    let port = free_port();
+    let port = support::free_port();
     let nginx_conf = conf
         .replace("listen 443 ssl;", &format!("listen 127.0.0.1:{port} ssl;"))
         .replace(

@@ -21,17 +21,6 @@ use support::skopeo::sha256_digest;
 
 const USER: (&str, &str) = ("testuser", "testpassword");
 
-/// A loopback port that was free a moment ago, for programs that cannot be
-/// told to bind port 0 and report it (HAProxy, a registry restarted on the
-/// same address).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Connects to `to` from the loopback address `from`, as a client on
 /// another host would.
 fn connect_from(from: &str, to: SocketAddr) -> std::io::Result<TcpStream> {
@@ -142,7 +131,7 @@ trusted_proxies = ["127.0.0.1"]
         ),
         &dir.path().join("proxy"),
     );
-    let (p1, p2) = (free_port(), free_port());
+    let (p1, p2) = (support::free_port(), support::free_port());
     let Some(_haproxy) = Haproxy::start(
         dir.path(),
         &format!(
@@ -400,7 +389,7 @@ impl Replica {
 
     /// On `ip` (an address of this host, e.g. the host end of a veth pair).
     fn start_on(dir: &Path, name: &str, storage: &Path, ip: &str) -> Replica {
-        let addr: SocketAddr = format!("{ip}:{}", free_port()).parse().unwrap();
+        let addr: SocketAddr = format!("{ip}:{}", support::free_port()).parse().unwrap();
         let config = dir.join(format!("{name}.yml"));
         std::fs::write(
             &config,
@@ -813,7 +802,7 @@ fn two_regproxies_behind_haproxy_send_proxy_v2_one_killed_mid_run() {
         &dir.path().join("p2"),
         &proxy_conf(2, r2.addr),
     );
-    let port = free_port();
+    let port = support::free_port();
     let Some(_haproxy) = Haproxy::start(
         dir.path(),
         &format!(

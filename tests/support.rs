@@ -42,6 +42,17 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+/// A loopback port that was free a moment ago, for programs that cannot be
+/// told to bind port 0 and report it (nginx, HAProxy, a container, a
+/// registry restarted on the same address).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind a free loopback port")
+        .local_addr()
+        .expect("local address")
+        .port()
+}
+
 /// bcrypt cost used by the tests unless they need another: the recipe's
 /// `htpasswd -B` default is 5, which keeps the hash at a few milliseconds.
 pub const BCRYPT_COST: u32 = 5;
