@@ -63,6 +63,12 @@ pub struct Config {
     /// Bytes each splice pipe is enlarged to (F_SETPIPE_SZ), before the
     /// kernel's `pipe-max-size` cap applied at start.
     pub splice_pipe_size: usize,
+    /// Client connections for the whole process; `None`: derived from the
+    /// descriptor limit at start (`admission::Limits`).
+    pub max_connections: Option<u64>,
+    /// Client connections per client address; `Some(0)`: off; `None`: a
+    /// quarter of `max_connections`, at least 256.
+    pub max_connections_per_ip: Option<u32>,
     /// Groups declared in the config (`[groups]`), merged with `auth.groups`.
     pub groups: BTreeMap<String, Vec<String>>,
     /// `[[access]]` rules, validated, in order; `None`: `push_users` decides.
@@ -103,6 +109,8 @@ struct RawConfig {
     driver: Driver,
     proxy_protocol: Option<Spanned<ProxyMode>>,
     splice_pipe_size: Option<Spanned<usize>>,
+    max_connections: Option<Spanned<u64>>,
+    max_connections_per_ip: Option<Spanned<u32>>,
     #[serde(default)]
     groups: BTreeMap<String, Vec<String>>,
     access: Option<Vec<Spanned<RawRule>>>,
@@ -126,6 +134,10 @@ fn default_driver() -> Driver {
 /// `splice_pipe_size` bounds: a page, and the largest pipe Linux makes
 /// (1 GiB, even for root).
 const SPLICE_PIPE_SIZE_RANGE: std::ops::RangeInclusive<usize> = 4096..=1 << 30;
+
+/// `max_connections` bounds: at least one, at most what any kernel's
+/// descriptor ceiling (`fs.nr_open`, 2³⁰ at most) could hold.
+const MAX_CONNECTIONS_RANGE: std::ops::RangeInclusive<u64> = 1..=1 << 30;
 
 /// Durations are written as humans write them: "5s", "900s", "5m", "1h 30m".
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
@@ -294,6 +306,21 @@ impl Config {
                 ))
             }
         };
+        let max_connections = match raw.max_connections {
+            None => None,
+            Some(m) if MAX_CONNECTIONS_RANGE.contains(m.get_ref()) => Some(*m.get_ref()),
+            Some(m) => {
+                return Err(l.located(
+                    m.span(),
+                    format!(
+                        "max_connections = {} is outside {}..={}; leave it out to derive it from the descriptor limit",
+                        m.get_ref(),
+                        MAX_CONNECTIONS_RANGE.start(),
+                        MAX_CONNECTIONS_RANGE.end()
+                    ),
+                ))
+            }
+        };
         let access = access_rules(&l, raw.access, raw.auth.push_users.is_some())?;
         let forwarding = raw.forwarding.build(&l)?;
         let proxy_protocol = proxy_mode(&l, raw.proxy_protocol, &forwarding)?;
@@ -313,6 +340,8 @@ impl Config {
             handoff_socket: raw.handoff_socket.map(|p| l.resolve(&p)),
             driver: raw.driver,
             splice_pipe_size,
+            max_connections,
+            max_connections_per_ip: raw.max_connections_per_ip.map(Spanned::into_inner),
             groups: raw.groups,
             access,
         })
@@ -436,6 +465,27 @@ servers = ["127.0.0.1:5000"]
         assert_eq!(c.access_log, AccessLogTarget::Stdout);
         assert!(!c.forwarding.trust_forwarded_headers);
         assert!(!c.forwarding.forward_authorization);
+    }
+
+    #[test]
+    fn connection_caps_default_to_derived_and_reject_zero_with_its_line() {
+        let dir = fixture();
+        let c = parse(dir.path(), MINIMAL).expect("valid");
+        assert_eq!((c.max_connections, c.max_connections_per_ip), (None, None));
+        let text = format!("max_connections = 5000\nmax_connections_per_ip = 0\n{MINIMAL}");
+        let c = parse(dir.path(), &text).expect("valid");
+        assert_eq!(
+            (c.max_connections, c.max_connections_per_ip),
+            (Some(5000), Some(0))
+        );
+        let text = format!("\nmax_connections = 0\n{MINIMAL}");
+        let msg = parse(dir.path(), &text).expect_err("zero").to_string();
+        assert!(
+            msg.contains(":2:") && msg.contains("max_connections = 0"),
+            "{msg}"
+        );
+        let text = format!("max_connections_per_ip = -1\n{MINIMAL}");
+        assert!(parse(dir.path(), &text).is_err());
     }
 
     #[test]

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::access_log::{AccessLog, Entry};
+use crate::admission::Slot;
 use crate::auth::acl::{Decision, Identity};
 use crate::auth::basic::{self, Credentials};
 use crate::auth::cache::{AuthFailure, LocalVerifier};
@@ -28,7 +29,7 @@ use crate::lingering::{self, BodyState, DiscardError, Plan};
 use crate::live::AuthState;
 use crate::metrics::WorkerMetrics;
 use crate::policy::{self, Route};
-use crate::relay::{self, Buffered, Encode, Framing, Io, Moved, Timeouts};
+use crate::relay::{self, bufpool, Buffered, Encode, Framing, Io, Moved, Timeouts};
 use crate::reload::Snapshot;
 use crate::route;
 use crate::shutdown::Drain;
@@ -36,7 +37,7 @@ use crate::upstream::pool::{Pool, Upstream};
 
 mod upstream;
 
-use upstream::{read_response_head, relay_error, send_request, take_buf, Attempt};
+use upstream::{read_response_head, relay_error, send_request, Attempt};
 
 /// Everything a worker's requests share. One per worker, never across cores.
 pub struct Ctx {
@@ -62,11 +63,24 @@ struct Conn<S> {
     client: Buffered<S>,
     peer: SocketAddr,
     tls: bool,
-    /// Spare read buffer for the upstream side of each exchange.
-    upstream_buf: Vec<u8>,
     /// Scratch for heads and re-encoded chunks.
     out: Vec<u8>,
 }
+
+impl<S: Io> Conn<S> {
+    /// Between requests a connection keeps only small buffers: tens of
+    /// thousands of idle keep-alive connections must not hold 64 KiB each.
+    fn idle(&mut self) {
+        self.client.release();
+        if self.out.capacity() > IDLE_SCRATCH_BYTES {
+            self.out = Vec::new();
+        }
+    }
+}
+
+/// Scratch kept between requests; a larger one (a big head, re-encoded
+/// chunks) is freed and allocated again by the next request that needs it.
+const IDLE_SCRATCH_BYTES: usize = 1024;
 
 /// What the access log and the connection's fate need to know about one
 /// request.
@@ -107,119 +121,145 @@ impl Exchange {
 }
 
 /// Serves one client connection until it closes, fails, or the worker drains.
-pub async fn serve<S: Io>(ctx: Rc<Ctx>, io: S, peer: SocketAddr, tls: bool) {
+///
+/// `slot` is the connection's standing with the worker's admission: busy
+/// while a request is in flight, waiting (sheddable) between requests.
+pub async fn serve<S: Io>(ctx: Rc<Ctx>, io: S, peer: SocketAddr, tls: bool, slot: Rc<Slot>) {
     let mut conn = Conn {
         client: Buffered::new(io),
         peer,
         tls,
-        upstream_buf: Vec::new(),
-        out: Vec::with_capacity(4096),
+        out: Vec::new(),
     };
-    let lingering = ctx.config.client.lingering;
-    let mut end = End::Close;
     let mut first = true;
-    loop {
+    let end = loop {
         let head = match read_head(&ctx, &mut conn, first).await {
             Ok(Some(head)) => head,
-            Ok(None) => break,
+            Ok(None) => break End::Close,
             Err(e) => {
                 // A bad head: answer, log, and close (RFC 9112 §11.2).
-                let started = Instant::now();
-                let mut ex = Exchange::new(RequestBody::None);
-                fail(&ctx, &mut conn, &mut ex, &e, false).await;
-                ctx.log.record(&Entry {
-                    client: peer.ip(),
-                    user: None,
-                    method: "-",
-                    target: "-",
-                    http10: false,
-                    status: ex.status,
-                    bytes_in: 0,
-                    bytes_out: 0,
-                    duration: started.elapsed(),
-                    user_agent: None,
-                    error: Some(&e.to_string()),
-                });
-                break;
+                Box::pin(bad_head(&ctx, &mut conn, &e)).await;
+                break End::Close;
             }
         };
         first = false;
-        WorkerMetrics::inc(&ctx.m().requests_total);
-        let started = Instant::now();
-        let mut ex = Exchange::new(head.body);
-        // The address the brute-force limiter counts and the log records:
-        // behind a trusted balancer, the client it reports, not the
-        // balancer (src/client_addr.rs). Upstream headers still name the peer.
-        let client = client_addr::of_request(peer.ip(), &ctx.config.forwarding, &head).ip;
-        let result = exchange(&ctx, &mut conn, &head, &mut ex, client).await;
-        // What the unread rest of the request, if any, calls for.
-        let plan = lingering::plan(
-            ex.body,
-            head.body,
-            head.expect_continue && !ex.continued,
-            lingering.discard_limit,
-        );
-        let error = match &result {
-            Ok(()) => None,
-            Err(e) => {
-                ex.keep_alive = !e.closes_connection()
-                    && head.keep_alive
-                    && head.version == Version::Http11
-                    && plan.may_keep_alive();
-                fail(&ctx, &mut conn, &mut ex, e, head.method == Method::Head).await;
-                Some(if ex.forwarded && ex.body == BodyState::Broken {
-                    format!("{e} (the registry saw the head and part of the body)")
-                } else {
-                    e.to_string()
-                })
-            }
-        };
-        ctx.m().count_status(ex.status);
-        ctx.log.record(&Entry {
-            client,
-            user: ex.user.as_deref(),
-            method: head.method.as_str(),
-            target: head.target(),
-            http10: head.version == Version::Http10,
-            status: ex.status,
-            bytes_in: ex.bytes_in,
-            bytes_out: ex.bytes_out,
-            duration: started.elapsed(),
-            user_agent: head.header("user-agent"),
-            error: error.as_deref(),
-        });
-        let keep_alive = ex.keep_alive && !ctx.drain.is_draining();
-        end = match (plan, keep_alive) {
-            (Plan::Clean, true) => continue,
-            (Plan::Discard, true) => {
-                match lingering::discard(&mut conn.client, head.body, &lingering).await {
-                    Ok(read) => {
-                        WorkerMetrics::add(&ctx.m().discarded_bytes_total, read);
-                        WorkerMetrics::inc(&ctx.m().discarded_bodies_total);
-                        continue;
-                    }
-                    Err(DiscardError::TooLarge(read)) => {
-                        WorkerMetrics::add(&ctx.m().discarded_bytes_total, read);
-                        End::Linger(lingering.discard_limit.saturating_sub(read))
-                    }
-                    // A broken or stalled body: nothing to wait for.
-                    Err(DiscardError::Framing(_) | DiscardError::Io(_)) => End::Close,
-                }
-            }
-            (Plan::Discard | Plan::Linger, _) => End::Linger(lingering.discard_limit),
-            (Plan::Clean | Plan::Close, _) => End::Close,
-        };
-        break;
-    }
+        slot.busy();
+        // Boxed, like every step but read_head: their state exists only
+        // while a request is in flight, so the task of a connection that
+        // waits for a head stays small (`admission`).
+        if let Some(end) = Box::pin(request(&ctx, &mut conn, &head, &slot)).await {
+            break end;
+        }
+    };
     match end {
         End::Close => {
             let _ = monoio::io::AsyncWriteRent::shutdown(&mut conn.client.io).await;
         }
         End::Linger(budget) => {
+            let lingering = &ctx.config.client.lingering;
             WorkerMetrics::inc(&ctx.m().lingering_closes_total);
-            let read = lingering::close(&mut conn.client, budget, &lingering).await;
+            let read = Box::pin(lingering::close(&mut conn.client, budget, lingering)).await;
             WorkerMetrics::add(&ctx.m().discarded_bytes_total, read);
         }
+    }
+}
+
+/// Answers and logs a request head that could not be parsed.
+async fn bad_head<S: Io>(ctx: &Ctx, conn: &mut Conn<S>, e: &ProxyError) {
+    let started = Instant::now();
+    let mut ex = Exchange::new(RequestBody::None);
+    fail(ctx, conn, &mut ex, e, false).await;
+    ctx.log.record(&Entry {
+        client: conn.peer.ip(),
+        user: None,
+        method: "-",
+        target: "-",
+        http10: false,
+        status: ex.status,
+        bytes_in: 0,
+        bytes_out: 0,
+        duration: started.elapsed(),
+        user_agent: None,
+        error: Some(&e.to_string()),
+    });
+}
+
+/// One request after its head: the exchange, its answer on failure, the
+/// log line, and what the connection does next (`None`: read the next
+/// request).
+async fn request<S: Io>(
+    ctx: &Ctx,
+    conn: &mut Conn<S>,
+    head: &RequestHead,
+    slot: &Rc<Slot>,
+) -> Option<End> {
+    let lingering = ctx.config.client.lingering;
+    WorkerMetrics::inc(&ctx.m().requests_total);
+    let started = Instant::now();
+    let mut ex = Exchange::new(head.body);
+    // The address the brute-force limiter counts and the log records:
+    // behind a trusted balancer, the client it reports, not the
+    // balancer (src/client_addr.rs). Upstream headers still name the peer.
+    let client = client_addr::of_request(conn.peer.ip(), &ctx.config.forwarding, head).ip;
+    let result = exchange(ctx, conn, head, &mut ex, client).await;
+    // What the unread rest of the request, if any, calls for.
+    let plan = lingering::plan(
+        ex.body,
+        head.body,
+        head.expect_continue && !ex.continued,
+        lingering.discard_limit,
+    );
+    let error = match &result {
+        Ok(()) => None,
+        Err(e) => {
+            ex.keep_alive = !e.closes_connection()
+                && head.keep_alive
+                && head.version == Version::Http11
+                && plan.may_keep_alive();
+            fail(ctx, conn, &mut ex, e, head.method == Method::Head).await;
+            Some(if ex.forwarded && ex.body == BodyState::Broken {
+                format!("{e} (the registry saw the head and part of the body)")
+            } else {
+                e.to_string()
+            })
+        }
+    };
+    ctx.m().count_status(ex.status);
+    ctx.log.record(&Entry {
+        client,
+        user: ex.user.as_deref(),
+        method: head.method.as_str(),
+        target: head.target(),
+        http10: head.version == Version::Http10,
+        status: ex.status,
+        bytes_in: ex.bytes_in,
+        bytes_out: ex.bytes_out,
+        duration: started.elapsed(),
+        user_agent: head.header("user-agent"),
+        error: error.as_deref(),
+    });
+    let keep_alive = ex.keep_alive && !ctx.drain.is_draining();
+    slot.waiting(ex.user.is_some());
+    conn.idle();
+    match (plan, keep_alive) {
+        (Plan::Clean, true) => None,
+        (Plan::Discard, true) => {
+            match lingering::discard(&mut conn.client, head.body, &lingering).await {
+                Ok(read) => {
+                    WorkerMetrics::add(&ctx.m().discarded_bytes_total, read);
+                    WorkerMetrics::inc(&ctx.m().discarded_bodies_total);
+                    None
+                }
+                Err(DiscardError::TooLarge(read)) => {
+                    WorkerMetrics::add(&ctx.m().discarded_bytes_total, read);
+                    Some(End::Linger(lingering.discard_limit.saturating_sub(read)))
+                }
+                // A broken or stalled body: nothing to wait for.
+                Err(DiscardError::Framing(_) | DiscardError::Io(_)) => Some(End::Close),
+            }
+        }
+        (Plan::Discard | Plan::Linger, _) => Some(End::Linger(lingering.discard_limit)),
+        (Plan::Clean | Plan::Close, _) => Some(End::Close),
     }
 }
 
@@ -234,20 +274,19 @@ enum End {
 
 /// Reads the next request head. `Ok(None)`: the client closed cleanly
 /// between requests, idled out, or the worker is draining.
+///
+/// The first head has no timer here: the worker's admission sweep closes a
+/// connection whose first head is not complete within `header_timeout` of
+/// its accept (nginx: client_header_timeout), so a connection that waits
+/// for it holds no timer entry. Between requests a connection may idle for
+/// `idle_timeout` (nginx: keepalive_timeout); once a later head has begun
+/// it must arrive whole within `header_timeout`.
 async fn read_head<S: Io>(
     ctx: &Ctx,
     conn: &mut Conn<S>,
     first: bool,
 ) -> Result<Option<RequestHead>, ProxyError> {
     let cfg = &ctx.config.client;
-    // Between requests a connection may idle (nginx: keepalive_timeout);
-    // once a head has begun it must arrive whole within the header timeout
-    // (nginx: client_header_timeout), which also bounds the first request.
-    let idle_timeout = if first {
-        cfg.header_timeout
-    } else {
-        cfg.idle_timeout
-    };
     let mut deadline: Option<Instant> = None;
     loop {
         let idle = conn.client.unconsumed().is_empty();
@@ -257,24 +296,25 @@ async fn read_head<S: Io>(
                 return Ok(Some(head));
             }
         }
-        let timeout = match deadline {
-            None if idle => idle_timeout,
-            None => {
-                deadline = Some(Instant::now() + cfg.header_timeout);
-                cfg.header_timeout
-            }
-            Some(d) => d.saturating_duration_since(Instant::now()),
-        };
-        let got = if idle {
-            // Only an idle connection is closed by draining; a head in
-            // progress is read and answered.
-            let drain = ctx.drain.wait();
-            monoio::select! {
-                _ = drain => return Ok(None),
-                r = conn.client.fill(timeout) => r,
-            }
+        // Only an idle connection is closed by draining; a head in
+        // progress is read and answered.
+        let drain = idle.then(|| ctx.drain.wait());
+        let got = if first {
+            until_drained(drain, conn.client.fill_untimed()).await
         } else {
-            conn.client.fill(timeout).await
+            let timeout = match deadline {
+                None if idle => cfg.idle_timeout,
+                None => {
+                    deadline = Some(Instant::now() + cfg.header_timeout);
+                    cfg.header_timeout
+                }
+                Some(d) => d.saturating_duration_since(Instant::now()),
+            };
+            // Boxed: the timer's state lives only while this read waits.
+            until_drained(drain, Box::pin(conn.client.fill(timeout))).await
+        };
+        let Some(got) = got else {
+            return Ok(None);
         };
         match got {
             Ok(0) if idle => return Ok(None),
@@ -287,9 +327,23 @@ async fn read_head<S: Io>(
             Err(e) if idle && e.kind() == std::io::ErrorKind::TimedOut => return Ok(None),
             Err(e) => return Err(ProxyError::ClientIo(e)),
         }
-        if deadline.is_none() {
+        if deadline.is_none() && !first {
             deadline = Some(Instant::now() + cfg.header_timeout);
         }
+    }
+}
+
+/// `read`'s result, or `None` if `drain` (when given) completes first.
+async fn until_drained<T>(
+    drain: Option<impl std::future::Future<Output = ()>>,
+    read: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    match drain {
+        None => Some(read.await),
+        Some(drain) => monoio::select! {
+            _ = drain => None,
+            r = read => Some(r),
+        },
     }
 }
 
@@ -507,7 +561,7 @@ async fn forward<S: Io>(
             &ctx.m().upstream_connects_total
         });
         let (server, reused) = (up.server, up.reused);
-        let mut upstream = Buffered::with_buf(up.stream, take_buf(&mut conn.upstream_buf));
+        let mut upstream = Buffered::with_buf(up.stream, bufpool::take());
 
         let result = match send_request(ctx, conn, body, &mut upstream.io, to_upstream, ex).await {
             Ok(()) => {
@@ -531,7 +585,7 @@ async fn forward<S: Io>(
                 break (upstream, server, resp, lease);
             }
             Err(failure) => {
-                conn.upstream_buf = upstream.into_parts().1;
+                bufpool::give(upstream.into_parts().1);
                 match failure {
                     // Closed before any answer: the registry never acted on
                     // it (a stale pooled connection, or a replica going away).
@@ -617,7 +671,7 @@ async fn forward<S: Io>(
         && response.body != ResponseBody::CloseDelimited
         && upstream.unconsumed().is_empty();
     let (stream, buf) = upstream.into_parts();
-    conn.upstream_buf = buf;
+    bufpool::give(buf);
     if clean {
         ctx.pool.put(Upstream {
             stream,

@@ -54,6 +54,10 @@ pub enum ProxyError {
     TooManyRequests(u64),
     /// The credential verifier is saturated; shed load instead of queueing (503).
     AuthBusy,
+    /// A new connection over the connection caps (`admission`): 429 when
+    /// its address holds its share, 503 when the worker is full of
+    /// requests in flight. Sent on a connection that is then closed.
+    TooManyConnections { per_address: bool },
     /// No upstream connection could be made, or it failed mid-exchange (502).
     UpstreamFailed(io::Error),
     /// The upstream answered with something that is not valid HTTP/1.1 (502).
@@ -84,6 +88,13 @@ impl ProxyError {
                 Side::Upstream
             }
             Self::AuthBusy => Side::Internal,
+            Self::TooManyConnections { per_address } => {
+                if *per_address {
+                    Side::Client
+                } else {
+                    Side::Internal
+                }
+            }
         }
     }
 
@@ -92,7 +103,8 @@ impl ProxyError {
         match self {
             Self::BadRequest(_) | Self::NameInvalid => 400,
             Self::MethodNotAllowed => 405,
-            Self::TooManyRequests(_) => 429,
+            Self::TooManyRequests(_) | Self::TooManyConnections { per_address: true } => 429,
+            Self::TooManyConnections { per_address: false } => 503,
             Self::Unauthorized => 401,
             Self::Denied => 403,
             Self::NotFound => 404,
@@ -116,8 +128,11 @@ impl ProxyError {
             Self::NotFound => "NOT_FOUND",
             Self::NotImplemented(_) | Self::MethodNotAllowed => "UNSUPPORTED",
             Self::NameInvalid => "NAME_INVALID",
-            Self::TooManyRequests(_) => "TOOMANYREQUESTS",
+            Self::TooManyRequests(_) | Self::TooManyConnections { per_address: true } => {
+                "TOOMANYREQUESTS"
+            }
             Self::AuthBusy
+            | Self::TooManyConnections { per_address: false }
             | Self::UpstreamFailed(_)
             | Self::UpstreamProtocol(_)
             | Self::UpstreamTimeout => "UNAVAILABLE",
@@ -162,6 +177,12 @@ impl ProxyError {
                 format!("too many failed authentication attempts; retry in {secs}s")
             }
             Self::AuthBusy => "authentication service busy, retry later".into(),
+            Self::TooManyConnections { per_address: true } => {
+                "too many connections from this address; retry shortly".into()
+            }
+            Self::TooManyConnections { per_address: false } => {
+                "too many connections; retry shortly".into()
+            }
             Self::UpstreamFailed(_) => "upstream registry unavailable".into(),
             Self::UpstreamProtocol(_) => "upstream registry sent an invalid response".into(),
             Self::UpstreamTimeout => "upstream registry timed out".into(),

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+use regproxy::admission::{self, Limits, PerIp, StateGauges};
 use regproxy::auth::cache::Verifier;
 use regproxy::auth::limiter::Limiter;
 
@@ -195,6 +196,38 @@ fn raise_descriptor_limit() {
     }
 }
 
+/// The connection caps for the descriptor limit this process got (after
+/// `raise_descriptor_limit`), logged: they decide when connections are shed.
+fn connection_limits(config: &regproxy::config::Config) -> Limits {
+    let nofile = regproxy::sys::current_limit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map_or(1024, |(soft, _)| soft);
+    let limits = Limits::resolve(
+        config.max_connections,
+        config.max_connections_per_ip,
+        nofile,
+        config.workers,
+    );
+    if limits
+        .max_connections
+        .saturating_mul(admission::FDS_PER_CONNECTION)
+        > nofile
+    {
+        tracing::warn!(
+            max_connections = limits.max_connections,
+            descriptors = nofile,
+            "max_connections is more than the descriptor limit holds; accepts may fail with \"Too many open files\""
+        );
+    }
+    tracing::info!(
+        max_connections = limits.max_connections,
+        per_worker = limits.per_worker,
+        per_ip = %limits.per_ip.map_or("off".to_owned(), |n| n.to_string()),
+        descriptors = nofile,
+        "connection limits"
+    );
+    limits
+}
+
 /// Prints the host table for this configuration. Only the config file is
 /// read (not the htpasswd or TLS files): the host may be checked before
 /// they are in place.
@@ -307,6 +340,7 @@ fn serve(path: &Path) -> anyhow::Result<()> {
     let listeners = spread(listeners, config.workers)?;
     let config = Arc::new(config);
     let workers = config.workers;
+    let limits = connection_limits(&config);
 
     let verifier = Verifier::start(
         config.auth.cache_ttl,
@@ -336,6 +370,11 @@ fn serve(path: &Path) -> anyhow::Result<()> {
             .map(|_| WorkerMetrics::default())
             .collect::<Vec<_>>(),
     );
+    let states = Arc::new(
+        (0..workers)
+            .map(|_| StateGauges::default())
+            .collect::<Vec<_>>(),
+    );
     // Which registry servers take traffic: checked off the workers,
     // published to them through atomics.
     let health = Arc::new(health::Board::new(&config.upstream, workers));
@@ -347,6 +386,7 @@ fn serve(path: &Path) -> anyhow::Result<()> {
                 a,
                 metrics::Registry {
                     workers: metrics.clone(),
+                    states: states.clone(),
                     verifier: verifier.clone(),
                     health: health.clone(),
                 },
@@ -366,6 +406,9 @@ fn serve(path: &Path) -> anyhow::Result<()> {
         tls: reloader.tls.clone(),
         metrics,
         health,
+        limits,
+        per_ip: limits.per_ip.map(PerIp::new),
+        states,
     };
     regproxy::relay::splice::configure(config.splice_pipe_size);
     // Duplicates for the next process, taken before the workers own them.

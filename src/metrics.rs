@@ -8,6 +8,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use crate::admission::StateGauges;
 use crate::auth::cache::Verifier;
 use crate::health::{Board, ServerReport};
 
@@ -26,6 +27,10 @@ macro_rules! counters {
 
 counters! {
     connections_total: "Client connections accepted.",
+    connections_shed_total: "Waiting connections closed to make room for new ones (never-completed heads first, authenticated keep-alive last).",
+    connections_refused_total: "New connections answered 503 and closed: the worker was full of requests in flight.",
+    connections_timed_out_total: "Connections closed for not completing a first request head within header_timeout of their accept.",
+    connections_refused_per_ip_total: "New connections answered 429 and closed: their client address held max_connections_per_ip.",
     tls_handshake_failures_total: "TLS handshakes that failed or timed out.",
     proxy_protocol_refused_total: "Connections closed for a missing, malformed or untrusted PROXY header.",
     requests_total: "Requests read from clients.",
@@ -73,6 +78,8 @@ impl WorkerMetrics {
 #[derive(Debug, Clone)]
 pub struct Registry {
     pub workers: Arc<Vec<WorkerMetrics>>,
+    /// Open connections by state, one block per worker.
+    pub states: Arc<Vec<StateGauges>>,
     pub verifier: Arc<Verifier>,
     pub health: Arc<Board>,
 }
@@ -96,8 +103,32 @@ impl Registry {
              # TYPE regproxy_password_hashes_total counter\nregproxy_password_hashes_total {}\n",
             self.verifier.hash_runs()
         ));
+        self.render_states(&mut out);
         self.render_servers(&mut out);
         out
+    }
+
+    /// Open client connections by state, summed over workers.
+    fn render_states(&self, out: &mut String) {
+        out.push_str(
+            "# HELP regproxy_connections_open Open client connections: head = no request head completed yet (handshake included), idle = keep-alive between requests, active = a request in flight.\n\
+             # TYPE regproxy_connections_open gauge\n",
+        );
+        let states: [(&str, Gauge); 3] = [
+            ("head", |g| &g.head),
+            ("idle", |g| &g.idle),
+            ("active", |g| &g.active),
+        ];
+        for (state, get) in states {
+            let n: u64 = self
+                .states
+                .iter()
+                .map(|g| get(g).load(Ordering::Relaxed))
+                .sum();
+            out.push_str(&format!(
+                "regproxy_connections_open{{state=\"{state}\"}} {n}\n"
+            ));
+        }
     }
 
     /// Per registry server: health, requests, errors, latency, in flight.
@@ -124,6 +155,9 @@ impl Registry {
         }
     }
 }
+
+/// One connection-state gauge of a worker's block.
+type Gauge = fn(&StateGauges) -> &AtomicU64;
 
 /// One per-server metric: name, type, help, and its value in a row.
 type Family = (

@@ -13,6 +13,7 @@ use monoio::buf::{IoBuf, IoBufMut};
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 
+pub mod bufpool;
 pub mod chunked;
 pub mod splice;
 
@@ -20,9 +21,15 @@ use crate::http::body::{
     write_chunk_header, ChunkError, ChunkedDecoder, CHUNK_TERMINATOR, LAST_CHUNK,
 };
 
-/// Read buffer per side of a connection. It must hold the largest head we
-/// accept (`MAX_RESPONSE_HEAD_BYTES`) and is the unit of a body copy.
+/// Read buffer per side of a connection while a body moves (taken from
+/// `bufpool`). It must hold the largest head we accept
+/// (`MAX_RESPONSE_HEAD_BYTES`) and is the unit of a body copy.
 pub const READ_BUF_BYTES: usize = 64 * 1024;
+/// A connection's first read buffer, and what it keeps between requests:
+/// a typical request head (docker's, credentials included, is 300–800
+/// bytes) fits; a larger one doubles it, up to `READ_BUF_BYTES`. This is
+/// most of what an idle or head-reading connection costs.
+pub const HEAD_BUF_START: usize = 1024;
 /// Re-encoded chunked output is written once it reaches this size.
 const CHUNK_OUT_FLUSH: usize = 32 * 1024;
 
@@ -53,8 +60,9 @@ pub struct Buffered<S> {
 }
 
 impl<S: AsyncReadRent> Buffered<S> {
+    /// No buffer until the first read (`fill` allocates a small one).
     pub fn new(io: S) -> Self {
-        Self::with_buf(io, Vec::with_capacity(READ_BUF_BYTES))
+        Self::with_buf(io, Vec::new())
     }
 
     /// Wraps `io` with an empty buffer the caller recycles.
@@ -83,19 +91,7 @@ impl<S: AsyncReadRent> Buffered<S> {
 
     /// Reads more bytes after the unconsumed ones. `Ok(0)` is end of stream.
     pub async fn fill(&mut self, timeout: Duration) -> io::Result<usize> {
-        if self.start > 0 {
-            self.buf.copy_within(self.start.., 0);
-            self.buf.truncate(self.buf.len() - self.start);
-            self.start = 0;
-        }
-        let len = self.buf.len();
-        let cap = self.buf.capacity();
-        if len == cap {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "read buffer full",
-            ));
-        }
+        let (len, cap) = self.prepare_read()?;
         let buf = std::mem::take(&mut self.buf);
         match monoio::time::timeout(timeout, self.io.read(buf.slice_mut(len..cap))).await {
             Ok((res, slice)) => {
@@ -105,10 +101,85 @@ impl<S: AsyncReadRent> Buffered<S> {
             // The read was cancelled with the buffer: the caller closes this
             // connection on a timeout, so only the allocation is redone.
             Err(_elapsed) => {
-                self.buf = Vec::with_capacity(READ_BUF_BYTES);
+                self.buf = Vec::new();
                 Err(io::ErrorKind::TimedOut.into())
             }
         }
+    }
+
+    /// [`Buffered::fill`] without a timer, for a caller whose deadline is
+    /// kept elsewhere (a connection's first head: `admission`'s sweep).
+    /// monoio's timer entry is a cache-padded kilobyte; tens of thousands
+    /// of waiting connections should not each hold one.
+    pub async fn fill_untimed(&mut self) -> io::Result<usize> {
+        let (len, cap) = self.prepare_read()?;
+        let buf = std::mem::take(&mut self.buf);
+        let (res, slice) = self.io.read(buf.slice_mut(len..cap)).await;
+        self.buf = slice.into_inner();
+        res
+    }
+
+    /// Moves unconsumed bytes to the front and makes room after them;
+    /// returns the buffer's length and capacity.
+    fn prepare_read(&mut self) -> io::Result<(usize, usize)> {
+        if self.start > 0 {
+            self.buf.copy_within(self.start.., 0);
+            self.buf.truncate(self.buf.len() - self.start);
+            self.start = 0;
+        }
+        if self.buf.len() == self.buf.capacity() {
+            self.grow()?;
+        }
+        Ok((self.buf.len(), self.buf.capacity()))
+    }
+
+    /// Makes room for one more read: a small head buffer first, doubled as
+    /// a head outgrows it, then a pooled body buffer.
+    fn grow(&mut self) -> io::Result<()> {
+        let cap = self.buf.capacity();
+        if cap >= READ_BUF_BYTES {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "read buffer full",
+            ));
+        }
+        let want = if cap == 0 { HEAD_BUF_START } else { cap * 2 };
+        if want >= READ_BUF_BYTES {
+            self.for_body();
+        } else {
+            self.buf.reserve_exact(want - self.buf.len());
+        }
+        Ok(())
+    }
+
+    /// Switches to a full-size pooled buffer before a body moves, keeping
+    /// what is buffered.
+    pub fn for_body(&mut self) {
+        if self.buf.capacity() >= READ_BUF_BYTES {
+            return;
+        }
+        let mut big = bufpool::take();
+        big.extend_from_slice(self.unconsumed());
+        self.buf = big;
+        self.start = 0;
+    }
+
+    /// Between requests: gives a body buffer back to the pool and keeps
+    /// only what is buffered (a pipelined next request), in a small one.
+    pub fn release(&mut self) {
+        if self.buf.capacity() <= HEAD_BUF_START {
+            return;
+        }
+        let rest = self.unconsumed();
+        let small = if rest.is_empty() {
+            Vec::new()
+        } else {
+            let mut v = Vec::with_capacity(rest.len().max(HEAD_BUF_START));
+            v.extend_from_slice(rest);
+            v
+        };
+        bufpool::give(std::mem::replace(&mut self.buf, small));
+        self.start = 0;
     }
 
     /// Writes `n` unconsumed bytes to `dst` and consumes them.
@@ -128,7 +199,7 @@ impl<S: AsyncReadRent> Buffered<S> {
                 Ok(())
             }
             Err(_elapsed) => {
-                self.buf = Vec::with_capacity(READ_BUF_BYTES);
+                self.buf = Vec::new();
                 Err(RelayError::Dst(io::ErrorKind::TimedOut.into()))
             }
         }
@@ -231,6 +302,7 @@ pub async fn relay_body<S: Io, D: Io>(
     t: Timeouts,
     out: &mut Vec<u8>,
 ) -> Result<Moved, RelayError> {
+    src.for_body();
     match framing {
         Framing::Length(n) => relay_length(src, dst, n, t).await,
         Framing::Chunked if encode == Encode::Chunked => chunked::relay(src, dst, t, out).await,

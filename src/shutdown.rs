@@ -99,6 +99,12 @@ impl Future for DrainWait {
 
 impl Drop for DrainWait {
     fn drop(&mut self) {
-        self.drain.waiters.borrow_mut().remove(&self.id);
+        let mut waiters = self.drain.waiters.borrow_mut();
+        waiters.remove(&self.id);
+        // After a flood of idle connections, give the table's room back.
+        if waiters.capacity() > 1024 && waiters.len() < waiters.capacity() / 8 {
+            let keep = waiters.len() * 2;
+            waiters.shrink_to(keep);
+        }
     }
 }

@@ -3,10 +3,11 @@
 //! only inside these files, with a `// SAFETY:` comment per block.
 
 pub mod activation;
+pub mod malloc;
 pub mod pipe;
 pub mod rlimit;
 pub mod scm;
 
 pub use activation::systemd_listeners;
-pub use rlimit::{raise_nofile, NofileRaise};
+pub use rlimit::{current as current_limit, raise_nofile, NofileRaise};
 pub use scm::{recv_fds, send_fds};

@@ -43,9 +43,7 @@ impl Needs {
             workers: config.workers,
             listen: config.listen,
             backlog: crate::listen::LISTEN_BACKLOG.unsigned_abs(),
-            // No connection cap is configurable yet: the descriptor limit
-            // is what caps concurrent connections.
-            max_connections: None,
+            max_connections: config.max_connections,
             splice_pipe_size: config.splice_pipe_size as u64,
             wants_io_uring: config.driver == Driver::Auto,
             upstream_loopback: config.upstream.servers.iter().all(|s| s.ip().is_loopback()),

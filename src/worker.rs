@@ -14,14 +14,17 @@ use std::time::{Duration, Instant};
 
 use futures_channel::oneshot;
 use monoio::io::Canceller;
-use monoio::net::TcpListener;
+use monoio::net::{TcpListener, TcpStream};
 use monoio_rustls::TlsAcceptor;
 
 use crate::access_log::{AccessLog, FLUSH_INTERVAL};
+use crate::admission::{self, Admission, Limits, PerIp, Slot, StateGauges};
 use crate::auth::cache::{LocalVerifier, Verifier};
 use crate::config::{Config, Driver};
 use crate::conn::{self, Ctx};
+use crate::error::ProxyError;
 use crate::health::Board;
+use crate::http::write;
 use crate::live::{AuthState, TlsState};
 use crate::metrics::WorkerMetrics;
 use crate::proxy_protocol;
@@ -38,6 +41,16 @@ const DRAIN_POLL: Duration = Duration::from_millis(20);
 const FRESH_GRACE: Duration = Duration::from_millis(500);
 /// Back-off after accept fails (e.g. out of file descriptors).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+/// How often a worker closes connections past their header timeout: the
+/// timeout's precision.
+const SWEEP_INTERVAL: Duration = Duration::from_millis(100);
+/// Connections closed since a worker's peak before it returns freed heap
+/// memory to the kernel (`sys::malloc::trim`): a flood's worth, so the
+/// trim (a walk over the heap) stays rare.
+const TRIM_AFTER_CLOSED: usize = 1024;
+/// Reads of already-received bytes before closing a refused connection:
+/// enough for a request head, bounded so a refusal stays cheap.
+const REFUSE_DRAIN_READS: usize = 8;
 
 /// What every worker gets a handle to. Cloned once per worker at start.
 #[derive(Clone)]
@@ -48,6 +61,12 @@ pub struct Shared {
     pub tls: Arc<Published<TlsState>>,
     pub metrics: Arc<Vec<WorkerMetrics>>,
     pub health: Arc<Board>,
+    /// Connection caps, resolved at start from the descriptor limit.
+    pub limits: Limits,
+    /// The per-address count all workers share; `None`: no per-address cap.
+    pub per_ip: Option<Arc<PerIp>>,
+    /// Open connections by state, one block per worker.
+    pub states: Arc<Vec<StateGauges>>,
 }
 
 /// Starts worker `id` on its own thread, serving `listener` until `stop`.
@@ -78,6 +97,105 @@ pub fn spawn(
                 tracing::error!(worker = id, error = %e, "worker failed to start");
             }
         })
+}
+
+/// One client connection from accept to close: the PROXY header, the
+/// per-address cap, the TLS handshake, then the request loop (`conn`).
+async fn connection(
+    ctx: Rc<Ctx>,
+    per_ip: Option<Arc<PerIp>>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    acceptor: Option<TlsAcceptor>,
+    slot: Rc<Slot>,
+) {
+    let id = ctx.worker;
+    // Behind an L4 balancer the client is whom its PROXY header names.
+    let cfg = &ctx.config;
+    let Some(client) = Box::pin(proxy_protocol::accept(
+        &stream,
+        peer,
+        cfg.proxy_protocol,
+        &cfg.forwarding.trusted_proxies,
+        cfg.client.header_timeout,
+    ))
+    .await
+    else {
+        WorkerMetrics::inc(&ctx.metrics[id].proxy_protocol_refused_total);
+        return;
+    };
+    let carried = (client != peer).then_some(client.ip());
+    let _hold = match (
+        per_ip,
+        admission::counted_address(peer.ip(), carried, &cfg.forwarding),
+    ) {
+        (Some(table), Some(ip)) => match table.acquire(ip) {
+            Some(hold) => Some(hold),
+            None => {
+                WorkerMetrics::inc(&ctx.metrics[id].connections_refused_per_ip_total);
+                tracing::debug!(client = %ip, "refused: max_connections_per_ip");
+                let err = ProxyError::TooManyConnections { per_address: true };
+                refuse(&stream, err, acceptor.is_none());
+                return;
+            }
+        },
+        _ => None,
+    };
+    let peer = client;
+    match acceptor {
+        None => Box::pin(conn::serve(ctx, stream, peer, false, slot)).await,
+        // Boxed: the handshake's and the TLS stream's state would otherwise
+        // sit in every plain connection's task too.
+        Some(acceptor) => Box::pin(serve_tls(ctx, acceptor, stream, peer, slot)).await,
+    }
+}
+
+/// The TLS handshake, within the header timeout, then the request loop.
+async fn serve_tls(
+    ctx: Rc<Ctx>,
+    acceptor: TlsAcceptor,
+    stream: TcpStream,
+    peer: SocketAddr,
+    slot: Rc<Slot>,
+) {
+    let id = ctx.worker;
+    let handshake =
+        monoio::time::timeout(ctx.config.client.header_timeout, acceptor.accept(stream)).await;
+    match handshake {
+        Ok(Ok(tls)) => conn::serve(ctx, tls, peer, true, slot).await,
+        Ok(Err(e)) => {
+            WorkerMetrics::inc(&ctx.metrics[id].tls_handshake_failures_total);
+            tracing::debug!(client = %peer, error = %e, "TLS handshake failed");
+        }
+        Err(_elapsed) => {
+            WorkerMetrics::inc(&ctx.metrics[id].tls_handshake_failures_total);
+            tracing::debug!(client = %peer, "TLS handshake timed out");
+        }
+    }
+}
+
+/// Turns a connection away without reading its request: on plain TCP a
+/// canned error answer if the socket takes it at once, then whatever the
+/// client already sent is read off (so the close is a FIN, not a reset
+/// that could destroy the answer), and the socket is closed. Over TLS
+/// there is no cheap answer: the close alone says it.
+fn refuse(stream: &TcpStream, err: ProxyError, plain: bool) {
+    use nix::sys::socket::{recv, send, shutdown, MsgFlags, Shutdown};
+    use std::os::fd::AsRawFd;
+    let fd = stream.as_raw_fd();
+    if plain {
+        let mut answer = Vec::with_capacity(256);
+        write::error_response(&err, "", false, false, &mut answer);
+        let _ = send(fd, &answer, MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL);
+    }
+    let _ = shutdown(fd, Shutdown::Write);
+    let mut sink = [0u8; 1024];
+    for _ in 0..REFUSE_DRAIN_READS {
+        match recv(fd, &mut sink, MsgFlags::MSG_DONTWAIT) {
+            Ok(n) if n > 0 => {}
+            _ => break,
+        }
+    }
 }
 
 /// Pins the current thread to core `id` (modulo the cores we may use).
@@ -140,12 +258,40 @@ async fn run(
     // A certificate reload reaches new connections; open ones keep theirs.
     let tls = Snapshot::new(shared.tls.clone());
     let active = Rc::new(Cell::new(0usize));
+    let admission = Admission::new(
+        shared.limits.per_worker,
+        cfg.client.header_timeout,
+        shared.states.clone(),
+        id,
+    );
+    let plain = shared.config.tls.is_none();
 
     let flusher = ctx.clone();
     monoio::spawn(async move {
         loop {
             monoio::time::sleep(FLUSH_INTERVAL).await;
             flusher.log.flush();
+        }
+    });
+
+    // First heads have no timer each: one sweep closes the late ones.
+    // After a flood of connections has gone, its memory goes back too.
+    let (sweeper, swept) = (admission.clone(), ctx.clone());
+    monoio::spawn(async move {
+        let (mut peak, mut last) = (0, 0);
+        loop {
+            monoio::time::sleep(SWEEP_INTERVAL).await;
+            let late = sweeper.expire(Instant::now()) as u64;
+            WorkerMetrics::add(&swept.metrics[id].connections_timed_out_total, late);
+            let open = sweeper.open();
+            peak = peak.max(open);
+            // Once the count has settled: trimming mid-way through a wave
+            // of closes would leave the rest of the wave's memory held.
+            if peak - open >= TRIM_AFTER_CLOSED && open == last {
+                crate::sys::malloc::trim();
+                peak = open;
+            }
+            last = open;
         }
     });
 
@@ -178,47 +324,44 @@ async fn run(
             }
         };
         WorkerMetrics::inc(&ctx.metrics[id].connections_total);
+        let slot = match admission.admit() {
+            Ok((slot, shed)) => {
+                if shed {
+                    WorkerMetrics::inc(&ctx.metrics[id].connections_shed_total);
+                }
+                slot
+            }
+            Err(_full) => {
+                WorkerMetrics::inc(&ctx.metrics[id].connections_refused_total);
+                refuse(
+                    &stream,
+                    ProxyError::TooManyConnections { per_address: false },
+                    plain,
+                );
+                continue;
+            }
+        };
         let _ = stream.set_nodelay(true);
         active.set(active.get() + 1);
         let guard = Active(active.clone());
-        let ctx = ctx.clone();
         let acceptor = tls.get().as_ref().clone().map(TlsAcceptor::from);
+        let conn = connection(
+            ctx.clone(),
+            shared.per_ip.clone(),
+            stream,
+            peer,
+            acceptor,
+            slot.clone(),
+        );
+        let shed = slot.shed_signal();
+        drop(slot);
         monoio::spawn(async move {
             let _guard = guard;
-            // Behind an L4 balancer the client is whom its PROXY header names.
-            let cfg = &ctx.config;
-            let Some(peer) = proxy_protocol::accept(
-                &stream,
-                peer,
-                cfg.proxy_protocol,
-                &cfg.forwarding.trusted_proxies,
-                cfg.client.header_timeout,
-            )
-            .await
-            else {
-                WorkerMetrics::inc(&ctx.metrics[id].proxy_protocol_refused_total);
-                return;
-            };
-            match acceptor {
-                None => conn::serve(ctx, stream, peer, false).await,
-                Some(acceptor) => {
-                    let handshake = monoio::time::timeout(
-                        ctx.config.client.header_timeout,
-                        acceptor.accept(stream),
-                    )
-                    .await;
-                    match handshake {
-                        Ok(Ok(tls)) => conn::serve(ctx, tls, peer, true).await,
-                        Ok(Err(e)) => {
-                            WorkerMetrics::inc(&ctx.metrics[id].tls_handshake_failures_total);
-                            tracing::debug!(client = %peer, error = %e, "TLS handshake failed");
-                        }
-                        Err(_elapsed) => {
-                            WorkerMetrics::inc(&ctx.metrics[id].tls_handshake_failures_total);
-                            tracing::debug!(client = %peer, "TLS handshake timed out");
-                        }
-                    }
-                }
+            // Shed: the connection was waiting for a head; dropping its
+            // task closes it, and nothing of a request is lost.
+            monoio::select! {
+                _ = shed => {}
+                _ = conn => {}
             }
         });
         if stopping {

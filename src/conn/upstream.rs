@@ -12,7 +12,7 @@ use crate::error::{chunk_error, ProxyError, Side};
 use crate::http::head::{parse_response, Method, Parse, RequestBody, ResponseHead};
 use crate::lingering::BodyState;
 use crate::metrics::WorkerMetrics;
-use crate::relay::{self, Buffered, Encode, Framing, Io, RelayError, Timeouts, READ_BUF_BYTES};
+use crate::relay::{self, Buffered, Encode, Framing, Io, RelayError, Timeouts};
 use crate::upstream::pool::is_stale_connection_error;
 
 /// How one attempt at the registry failed.
@@ -127,16 +127,6 @@ pub(super) async fn read_response_head(
             Err(e) => return Err(Attempt::Failed(upstream_io(e))),
         }
     }
-}
-
-/// The connection's spare upstream buffer, allocated on first use.
-pub(super) fn take_buf(spare: &mut Vec<u8>) -> Vec<u8> {
-    let mut buf = std::mem::take(spare);
-    buf.clear();
-    if buf.capacity() < READ_BUF_BYTES {
-        buf = Vec::with_capacity(READ_BUF_BYTES);
-    }
-    buf
 }
 
 pub(super) fn upstream_io(e: std::io::Error) -> ProxyError {

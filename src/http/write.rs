@@ -231,8 +231,12 @@ pub fn error_response(
         // Realm is validated at config load: no quotes or control characters.
         let _ = write!(out, "WWW-Authenticate: Basic realm=\"{realm}\"\r\n");
     }
-    if let ProxyError::TooManyRequests(secs) = err {
-        let _ = write!(out, "Retry-After: {secs}\r\n");
+    match err {
+        ProxyError::TooManyRequests(secs) => {
+            let _ = write!(out, "Retry-After: {secs}\r\n");
+        }
+        ProxyError::TooManyConnections { .. } => header(out, "Retry-After", b"1"),
+        _ => {}
     }
     if !keep_alive {
         header(out, "Connection", b"close");

@@ -32,12 +32,14 @@ pub const ALL: &[Rule] = &[
 /// Concurrent client connections to size for when `max_connections` is not
 /// set: what a CI fleet of a few thousand runners keeps open.
 pub const SIZING_CONNECTIONS: u64 = 16_384;
-/// Descriptors per proxied connection: the client socket, the upstream
-/// socket and a splice pipe (two ends).
-pub const FDS_PER_CONNECTION: u64 = 4;
-/// Descriptors regproxy holds besides connections: listeners, rings,
-/// eventfds, log and config files, admin, hash threads.
-pub const FDS_FIXED: u64 = 256;
+// Descriptors per connection and the reserve besides connections are the
+// ones `admission` derives its default cap from: one budget, two readers.
+use crate::admission::{derive_max_connections, FDS_PER_CONNECTION};
+
+/// Descriptors regproxy holds besides connections.
+fn fds_reserved(workers: usize) -> u64 {
+    crate::admission::FD_RESERVE_BASE + crate::admission::FD_RESERVE_PER_WORKER * workers as u64
+}
 /// The descriptor limit we recommend: systemd's default hard limit since
 /// v240, and what nginx and HAProxy packagers use.
 pub const RECOMMENDED_NOFILE: u64 = 1_048_576;
@@ -86,7 +88,7 @@ fn connections(needs: &Needs) -> u64 {
 
 /// Descriptors those connections take.
 fn fds_needed(needs: &Needs) -> u64 {
-    FDS_FIXED + needs.workers as u64 * 16 + connections(needs) * FDS_PER_CONNECTION
+    fds_reserved(needs.workers) + connections(needs) * FDS_PER_CONNECTION
 }
 
 /// Too few descriptors for an explicit `max_connections` breaks it (accepts
@@ -159,14 +161,14 @@ fn file_max(f: &HostFacts, n: &Needs) -> Vec<Check> {
 
 // regproxy raises its soft RLIMIT_NOFILE to the hard limit at start, so the
 // hard limit (systemd's LimitNOFILE) is what caps concurrent connections:
-// each takes FDS_PER_CONNECTION descriptors.
+// `admission` caps connections at what it leaves after the reserve.
 fn limit_nofile(f: &HostFacts, n: &Needs) -> Vec<Check> {
     let need = fds_needed(n);
     let rec = need.max(RECOMMENDED_NOFILE);
     let Some((_, hard)) = f.nofile else {
         return unreadable("LimitNOFILE (RLIMIT_NOFILE hard)", rec);
     };
-    let fixed = FDS_FIXED + n.workers as u64 * 16;
+    let fixed = fds_reserved(n.workers);
     let (verdict, why) = if hard < fixed {
         (
             Verdict::Breaks,
@@ -175,8 +177,8 @@ fn limit_nofile(f: &HostFacts, n: &Needs) -> Vec<Check> {
             ),
         )
     } else if hard < need {
-        let cap = (hard - fixed) / FDS_PER_CONNECTION;
-        (short_fds(n), format!("caps concurrent connections near {cap} (each takes {FDS_PER_CONNECTION} descriptors); {} wanted", connections(n)))
+        let cap = derive_max_connections(hard, n.workers);
+        (short_fds(n), format!("caps concurrent connections at {cap} (max_connections derived from it, {FDS_PER_CONNECTION} descriptors each); {} wanted", connections(n)))
     } else {
         (
             Verdict::Ok,

@@ -208,7 +208,7 @@ fn what_breaks_a_configuration() {
     );
     // An explicit max_connections the descriptor limits cannot hold.
     n.listen = "0.0.0.0:5043".parse().unwrap();
-    n.max_connections = Some(500_000);
+    n.max_connections = Some(600_000);
     let rows = run_all(&HostFacts::read(root), &n);
     assert_eq!(
         verdict_of(&rows, "fs.nr_open"),
