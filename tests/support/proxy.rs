@@ -73,12 +73,35 @@ impl Proxy {
         extra_args: &[&str],
         envs: &[(&str, &str)],
     ) -> Result<Proxy, StartFailure> {
+        Self::try_start_wrapped(config_toml, workdir, &[], extra_args, envs)
+    }
+
+    /// [`Proxy::try_start_with`] run through `wrapper` (a command that
+    /// execs its arguments, e.g. `prlimit --nofile=1024:1024`), so the
+    /// process keeps the pid the wrapper started with.
+    pub fn try_start_wrapped(
+        config_toml: &str,
+        workdir: &Path,
+        wrapper: &[&str],
+        extra_args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Result<Proxy, StartFailure> {
         std::fs::create_dir_all(workdir).expect("create proxy workdir");
         let config = workdir.join("regproxy.toml");
         std::fs::write(&config, config_toml).expect("write regproxy.toml");
         let stdout = File::create(workdir.join("regproxy.stdout")).expect("create stdout file");
         let stderr = File::create(workdir.join("regproxy.stderr")).expect("create stderr file");
-        let mut cmd = command();
+        let mut cmd = match wrapper.split_first() {
+            None => command(),
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args)
+                    .arg(bin())
+                    .env("NO_COLOR", "1")
+                    .stdin(Stdio::null());
+                cmd
+            }
+        };
         cmd.arg("--config")
             .arg(&config)
             .args(extra_args)

@@ -1,0 +1,421 @@
+//! Connection admission (issue 9, item 1) against the real registry: an
+//! attacker with no account opens tens of thousands of connections, sends a
+//! byte on each and holds them.
+//! - 20,000 idle connections (from 127.x.y.z sources, held by `python3`
+//!   child processes: one process may not hold them all) leave an
+//!   authenticated client answered; each waiting connection costs at most
+//!   4 KiB of RSS, which goes back afterwards; no `accept` ever fails.
+//! - The same under a 1,024-descriptor limit the process cannot raise, and
+//!   the soft limit raised to the hard one when it can.
+//! - Shedding order: never-completed heads go first, an authenticated
+//!   keep-alive connection survives.
+//! - `max_connections_per_ip`: 429 and close over the share, counted by the
+//!   PROXY header's address behind a balancer, off behind an
+//!   X-Forwarded-For balancer.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{IpAddr, SocketAddr};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use support::http::{self, Conn};
+use support::proxy::Proxy;
+use support::registry::Registry;
+
+const USER: &str = "alice";
+const PASS: &str = "wonderland";
+
+/// The floods need most of the machine's descriptors and ports: one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+struct Stack {
+    _dir: tempfile::TempDir,
+    _registry: Registry,
+    proxy: Proxy,
+}
+
+fn stack(extra: &str, wrapper: &[&str]) -> Stack {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = Registry::start();
+    std::fs::write(
+        dir.path().join("users"),
+        support::htpasswd_bcrypt(USER, PASS),
+    )
+    .unwrap();
+    let config = format!(
+        r#"
+listen = "127.0.0.1:0"
+{extra}
+[auth]
+htpasswd = "users"
+[upstream]
+servers = ["{}"]
+[admin]
+listen = "127.0.0.1:0"
+"#,
+        registry.addr()
+    );
+    let proxy = Proxy::try_start_wrapped(&config, dir.path(), wrapper, &[], &[])
+        .unwrap_or_else(|f| panic!("regproxy did not start: {}", f.stderr));
+    Stack {
+        _dir: dir,
+        _registry: registry,
+        proxy,
+    }
+}
+
+/// Holds `count` connections to `port` from 127.`octet`.x.y, each with one
+/// byte of a request head sent, until its stdin closes.
+const HOLDER: &str = r#"
+import resource, socket, sys
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+port, count, octet = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+held = []
+for i in range(count):
+    s = socket.socket()
+    s.settimeout(10)
+    try:
+        s.bind(("127.%d.%d.%d" % (octet, i // 250, 2 + i % 250), 0))
+        s.connect(("127.0.0.1", port))
+        s.send(b"G")
+    except OSError:
+        s.close()
+        continue
+    held.append(s)
+print("held", len(held), flush=True)
+sys.stdin.read()
+"#;
+
+struct Holder(Child);
+
+impl Holder {
+    fn start(port: u16, count: usize, octet: u8) -> Holder {
+        let mut child = Command::new("python3")
+            .args(["-c", HOLDER, &port.to_string(), &count.to_string()])
+            .arg(octet.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 (apt-get install python3)");
+        let mut line = String::new();
+        BufReader::new(child.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert!(line.starts_with("held "), "holder said {line:?}");
+        Holder(child)
+    }
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        drop(self.0.stdin.take());
+        let _ = self.0.wait();
+    }
+}
+
+/// `GET /v2/` that keeps the connection open.
+fn keep_alive_get(auth: Option<(&str, &str)>) -> Vec<u8> {
+    http::build_request("GET", "/v2/", auth, &[("Connection", "keep-alive")], b"")
+}
+
+fn gauge(proxy: &Proxy, state: &str) -> u64 {
+    proxy.metric(&format!("regproxy_connections_open{{state=\"{state}\"}}"))
+}
+
+/// Latencies of `n` authenticated `GET /v2/` on fresh connections (how a
+/// CI job starts) and `n` on one keep-alive connection; each must be 200.
+fn authenticated_latencies(addr: SocketAddr, n: usize) -> Vec<Duration> {
+    let mut all = Vec::with_capacity(2 * n);
+    for _ in 0..n {
+        let t = Instant::now();
+        let r = http::get(addr, "/v2/", Some((USER, PASS)), &[]).unwrap();
+        all.push(t.elapsed());
+        assert_eq!(r.status, 200, "{r:?}");
+    }
+    let mut conn = Conn::connect(addr).unwrap();
+    let req = keep_alive_get(Some((USER, PASS)));
+    for _ in 0..n {
+        let t = Instant::now();
+        conn.send(&req).unwrap();
+        let r = conn.read_response().unwrap();
+        all.push(t.elapsed());
+        assert_eq!(r.status, 200, "{r:?}");
+    }
+    all.sort();
+    all
+}
+
+fn p99(sorted: &[Duration]) -> Duration {
+    sorted[(sorted.len() * 99).div_ceil(100) - 1]
+}
+
+/// The flood: 20,000 waiting connections, then an authenticated client.
+/// Returns (RSS per waiting connection in bytes, connections held).
+fn flood(s: &Stack) -> (u64, u64) {
+    let proxy = &s.proxy;
+    let port = proxy.addr().port();
+    // Warm: the credential is cached, the pools exist.
+    authenticated_latencies(proxy.addr(), 3);
+    std::thread::sleep(Duration::from_millis(300));
+    let base = proxy.vm_rss_kib();
+
+    let holders: Vec<Holder> = (0..2)
+        .map(|k| Holder::start(port, 10_000, 10 + k))
+        .collect();
+    // Every connection is accepted (or shed) by now; let the gauges settle.
+    std::thread::sleep(Duration::from_millis(500));
+    let waiting = gauge(proxy, "head");
+    let rss = proxy.vm_rss_kib();
+    let per_conn = (rss.saturating_sub(base) * 1024) / waiting.max(1);
+    eprintln!("baseline {base} KiB, {waiting} waiting connections: {rss} KiB ({per_conn} B each)");
+
+    let lat = authenticated_latencies(proxy.addr(), 50);
+    eprintln!(
+        "authenticated GET /v2/ under the flood: median {:?}, p99 {:?}",
+        lat[lat.len() / 2],
+        p99(&lat)
+    );
+    assert!(
+        p99(&lat) < Duration::from_millis(100),
+        "p99 {:?} of an authenticated request under 20,000 idle connections",
+        p99(&lat)
+    );
+
+    drop(holders);
+    let settled = support::wait_for(Duration::from_secs(20), || {
+        (gauge(proxy, "head") == 0).then_some(())
+    });
+    assert!(settled.is_some(), "waiting connections stayed open");
+    // The sweep trims the heap once the count has settled.
+    std::thread::sleep(Duration::from_millis(800));
+    let after = proxy.vm_rss_kib();
+    eprintln!("after the flood: {after} KiB");
+    assert!(
+        after <= base + 4096 + (rss - base) / 4,
+        "RSS stayed at {after} KiB after the flood (baseline {base}, peak {rss})"
+    );
+    let log = proxy.stderr_text();
+    assert!(
+        !log.contains("accept failed"),
+        "accept failed during the flood:\n{}",
+        log.lines()
+            .filter(|l| l.contains("accept failed"))
+            .take(5)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    // Still serving.
+    authenticated_latencies(proxy.addr(), 2);
+    (per_conn, waiting)
+}
+
+#[test]
+fn twenty_thousand_idle_connections_leave_an_authenticated_client_answered() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let s = stack("", &[]);
+    let (per_conn, waiting) = flood(&s);
+    assert!(waiting >= 1000, "only {waiting} connections were held");
+    assert!(
+        per_conn <= 4096,
+        "{per_conn} bytes of RSS per waiting connection (target ≤ 4 KiB)"
+    );
+    let cap = s.proxy.metric("regproxy_connections_total");
+    assert!(cap >= 20_000, "accepted {cap}");
+}
+
+#[test]
+fn a_flood_under_a_1024_descriptor_limit_is_shed_not_served_to_failure() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    // Hard limit 1024: nothing to raise to. The derived cap is
+    // (1024 - 96) / 2 = 464 connections.
+    let s = stack("", &["prlimit", "--nofile=1024:1024", "--"]);
+    assert!(
+        s.proxy
+            .stderr_text()
+            .contains("connection limits max_connections=464"),
+        "{}",
+        s.proxy.stderr_text()
+    );
+    let (_, waiting) = flood(&s);
+    assert!(waiting <= 464 + 16, "held {waiting} connections, cap 464");
+    assert!(s.proxy.metric("regproxy_connections_shed_total") >= 19_000);
+}
+
+#[test]
+fn a_low_soft_descriptor_limit_is_raised_to_the_hard_one() {
+    let hard = Command::new("sh")
+        .args(["-c", "ulimit -Hn"])
+        .output()
+        .unwrap();
+    let hard: u64 = String::from_utf8_lossy(&hard.stdout)
+        .trim()
+        .parse()
+        .unwrap();
+    if hard <= 1024 {
+        eprintln!("skipped: the hard descriptor limit here is {hard}");
+        return;
+    }
+    let soft_only = format!("--nofile=1024:{hard}");
+    let s = stack("", &["prlimit", &soft_only, "--"]);
+    let log = s.proxy.stderr_text();
+    assert!(
+        log.contains(&format!(
+            "raised the descriptor limit (RLIMIT_NOFILE) from=1024 to={hard}"
+        )),
+        "{log}"
+    );
+    let r = http::get(s.proxy.addr(), "/v2/", Some((USER, PASS)), &[]).unwrap();
+    assert_eq!(r.status, 200);
+}
+
+#[test]
+fn a_full_worker_sheds_unfinished_heads_first_and_keeps_authenticated_keep_alive() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let s = stack("max_connections = 4\nworkers = 1", &[]);
+    let addr = s.proxy.addr();
+    // An authenticated CI runner on a keep-alive connection.
+    let mut runner = Conn::connect(addr).unwrap();
+    let req = keep_alive_get(Some((USER, PASS)));
+    runner.send(&req).unwrap();
+    assert_eq!(runner.read_response().unwrap().status, 200);
+    // An anonymous keep-alive connection (401, then idle).
+    let mut anonymous = Conn::connect(addr).unwrap();
+    anonymous.send(&keep_alive_get(None)).unwrap();
+    assert_eq!(anonymous.read_response().unwrap().status, 401);
+    // Attackers fill the rest and keep coming.
+    let mut attackers = Vec::new();
+    for _ in 0..8 {
+        let mut c = Conn::connect(addr).unwrap();
+        c.send(b"GET /v2/ HT").unwrap();
+        attackers.push(c);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(s.proxy.metric("regproxy_connections_shed_total") >= 6);
+    // The oldest attackers went; the last two are what is left of them.
+    for c in attackers.iter_mut().take(6) {
+        assert!(c.is_closed(Duration::from_secs(5)), "an old head survived");
+    }
+    // The runner and the anonymous client were not shed for them.
+    runner.send(&req).unwrap();
+    assert_eq!(runner.read_response().unwrap().status, 200);
+    // With only waiting connections of higher tiers left, the anonymous
+    // keep-alive one goes before the authenticated runner.
+    for c in attackers.iter_mut().skip(6) {
+        c.send(b"TP/1.1\r\nHost: x\r\nConnection: keep-alive\r\n\r\n")
+            .unwrap();
+        assert_eq!(c.read_response().unwrap().status, 401);
+    }
+    let _late = Conn::connect(addr).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(anonymous.is_closed(Duration::from_secs(5)));
+    runner.send(&req).unwrap();
+    assert_eq!(runner.read_response().unwrap().status, 200);
+}
+
+#[test]
+fn per_address_cap_answers_429_and_counts_each_address_alone() {
+    let s = stack("max_connections_per_ip = 3", &[]);
+    let addr = s.proxy.addr();
+    let a: IpAddr = "127.0.0.1".parse().unwrap();
+    let b: IpAddr = "127.0.0.2".parse().unwrap();
+    let mut held: Vec<Conn> = (0..3)
+        .map(|_| Conn::connect_from(a, addr).unwrap())
+        .collect();
+    // The first three are served.
+    let req = keep_alive_get(Some((USER, PASS)));
+    held[0].send(&req).unwrap();
+    assert_eq!(held[0].read_response().unwrap().status, 200);
+    // The fourth from the same address: 429 with a registry error, closed.
+    let mut over = Conn::connect_from(a, addr).unwrap();
+    let r = over.read_response().unwrap();
+    http::assert_registry_error(
+        &r,
+        429,
+        "TOOMANYREQUESTS",
+        "connection over the per-address cap",
+    );
+    assert_eq!(r.header("retry-after"), Some("1"));
+    assert!(over.is_closed(Duration::from_secs(5)));
+    // Another address is not affected.
+    let mut other = Conn::connect_from(b, addr).unwrap();
+    other.send(&req).unwrap();
+    assert_eq!(other.read_response().unwrap().status, 200);
+    // A place given back is a place to take.
+    drop(held.pop());
+    std::thread::sleep(Duration::from_millis(200));
+    let mut again = Conn::connect_from(a, addr).unwrap();
+    again.send(&req).unwrap();
+    assert_eq!(again.read_response().unwrap().status, 200);
+    assert!(s.proxy.metric("regproxy_connections_refused_per_ip_total") >= 1);
+}
+
+#[test]
+fn per_address_cap_counts_the_proxy_header_address_and_skips_forwarded_balancers() {
+    let s = stack(
+        "max_connections_per_ip = 2\nproxy_protocol = \"v1\"\n[forwarding]\ntrusted_proxies = [\"127.0.0.1/32\"]",
+        &[],
+    );
+    let addr = s.proxy.addr();
+    let req = keep_alive_get(Some((USER, PASS)));
+    let via = |client: &str| {
+        let mut c = Conn::connect(addr).unwrap();
+        c.send(format!("PROXY TCP4 {client} 127.0.0.1 40000 443\r\n").as_bytes())
+            .unwrap();
+        c
+    };
+    // Four connections from the balancer: two per client address are fine.
+    let mut held = vec![
+        via("192.0.2.1"),
+        via("192.0.2.1"),
+        via("192.0.2.2"),
+        via("192.0.2.2"),
+    ];
+    for c in &mut held {
+        c.send(&req).unwrap();
+        assert_eq!(c.read_response().unwrap().status, 200);
+    }
+    let mut third = via("192.0.2.1");
+    third.send(&req).unwrap();
+    assert_eq!(third.read_response().unwrap().status, 429);
+    drop(s);
+
+    // Behind an X-Forwarded-For balancer the client is known only per
+    // request: the cap does not count the balancer.
+    let s = stack(
+        "max_connections_per_ip = 2\n[forwarding]\ntrust_forwarded_headers = true",
+        &[],
+    );
+    let mut held: Vec<Conn> = (0..5)
+        .map(|_| Conn::connect(s.proxy.addr()).unwrap())
+        .collect();
+    for c in &mut held {
+        c.send(&req).unwrap();
+        assert_eq!(c.read_response().unwrap().status, 200);
+    }
+}
+
+#[test]
+fn the_open_connection_gauges_follow_states() {
+    let s = stack("", &[]);
+    let addr = s.proxy.addr();
+    let mut fresh = Conn::connect(addr).unwrap();
+    fresh.send(b"GET").unwrap();
+    let mut idle = Conn::connect(addr).unwrap();
+    idle.send(&keep_alive_get(Some((USER, PASS)))).unwrap();
+    assert_eq!(idle.read_response().unwrap().status, 200);
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(gauge(&s.proxy, "head"), 1);
+    assert_eq!(gauge(&s.proxy, "idle"), 1);
+    assert_eq!(gauge(&s.proxy, "active"), 0);
+    drop((fresh, idle));
+    let gone = support::wait_for(Duration::from_secs(5), || {
+        (gauge(&s.proxy, "head") + gauge(&s.proxy, "idle") == 0).then_some(())
+    });
+    assert!(gone.is_some());
+    let _ = std::io::stderr().flush();
+}
