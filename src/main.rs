@@ -339,6 +339,10 @@ fn serve(path: &Path) -> anyhow::Result<()> {
     // Which registry servers take traffic: checked off the workers,
     // published to them through atomics.
     let health = Arc::new(health::Board::new(&config.upstream, workers));
+    let top = Arc::new(metrics::top::TopBoard::new(
+        config.top_repositories,
+        workers,
+    ));
     health::spawn_checkers(health.clone(), &config.upstream)
         .context("cannot start the upstream health checkers")?;
     let admin = match config.admin_listen {
@@ -349,6 +353,7 @@ fn serve(path: &Path) -> anyhow::Result<()> {
                     workers: metrics.clone(),
                     verifier: verifier.clone(),
                     health: health.clone(),
+                    top: top.clone(),
                 },
             )
             .with_context(|| format!("cannot listen for admin on {a}"))?,
@@ -366,6 +371,7 @@ fn serve(path: &Path) -> anyhow::Result<()> {
         tls: reloader.tls.clone(),
         metrics,
         health,
+        top,
     };
     regproxy::relay::splice::configure(config.splice_pipe_size);
     // Duplicates for the next process, taken before the workers own them.

@@ -4,7 +4,7 @@
 //! cache tier and access-log buffer. Nothing on a worker's request path is
 //! shared with another worker.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -23,9 +23,11 @@ use crate::config::{Config, Driver};
 use crate::conn::{self, Ctx};
 use crate::health::Board;
 use crate::live::{AuthState, TlsState};
+use crate::metrics::top::{TopBoard, TopTable};
 use crate::metrics::WorkerMetrics;
 use crate::proxy_protocol;
 use crate::reload::{Published, Snapshot};
+use crate::request_id::Generator;
 use crate::shutdown::Drain;
 use crate::upstream::pool::Pool;
 
@@ -48,6 +50,8 @@ pub struct Shared {
     pub tls: Arc<Published<TlsState>>,
     pub metrics: Arc<Vec<WorkerMetrics>>,
     pub health: Arc<Board>,
+    /// Where workers publish their busiest repositories (`metrics::top`).
+    pub top: Arc<TopBoard>,
 }
 
 /// Starts worker `id` on its own thread, serving `listener` until `stop`.
@@ -133,19 +137,29 @@ async fn run(
         pool: Pool::new(&cfg.upstream, shared.health.clone(), id),
         metrics: shared.metrics.clone(),
         worker: id,
-        log: AccessLog::open(&cfg.access_log)?,
+        log: AccessLog::open(
+            &cfg.access_log,
+            cfg.access_log_format,
+            shared.metrics.clone(),
+            id,
+        )?,
         drain: Rc::new(Drain::default()),
+        ids: Generator::new(id),
+        top: (shared.top.n() > 0).then(|| RefCell::new(TopTable::for_top(shared.top.n()))),
         config: cfg.clone(),
     });
     // A certificate reload reaches new connections; open ones keep theirs.
     let tls = Snapshot::new(shared.tls.clone());
     let active = Rc::new(Cell::new(0usize));
 
-    let flusher = ctx.clone();
+    let (flusher, board) = (ctx.clone(), shared.top.clone());
     monoio::spawn(async move {
         loop {
             monoio::time::sleep(FLUSH_INTERVAL).await;
             flusher.log.flush();
+            if let Some(top) = &flusher.top {
+                board.publish(id, &top.borrow());
+            }
         }
     });
 
@@ -249,7 +263,7 @@ async fn run(
         );
     }
     ctx.pool.clear();
-    ctx.log.flush();
+    ctx.log.close();
     tracing::info!(worker = id, "worker stopped");
     Ok(())
 }
