@@ -458,6 +458,31 @@ servers = ["127.0.0.1:5000"]
     }
 
     #[test]
+    fn log_format_and_top_repositories() {
+        let dir = fixture();
+        let c = parse(dir.path(), MINIMAL).expect("valid");
+        assert_eq!(c.access_log_format, LogFormat::Text);
+        assert_eq!(c.top_repositories, 0);
+        let text = format!(
+            "{MINIMAL}[log]\nformat = \"json\"\n[admin]\nlisten = \"127.0.0.1:0\"\ntop_repositories = 7\n"
+        );
+        let c = parse(dir.path(), &text).expect("valid");
+        assert_eq!(c.access_log_format, LogFormat::Json);
+        assert_eq!(c.top_repositories, 7);
+        let e = parse(dir.path(), &format!("{MINIMAL}[log]\nformat = \"xml\"\n")).expect_err("bad");
+        assert_eq!(e.line, 8, "{e}");
+        assert!(
+            e.to_string()
+                .contains("log.format: \"xml\" is not a format"),
+            "{e}"
+        );
+        let text = format!("{MINIMAL}[admin]\nlisten = \"127.0.0.1:0\"\ntop_repositories = 101\n");
+        let e = parse(dir.path(), &text).expect_err("bad");
+        assert_eq!(e.line, 9, "{e}");
+        assert!(e.message.contains("at most 100"), "{e}");
+    }
+
+    #[test]
     fn unknown_key_is_refused() {
         let dir = fixture();
         let text = MINIMAL.replace("[auth]", "[auth]\nhtpassword = \"x\"");
