@@ -2,8 +2,11 @@
 //! tables as a benchmark run, so production traffic and a bench scenario
 //! can be set side by side.
 //!
-//! Reads regproxy's JSON access log (`[log] format = "json"`); lines that
-//! are not JSON objects (a text-format log, noise) are counted and skipped.
+//! Reads regproxy's access log in either format: JSON (`[log] format =
+//! "json"`) as written, or the text line, whose action and repository are
+//! derived from the request line by regproxy's own route classifier (the
+//! same code that labelled the JSON line). Lines that are neither are
+//! counted and skipped.
 //! Three tables: per action (requests, errors, rate and MB/s over the
 //! log's time span, latency percentiles of every request), the ten slowest
 //! repositories by p99, and error causes (status and error message).
@@ -73,11 +76,13 @@ impl Summary {
         if text.is_empty() {
             return;
         }
-        let Ok(line) = serde_json::from_str::<Line>(text) else {
-            self.skipped += 1;
-            return;
-        };
-        self.add(&line);
+        match serde_json::from_str::<Line>(text) {
+            Ok(line) => self.add(&line),
+            Err(_) => match parse_text(text) {
+                Some(line) => self.add(&line),
+                None => self.skipped += 1,
+            },
+        }
     }
 
     pub fn add(&mut self, line: &Line) {
@@ -118,7 +123,7 @@ impl Summary {
             "regbench report {source}: {} requests over {secs:.2}s{}",
             self.lines,
             if self.skipped > 0 {
-                format!(" ({} lines not JSON, skipped)", self.skipped)
+                format!(" ({} lines not understood, skipped)", self.skipped)
             } else {
                 String::new()
             }
@@ -233,6 +238,46 @@ pub fn parse_rfc3339(t: &str) -> Option<f64> {
     Some((days * 86_400 + hh * 3600 + mm * 60) as f64 + ss)
 }
 
+/// A text-format line:
+/// `time client user "METHOD target HTTP/x" status in out seconds "ua" [request_id=…] [error="…"]`.
+pub fn parse_text(text: &str) -> Option<Line> {
+    let (time, rest) = text.split_once(' ')?;
+    parse_rfc3339(time)?;
+    let (_client, rest) = rest.split_once(' ')?;
+    let (_user, rest) = rest.split_once(' ')?;
+    // Quotes inside the request line are written as \x22, so the next
+    // quote closes it.
+    let rest = rest.strip_prefix('"')?;
+    let (request, rest) = rest.split_once('"')?;
+    let mut fields = rest.split_whitespace();
+    let status = fields.next()?.parse().ok()?;
+    let bytes_in = fields.next()?.parse().ok()?;
+    let bytes_out = fields.next()?.parse().ok()?;
+    let seconds: f64 = fields.next()?.parse().ok()?;
+    let error = rest
+        .split_once(" error=\"")
+        .map(|(_, e)| e.strip_suffix('"').unwrap_or(e).to_owned());
+    let mut parts = request.split(' ');
+    let method = parts.next()?;
+    let target = parts.next().unwrap_or("-");
+    let (path, query) = match target.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (target, None),
+    };
+    let route = regproxy::route::classify(method, path, query, None).ok();
+    let summary = regproxy::route::summary::summarize(method, path, query, route.as_ref());
+    Some(Line {
+        time: Some(time.to_owned()),
+        action: summary.kind().as_str().to_owned(),
+        repository: summary.repository.map(str::to_owned),
+        status,
+        bytes_in,
+        bytes_out,
+        duration_ms: seconds * 1e3,
+        error,
+    })
+}
+
 /// Reads `path` and prints the report.
 pub fn run(path: &Path) -> anyhow::Result<()> {
     let text =
@@ -242,10 +287,7 @@ pub fn run(path: &Path) -> anyhow::Result<()> {
         s.add_line(line);
     }
     if s.lines == 0 {
-        anyhow::bail!(
-            "{}: no JSON access-log lines (set [log] format = \"json\")",
-            path.display()
-        );
+        anyhow::bail!("{}: no regproxy access-log lines", path.display());
     }
     print!("{}", s.table(&path.display().to_string()));
     Ok(())
@@ -259,7 +301,7 @@ mod tests {
     const LOG: &str = r#"{"time":"2026-11-29T04:24:23.000Z","client":"127.0.0.1","method":"GET","path":"/v2/","action":"ping","status":200,"bytes_in":0,"bytes_out":2,"duration_ms":1.000,"request_id":"a"}
 {"time":"2026-11-29T04:24:24.000Z","client":"127.0.0.1","user":"u","method":"GET","path":"/v2/a/manifests/v1","repository":"a","action":"pull","tag":"v1","status":200,"bytes_in":0,"bytes_out":1000,"duration_ms":5.000,"request_id":"b"}
 {"time":"2026-11-29T04:24:25.000Z","client":"127.0.0.1","method":"GET","path":"/v2/b/manifests/v1","repository":"b","action":"pull","tag":"v1","status":401,"bytes_in":0,"bytes_out":0,"duration_ms":50.000,"request_id":"c","error":"authentication required"}
-2026-11-29T04:24:25.000Z 127.0.0.1 - "GET /v2/ HTTP/1.1" 200 0 2 0.001 "x" request_id=d
+not a log line
 "#;
 
     #[test]
@@ -278,7 +320,9 @@ mod tests {
         assert_eq!(s.span, Some((1_795_926_263.0, 1_795_926_265.0)));
         let t = s.table("log");
         assert!(
-            t.starts_with("regbench report log: 3 requests over 2.00s (1 lines not JSON, skipped)"),
+            t.starts_with(
+                "regbench report log: 3 requests over 2.00s (1 lines not understood, skipped)"
+            ),
             "{t}"
         );
         assert!(t.contains("\npull "), "{t}");
@@ -286,6 +330,32 @@ mod tests {
             t.contains("  401          1  authentication required"),
             "{t}"
         );
+    }
+
+    #[test]
+    fn text_lines_are_classified_like_json_ones() {
+        let l = parse_text(
+            "2026-11-29T04:45:22.183Z 127.0.0.1 u \"PUT /v2/team/app/manifests/1 HTTP/1.1\" 201 402 0 0.004745 \"skopeo/1.9.3\" request_id=x",
+        )
+        .unwrap();
+        assert_eq!(
+            (l.action.as_str(), l.repository.as_deref()),
+            ("push", Some("team/app"))
+        );
+        assert_eq!((l.status, l.bytes_in, l.bytes_out), (201, 402, 0));
+        assert!((l.duration_ms - 4.745).abs() < 1e-9);
+        assert_eq!(l.error, None);
+        let l = parse_text(
+            "2026-11-29T04:45:22.183Z 127.0.0.1 - \"POST /v2/a/blobs/uploads/?mount=sha256:00&from=b HTTP/1.1\" 401 0 0 0.000100 \"x\" request_id=y error=\"authentication required\"",
+        )
+        .unwrap();
+        assert_eq!(l.action, "mount");
+        assert_eq!(l.error.as_deref(), Some("authentication required"));
+        let l =
+            parse_text("2026-11-29T04:45:22.183Z 127.0.0.1 - \"- - HTTP/1.1\" 400 0 0 0.0 \"-\"")
+                .unwrap();
+        assert_eq!((l.action.as_str(), l.repository), ("other", None));
+        assert!(parse_text("garbage line").is_none());
     }
 
     #[test]

@@ -450,6 +450,21 @@ trusted_proxies = ["{trusted}"]
         lines.iter().any(|l| l.ends_with(" request_id=lb-42")),
         "{lines:?}"
     );
+    // `regbench report` reads the text format too.
+    let out = Command::new(env!("CARGO_BIN_EXE_regbench"))
+        .arg("report")
+        .arg(trusting.workdir().join("regproxy.stdout"))
+        .output()
+        .expect("run regbench report");
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{table}");
+    let ping: Vec<&str> = table
+        .lines()
+        .find(|l| l.starts_with("ping "))
+        .unwrap_or_else(|| panic!("no ping row:\n{table}"))
+        .split_whitespace()
+        .collect();
+    assert_eq!(ping[1..3], ["3", "0"], "{table}");
 }
 
 /// Sample lines of `/metrics`: (name, labels, value).
