@@ -9,6 +9,9 @@
 //! `regbench origin --listen ADDR` is a fast in-memory fake registry to put
 //! behind a proxy, so the proxy's own cost can be measured.
 //!
+//! `regbench report ACCESS_LOG` summarises a regproxy JSON access log in
+//! the same tables (`traffic`).
+//!
 //! Exit status: 0 when every request succeeded, 3 when the run completed
 //! with failed requests, 1 when it could not run at all, 2 for usage errors.
 #![deny(unsafe_code)]
@@ -22,6 +25,7 @@ mod runner;
 mod scenario;
 mod stats;
 mod tls;
+mod traffic;
 mod units;
 
 use std::net::SocketAddr;
@@ -66,6 +70,15 @@ enum Command {
     Ci(LoadArgs),
     /// Serve a fast in-memory fake registry until killed.
     Origin(OriginArgs),
+    /// Summarise a regproxy JSON access log: actions, bytes, latency,
+    /// slowest repositories, error causes.
+    Report(ReportArgs),
+}
+
+#[derive(Args, Debug)]
+struct ReportArgs {
+    /// The access log (`[log] format = "json"`).
+    log: PathBuf,
 }
 
 #[derive(Args, Debug)]
@@ -183,6 +196,7 @@ fn main() -> ExitCode {
         Command::Push(a) => load(Scenario::Push, a),
         Command::Ci(a) => load(Scenario::Ci, a),
         Command::Origin(a) => origin(a).map(|()| ExitCode::SUCCESS),
+        Command::Report(a) => traffic::run(&a.log).map(|()| ExitCode::SUCCESS),
     };
     result.unwrap_or_else(|e| {
         eprintln!("regbench: {e:#}");

@@ -83,7 +83,7 @@ pub struct Report {
     pub images: Vec<ImageRecord>,
 }
 
-fn row(name: &str, k: &KindStats, secs: f64) -> Row {
+pub(crate) fn row(name: &str, k: &KindStats, secs: f64) -> Row {
     let secs = secs.max(1e-9);
     Row {
         name: name.to_owned(),
@@ -236,7 +236,7 @@ impl Report {
     }
 }
 
-fn table_row(o: &mut String, r: &Row) {
+pub(crate) fn table_row(o: &mut String, r: &Row) {
     let mb = if r.bytes_sent + r.bytes_received > 0 {
         format!("{:.2}", r.mb_per_second)
     } else {

@@ -1,59 +1,101 @@
 //! The access log: one line per request, the last step of the pipeline.
 //!
-//! Each worker formats into its own buffer and writes whole lines in one
-//! `write(2)` when the buffer fills or its flush timer fires, so cores never
-//! contend for a log lock per request. With `O_APPEND` (files) or a pipe
-//! (stdout), whole-buffer writes from different workers never interleave
-//! mid-line.
+//! Each worker formats into its own bounded buffer ([`lines::Lines`]) and
+//! hands whole buffers to its writer thread ([`writer`]) when the buffer
+//! fills or its flush timer fires, so cores never contend for a log lock
+//! per request and a worker never waits on a slow disk or a full pipe.
+//! With `O_APPEND` (files) or the stdout lock, whole-buffer writes from
+//! different writers never interleave mid-line.
 //!
-//! Format, space separated:
-//! `time client user "METHOD target HTTP/x" status bytes_in bytes_out seconds "user-agent" [error="…"]`
-//! The user is `-` unless the request authenticated. No credential is ever
-//! written: the Authorization header is not part of any field.
+//! Back-pressure: a worker hands over a buffer only when its writer has
+//! room ([`writer::QUEUED_BUFFERS`] buffers in flight); otherwise lines
+//! keep collecting up to [`PENDING_LIMIT`] bytes, and past that each new
+//! line is dropped and counted in `regproxy_access_log_dropped_total`
+//! (as are lines whose write failed). Nothing is queued without bound: a
+//! worker's log holds at most `PENDING_LIMIT` plus its queued buffers.
+//!
+//! Two formats (`[log] format`):
+//! - `text`, space separated:
+//!   `time client user "METHOD target HTTP/x" status bytes_in bytes_out seconds "user-agent" request_id=ID [error="…"]`
+//! - `json`, one object per line ([`json`]).
+//!
+//! The user is `-` (text) or absent (json) unless the request
+//! authenticated. No credential is ever written: the Authorization header
+//! is not part of any field.
 
 use std::cell::RefCell;
 use std::fmt::Write as _;
-use std::fs::{File, OpenOptions};
-use std::io::{self, Write as _};
-use std::net::IpAddr;
-use std::path::Path;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::mpsc::{SyncSender, TrySendError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::config::AccessLogTarget;
+use crate::config::{AccessLogTarget, LogFormat};
+use crate::metrics::WorkerMetrics;
+use crate::route::summary::Summary;
 
-/// Buffered lines are written once they reach this size.
+pub mod json;
+pub mod lines;
+mod writer;
+
+use lines::Lines;
+
+/// Buffered lines are handed to the writer once they reach this size.
 const FLUSH_BYTES: usize = 32 * 1024;
 /// Lines never wait longer than this for their write.
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(200);
+/// Most bytes of lines a worker holds while its writer is behind; past
+/// this, new lines are dropped and counted.
+pub const PENDING_LIMIT: usize = 1024 * 1024;
 /// Longest user-agent kept in a line; the rest is cut.
-const MAX_UA_CHARS: usize = 256;
+pub(crate) const MAX_UA_CHARS: usize = 256;
 
 /// One finished request.
 #[derive(Debug)]
 pub struct Entry<'a> {
+    /// The real client: through trusted balancers, whom they report.
     pub client: IpAddr,
     pub user: Option<&'a str>,
     pub method: &'a str,
+    /// The request target as sent (path and query).
     pub target: &'a str,
     pub http10: bool,
     pub status: u16,
     pub bytes_in: u64,
     pub bytes_out: u64,
+    /// From the head's arrival to the last byte of the answer.
     pub duration: Duration,
     pub user_agent: Option<&'a [u8]>,
     pub error: Option<&'a str>,
+    pub request_id: &'a str,
+    /// Kind, repository, digest or tag.
+    pub summary: &'a Summary<'a>,
+    /// The registry server that answered, if the request was forwarded.
+    pub upstream: Option<SocketAddr>,
+    /// From sending the head to the registry until its response head was
+    /// read (for an upload, the body's streaming included).
+    pub upstream_ttfb: Option<Duration>,
+    /// The client connection is TLS.
+    pub tls: bool,
 }
 
-enum Sink {
-    Stdout,
-    File(File),
-    Off,
+impl Entry<'_> {
+    /// The target's path, without the query.
+    pub fn path(&self) -> &str {
+        self.target.split_once('?').map_or(self.target, |(p, _)| p)
+    }
 }
 
 /// A worker's access log.
 pub struct AccessLog {
-    sink: Sink,
-    buf: RefCell<String>,
+    format: LogFormat,
+    lines: RefCell<Lines>,
+    /// `None` when the log is off, or after [`AccessLog::close`].
+    tx: RefCell<Option<SyncSender<String>>>,
+    writer: RefCell<Option<JoinHandle<()>>>,
+    metrics: Arc<Vec<WorkerMetrics>>,
+    worker: usize,
 }
 
 impl std::fmt::Debug for AccessLog {
@@ -63,53 +105,88 @@ impl std::fmt::Debug for AccessLog {
 }
 
 impl AccessLog {
-    pub fn open(target: &AccessLogTarget) -> io::Result<AccessLog> {
-        let sink = match target {
-            AccessLogTarget::Stdout => Sink::Stdout,
-            AccessLogTarget::Off => Sink::Off,
-            AccessLogTarget::File(path) => Sink::File(open_append(path)?),
+    /// Opens worker `worker`'s log and starts its writer thread; drops are
+    /// counted in `metrics[worker]`.
+    pub fn open(
+        target: &AccessLogTarget,
+        format: LogFormat,
+        metrics: Arc<Vec<WorkerMetrics>>,
+        worker: usize,
+    ) -> std::io::Result<AccessLog> {
+        let (tx, writer) = match writer::start(target, metrics.clone(), worker)? {
+            Some((tx, handle)) => (Some(tx), Some(handle)),
+            None => (None, None),
         };
         Ok(AccessLog {
-            sink,
-            buf: RefCell::new(String::with_capacity(FLUSH_BYTES + 1024)),
+            format,
+            lines: RefCell::new(Lines::new(PENDING_LIMIT, FLUSH_BYTES + 1024)),
+            tx: RefCell::new(tx),
+            writer: RefCell::new(writer),
+            metrics,
+            worker,
         })
     }
 
     pub fn record(&self, e: &Entry<'_>) {
-        if matches!(self.sink, Sink::Off) {
+        if self.tx.borrow().is_none() {
             return;
         }
-        let full = {
-            let mut buf = self.buf.borrow_mut();
-            format_entry(e, SystemTime::now(), &mut buf);
-            buf.len() >= FLUSH_BYTES
+        let (kept, full) = {
+            let mut lines = self.lines.borrow_mut();
+            let now = SystemTime::now();
+            let kept = lines.push_with(|out| match self.format {
+                LogFormat::Text => format_entry(e, now, out),
+                LogFormat::Json => json::format_entry(e, now, out),
+            });
+            (kept, lines.len() >= FLUSH_BYTES)
         };
+        if !kept {
+            self.count_dropped(1);
+        }
         if full {
             self.flush();
         }
     }
 
-    /// Writes what is buffered. Errors are reported once per flush on stderr
-    /// and the lines dropped: a full disk must not stop the proxy.
+    /// Hands what is buffered to the writer, if it has room; never waits.
     pub fn flush(&self) {
-        let mut buf = self.buf.borrow_mut();
-        if buf.is_empty() {
+        let tx = self.tx.borrow();
+        let Some(tx) = tx.as_ref() else { return };
+        let mut lines = self.lines.borrow_mut();
+        if lines.is_empty() {
             return;
         }
-        let res = match &self.sink {
-            Sink::Stdout => io::stdout().lock().write_all(buf.as_bytes()),
-            Sink::File(f) => (&*f).write_all(buf.as_bytes()),
-            Sink::Off => Ok(()),
-        };
-        if let Err(e) = res {
-            tracing::warn!(error = %e, "access log write failed; lines dropped");
+        match tx.try_send(lines.take()) {
+            Ok(()) => {}
+            // The writer is behind: keep collecting, up to the limit.
+            Err(TrySendError::Full(buf)) => lines.restore(buf),
+            Err(TrySendError::Disconnected(buf)) => {
+                self.count_dropped(lines::count(&buf));
+            }
         }
-        buf.clear();
     }
-}
 
-fn open_append(path: &Path) -> io::Result<File> {
-    OpenOptions::new().create(true).append(true).open(path)
+    /// Writes everything still buffered and waits for the writer: for a
+    /// stopping worker, which may wait.
+    pub fn close(&self) {
+        let Some(tx) = self.tx.borrow_mut().take() else {
+            return;
+        };
+        let rest = self.lines.borrow_mut().take();
+        if !rest.is_empty() && tx.send(rest).is_err() {
+            tracing::warn!("access log writer gone; last lines dropped");
+        }
+        drop(tx);
+        if let Some(handle) = self.writer.borrow_mut().take() {
+            let _ = handle.join();
+        }
+    }
+
+    fn count_dropped(&self, n: u64) {
+        if let Some(m) = self.metrics.get(self.worker) {
+            WorkerMetrics::add(&m.access_log_dropped_total, n);
+        }
+    }
 }
 
 /// Appends one line for `e` to `out`.
@@ -133,7 +210,8 @@ pub fn format_entry(e: &Entry<'_>, now: SystemTime, out: &mut String) {
         e.duration.as_secs_f64()
     );
     escape_into(e.user_agent.unwrap_or(b"-"), MAX_UA_CHARS, out);
-    out.push('"');
+    out.push_str("\" request_id=");
+    escape_into(e.request_id.as_bytes(), usize::MAX, out);
     if let Some(err) = e.error {
         out.push_str(" error=\"");
         escape_into(err.as_bytes(), usize::MAX, out);
@@ -160,7 +238,7 @@ fn escape_into(bytes: &[u8], max: usize, out: &mut String) {
 
 /// `2026-11-29T04:24:23.123Z`, from the civil-from-days algorithm
 /// (H. Hinnant), to keep a date crate out of the hot path.
-fn rfc3339_millis(t: SystemTime, out: &mut String) {
+pub(crate) fn rfc3339_millis(t: SystemTime, out: &mut String) {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = d.as_secs();
     let days = (secs / 86_400) as i64;
@@ -203,6 +281,11 @@ mod tests {
             duration: Duration::from_micros(1500),
             user_agent: Some(b"docker/24 \"x\""),
             error: None,
+            request_id: "r-1",
+            summary: &Summary::default(),
+            upstream: None,
+            upstream_ttfb: None,
+            tls: false,
         };
         format_entry(
             &e,
@@ -211,7 +294,7 @@ mod tests {
         );
         assert_eq!(
             out,
-            "2026-11-29T04:24:23.123Z 127.0.0.1 testuser \"GET /v2/ HTTP/1.1\" 200 0 2 0.001500 \"docker/24 \\x22x\\x22\"\n"
+            "2026-11-29T04:24:23.123Z 127.0.0.1 testuser \"GET /v2/ HTTP/1.1\" 200 0 2 0.001500 \"docker/24 \\x22x\\x22\" request_id=r-1\n"
         );
     }
 

@@ -70,6 +70,14 @@ pub fn of_request(peer: IpAddr, fwd: &ForwardingConfig, head: &RequestHead) -> C
     resolve(peer, true, &fwd.trusted_proxies, &values)
 }
 
+/// Whether `peer` is a balancer whose headers are believed: the same rule
+/// [`resolve`] applies before reading `X-Forwarded-For`. Other headers a
+/// balancer sets for us (`X-Request-ID`) are taken on the same terms.
+pub fn peer_is_trusted(peer: IpAddr, fwd: &ForwardingConfig) -> bool {
+    fwd.trust_forwarded_headers
+        && (fwd.trusted_proxies.is_empty() || cidr::any_contains(&fwd.trusted_proxies, peer))
+}
+
 /// [`of_request`] over the raw values of every `X-Forwarded-For` field
 /// line, in the order they came.
 pub fn resolve(peer: IpAddr, trust: bool, trusted: &[Cidr], xff: &[&[u8]]) -> ClientAddr {

@@ -18,7 +18,7 @@ mod upstream;
 pub use auth::AuthConfig;
 pub use client::ClientConfig;
 pub use forwarding::ForwardingConfig;
-pub use log::AccessLogTarget;
+pub use log::{AccessLogTarget, LogFormat};
 pub use tls::TlsFiles;
 pub use upstream::{HealthConfig, UpstreamConfig};
 
@@ -50,7 +50,11 @@ pub struct Config {
     pub forwarding: ForwardingConfig,
     pub client: ClientConfig,
     pub access_log: AccessLogTarget,
+    pub access_log_format: LogFormat,
     pub admin_listen: Option<SocketAddr>,
+    /// `[admin] top_repositories`: 0, or how many of the busiest
+    /// repositories `/metrics` names (`metrics::top`).
+    pub top_repositories: usize,
     pub shutdown_timeout: Duration,
     /// Unix socket over which a running regproxy hands its listening
     /// sockets to a newly started one (see `handoff`); `None`: new
@@ -324,6 +328,8 @@ impl Config {
         let access = access_rules(&l, raw.access, raw.auth.push_users.is_some())?;
         let forwarding = raw.forwarding.build(&l)?;
         let proxy_protocol = proxy_mode(&l, raw.proxy_protocol, &forwarding)?;
+        let (access_log, access_log_format) = raw.log.build(&l)?;
+        let admin = raw.admin.map(|a| a.build(&l)).transpose()?;
         Ok(Config {
             path: path.to_owned(),
             listen,
@@ -334,8 +340,10 @@ impl Config {
             forwarding,
             proxy_protocol,
             client: raw.client.build(),
-            access_log: raw.log.build(&l),
-            admin_listen: raw.admin.map(|a| a.build(&l)).transpose()?,
+            access_log,
+            access_log_format,
+            admin_listen: admin.map(|(addr, _)| addr),
+            top_repositories: admin.map_or(0, |(_, top)| top),
             shutdown_timeout: raw.shutdown_timeout,
             handoff_socket: raw.handoff_socket.map(|p| l.resolve(&p)),
             driver: raw.driver,
@@ -497,6 +505,31 @@ servers = ["127.0.0.1:5000"]
         assert_eq!(e.line, 5, "{msg}");
         assert!(msg.contains("regproxy.toml:5:"), "{msg}");
         assert!(msg.contains("invalid duration"), "{msg}");
+    }
+
+    #[test]
+    fn log_format_and_top_repositories() {
+        let dir = fixture();
+        let c = parse(dir.path(), MINIMAL).expect("valid");
+        assert_eq!(c.access_log_format, LogFormat::Text);
+        assert_eq!(c.top_repositories, 0);
+        let text = format!(
+            "{MINIMAL}[log]\nformat = \"json\"\n[admin]\nlisten = \"127.0.0.1:0\"\ntop_repositories = 7\n"
+        );
+        let c = parse(dir.path(), &text).expect("valid");
+        assert_eq!(c.access_log_format, LogFormat::Json);
+        assert_eq!(c.top_repositories, 7);
+        let e = parse(dir.path(), &format!("{MINIMAL}[log]\nformat = \"xml\"\n")).expect_err("bad");
+        assert_eq!(e.line, 8, "{e}");
+        assert!(
+            e.to_string()
+                .contains("log.format: \"xml\" is not a format"),
+            "{e}"
+        );
+        let text = format!("{MINIMAL}[admin]\nlisten = \"127.0.0.1:0\"\ntop_repositories = 101\n");
+        let e = parse(dir.path(), &text).expect_err("bad");
+        assert_eq!(e.line, 9, "{e}");
+        assert!(e.message.contains("at most 100"), "{e}");
     }
 
     #[test]

@@ -1,23 +1,24 @@
 //! The per-connection, per-request driver. One request, top to bottom:
 //!
 //! read head → route → authenticate → authorize → pick upstream →
-//! forward head → relay request body → relay response → log → (discard or
-//! linger over an unread body).
+//! forward head → relay request body → relay response → log and count
+//! (`conn/record.rs`) → (discard or linger over an unread body).
 //!
 //! Each step is a call into a pure module (`http`, `auth`, `policy`) or the
 //! relay; this file only sequences them and decides what the client is told
 //! when one fails.
 
+use std::cell::RefCell;
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use crate::access_log::{AccessLog, Entry};
+use crate::access_log::AccessLog;
 use crate::admission::Slot;
 use crate::auth::acl::{Decision, Identity};
 use crate::auth::basic::{self, Credentials};
-use crate::auth::cache::{AuthFailure, LocalVerifier};
+use crate::auth::cache::{AuthFailure, LocalVerifier, Lookup};
 use crate::client_addr;
 use crate::config::Config;
 use crate::error::{chunk_error, ProxyError, Side};
@@ -27,16 +28,20 @@ use crate::http::head::{
 use crate::http::write::{self, ClientFraming, Forwarding, CONTINUE_100};
 use crate::lingering::{self, BodyState, DiscardError, Plan};
 use crate::live::AuthState;
+use crate::metrics::top::TopTable;
 use crate::metrics::WorkerMetrics;
 use crate::policy::{self, Route};
 use crate::relay::{self, bufpool, Buffered, Encode, Framing, Io, Moved, Timeouts};
 use crate::reload::Snapshot;
-use crate::route;
+use crate::request_id::Generator;
+use crate::route::{self, Target};
 use crate::shutdown::Drain;
 use crate::upstream::pool::{Pool, Upstream};
 
+mod record;
 mod upstream;
 
+use record::Finished;
 use upstream::{read_response_head, relay_error, send_request, Attempt};
 
 /// Everything a worker's requests share. One per worker, never across cores.
@@ -50,6 +55,11 @@ pub struct Ctx {
     pub worker: usize,
     pub log: AccessLog,
     pub drain: Rc<Drain>,
+    /// Request ids for requests that bring no trusted one.
+    pub ids: Generator,
+    /// This worker's busiest repositories, when `[admin] top_repositories`
+    /// asks; the worker publishes it on its flush tick.
+    pub top: Option<RefCell<TopTable>>,
 }
 
 impl Ctx {
@@ -99,10 +109,14 @@ struct Exchange {
     continued: bool,
     /// The head went to the registry: what it did is no longer ours alone.
     forwarded: bool,
+    request_id: String,
+    /// The registry server picked, and its time to a response head.
+    upstream: Option<SocketAddr>,
+    ttfb: Option<Duration>,
 }
 
 impl Exchange {
-    fn new(body: RequestBody) -> Self {
+    fn new(body: RequestBody, request_id: String) -> Self {
         Exchange {
             user: None,
             status: 0,
@@ -116,6 +130,9 @@ impl Exchange {
             },
             continued: false,
             forwarded: false,
+            request_id,
+            upstream: None,
+            ttfb: None,
         }
     }
 }
@@ -167,21 +184,11 @@ pub async fn serve<S: Io>(ctx: Rc<Ctx>, io: S, peer: SocketAddr, tls: bool, slot
 /// Answers and logs a request head that could not be parsed.
 async fn bad_head<S: Io>(ctx: &Ctx, conn: &mut Conn<S>, e: &ProxyError) {
     let started = Instant::now();
-    let mut ex = Exchange::new(RequestBody::None);
+    let mut ex = Exchange::new(RequestBody::None, ctx.ids.generate());
     fail(ctx, conn, &mut ex, e, false).await;
-    ctx.log.record(&Entry {
-        client: conn.peer.ip(),
-        user: None,
-        method: "-",
-        target: "-",
-        http10: false,
-        status: ex.status,
-        bytes_in: 0,
-        bytes_out: 0,
-        duration: started.elapsed(),
-        user_agent: None,
-        error: Some(&e.to_string()),
-    });
+    let error = e.to_string();
+    let done = Finished::new(None, None, conn.peer.ip(), conn.tls, started);
+    record::record(ctx, &done, &ex, Some(&error));
 }
 
 /// One request after its head: the exchange, its answer on failure, the
@@ -196,12 +203,16 @@ async fn request<S: Io>(
     let lingering = ctx.config.client.lingering;
     WorkerMetrics::inc(&ctx.m().requests_total);
     let started = Instant::now();
-    let mut ex = Exchange::new(head.body);
+    // A trusted balancer's X-Request-ID is kept; otherwise a new one.
+    let trusted = client_addr::peer_is_trusted(conn.peer.ip(), &ctx.config.forwarding);
+    let id = ctx.ids.pick(head.header("x-request-id"), trusted);
+    let mut ex = Exchange::new(head.body, id);
     // The address the brute-force limiter counts and the log records:
     // behind a trusted balancer, the client it reports, not the
     // balancer (src/client_addr.rs). Upstream headers still name the peer.
     let client = client_addr::of_request(conn.peer.ip(), &ctx.config.forwarding, head).ip;
-    let result = exchange(ctx, conn, head, &mut ex, client).await;
+    let mut target = None;
+    let result = exchange(ctx, conn, head, &mut ex, client, &mut target).await;
     // What the unread rest of the request, if any, calls for.
     let plan = lingering::plan(
         ex.body,
@@ -225,19 +236,8 @@ async fn request<S: Io>(
         }
     };
     ctx.m().count_status(ex.status);
-    ctx.log.record(&Entry {
-        client,
-        user: ex.user.as_deref(),
-        method: head.method.as_str(),
-        target: head.target(),
-        http10: head.version == Version::Http10,
-        status: ex.status,
-        bytes_in: ex.bytes_in,
-        bytes_out: ex.bytes_out,
-        duration: started.elapsed(),
-        user_agent: head.header("user-agent"),
-        error: error.as_deref(),
-    });
+    let done = Finished::new(Some(head), target.as_ref(), client, conn.tls, started);
+    record::record(ctx, &done, &ex, error.as_deref());
     let keep_alive = ex.keep_alive && !ctx.drain.is_draining();
     slot.waiting(ex.user.is_some());
     conn.idle();
@@ -347,13 +347,15 @@ async fn until_drained<T>(
     }
 }
 
-/// One request, after its head was read: the pipeline proper.
+/// One request, after its head was read: the pipeline proper. The
+/// classified target is left in `target` for the log.
 async fn exchange<S: Io>(
     ctx: &Ctx,
     conn: &mut Conn<S>,
     head: &RequestHead,
     ex: &mut Exchange,
     client: IpAddr,
+    target: &mut Option<Target>,
 ) -> Result<(), ProxyError> {
     // Route: only the registry API is proxied (the recipe's `location /v2/`).
     match policy::route(head.path()) {
@@ -377,12 +379,12 @@ async fn exchange<S: Io>(
         RequestBody::None | RequestBody::Length(0) => None,
         RequestBody::Length(_) | RequestBody::Chunked => head.header("content-type"),
     };
-    let target = route::classify(
+    let target = &*target.insert(route::classify(
         head.method.as_str(),
         head.path(),
         head.query(),
         content_type,
-    )?;
+    )?);
 
     // One snapshot decides the whole request, even if a reload lands
     // while it waits for a hash.
@@ -398,7 +400,7 @@ async fn exchange<S: Io>(
     ex.user = creds.as_ref().map(|c| c.user.clone());
 
     // Authorize.
-    match auth.acl.decide(identity, &auth.groups, &target) {
+    match auth.acl.decide(identity, &auth.groups, target) {
         Decision::Allow => {}
         Decision::NeedAuth => {
             WorkerMetrics::inc(&ctx.m().auth_failures_total);
@@ -501,8 +503,14 @@ async fn authenticate(
         return Ok(None);
     }
     let creds = basic::decode(value).map_err(|e| refused(e.into()))?;
-    match ctx.verifier.authenticate(&auth.users, &creds, client).await {
-        Ok(()) => Ok(Some(creds)),
+    let checked = ctx.verifier.check(&auth.users, &creds, client).await;
+    WorkerMetrics::inc(if checked == Ok(Lookup::Hit) {
+        &ctx.m().auth_cache_hits_total
+    } else {
+        &ctx.m().auth_cache_misses_total
+    });
+    match checked {
+        Ok(_) => Ok(Some(creds)),
         Err(AuthFailure::Invalid) => Err(refused(ProxyError::Unauthorized)),
         Err(AuthFailure::Busy) => Err(ProxyError::AuthBusy),
         Err(AuthFailure::Limited(wait)) => Err(refused(ProxyError::TooManyRequests(wait.secs()))),
@@ -527,6 +535,7 @@ async fn forward<S: Io>(
         keep_override_headers: cfg.forwarding.keep_override_headers,
         drop_body,
         default_host: &cfg.upstream.host,
+        request_id: &ex.request_id,
     };
     let body = if drop_body {
         RequestBody::None
@@ -562,6 +571,8 @@ async fn forward<S: Io>(
         });
         let (server, reused) = (up.server, up.reused);
         let mut upstream = Buffered::with_buf(up.stream, bufpool::take());
+        ex.upstream = Some(server);
+        let sent = Instant::now();
 
         let result = match send_request(ctx, conn, body, &mut upstream.io, to_upstream, ex).await {
             Ok(()) => {
@@ -581,6 +592,7 @@ async fn forward<S: Io>(
         };
         match result {
             Ok(resp) => {
+                ex.ttfb = Some(sent.elapsed());
                 lease.responded(resp.status);
                 break (upstream, server, resp, lease);
             }
@@ -621,7 +633,13 @@ async fn forward<S: Io>(
         && !ctx.drain.is_draining();
     let framing = write::client_framing(response.body, head.version);
     conn.out.clear();
-    write::response_head(&response, framing, keep_alive, &mut conn.out);
+    write::response_head(
+        &response,
+        framing,
+        keep_alive,
+        &ex.request_id,
+        &mut conn.out,
+    );
     ex.status = response.status;
     ex.responded = true;
     let client_timeout = cfg.client.body_timeout;
@@ -662,7 +680,7 @@ async fn forward<S: Io>(
     let moved = moved.map_err(|e| relay_error(e, Side::Upstream))?;
     ex.bytes_out = moved.body;
     WorkerMetrics::add(&ctx.m().response_body_bytes_total, moved.body);
-    WorkerMetrics::add(&ctx.m().spliced_bytes_total, moved.spliced);
+    ctx.m().count_moved(&moved);
 
     // Give the registry connection back only if its response ended cleanly
     // and nothing unasked-for follows it.
@@ -720,6 +738,7 @@ async fn fail<S: Io>(
         &ctx.config.auth.realm,
         head_only,
         keep_alive,
+        &ex.request_id,
         &mut conn.out,
     );
     let (res, buf) = relay::write_all(

@@ -28,6 +28,7 @@ pub mod policy;
 pub mod proxy_protocol;
 pub mod relay;
 pub mod reload;
+pub mod request_id;
 pub mod route;
 pub mod shutdown;
 pub mod sys;

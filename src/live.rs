@@ -193,15 +193,19 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     {
         changed.push("auth.cache_ttl/hash_threads/hash_queue/max_failures/failure_window");
     }
-    if old.admin_listen != new.admin_listen {
-        changed.push("admin.listen");
+    if old.admin_listen != new.admin_listen || old.top_repositories != new.top_repositories {
+        changed.push("admin.listen/top_repositories");
     }
     if old.auth.realm != new.auth.realm {
         changed.push("auth.realm");
     }
-    if format!("{:?}{:?}{:?}", old.forwarding, old.client, old.access_log)
-        != format!("{:?}{:?}{:?}", new.forwarding, new.client, new.access_log)
-    {
+    if format!(
+        "{:?}{:?}{:?}{:?}",
+        old.forwarding, old.client, old.access_log, old.access_log_format
+    ) != format!(
+        "{:?}{:?}{:?}{:?}",
+        new.forwarding, new.client, new.access_log, new.access_log_format
+    ) {
         changed.push("forwarding/client/log");
     }
     changed

@@ -378,6 +378,10 @@ fn serve(path: &Path) -> anyhow::Result<()> {
     // Which registry servers take traffic: checked off the workers,
     // published to them through atomics.
     let health = Arc::new(health::Board::new(&config.upstream, workers));
+    let top = Arc::new(metrics::top::TopBoard::new(
+        config.top_repositories,
+        workers,
+    ));
     health::spawn_checkers(health.clone(), &config.upstream)
         .context("cannot start the upstream health checkers")?;
     let admin = match config.admin_listen {
@@ -389,6 +393,7 @@ fn serve(path: &Path) -> anyhow::Result<()> {
                     states: states.clone(),
                     verifier: verifier.clone(),
                     health: health.clone(),
+                    top: top.clone(),
                 },
             )
             .with_context(|| format!("cannot listen for admin on {a}"))?,
@@ -409,6 +414,7 @@ fn serve(path: &Path) -> anyhow::Result<()> {
         limits,
         per_ip: limits.per_ip.map(PerIp::new),
         states,
+        top,
     };
     regproxy::relay::splice::configure(config.splice_pipe_size);
     // Duplicates for the next process, taken before the workers own them.

@@ -4,6 +4,11 @@
 //! Each worker is the only writer of its own cache-line-aligned block, so a
 //! counter bump is an uncontended relaxed add: no cross-core traffic on the
 //! request path. The admin thread reads all blocks when scraped.
+//!
+//! Beside the plain counters: latency histograms and bytes by action
+//! ([`histogram`]), and the opt-in busiest repositories ([`top`]). Labels
+//! are bounded by construction: actions and status classes are fixed sets,
+//! servers come from the config, repositories only through the top N.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -12,12 +17,22 @@ use crate::admission::StateGauges;
 use crate::auth::cache::Verifier;
 use crate::health::{Board, ServerReport};
 
+pub mod histogram;
+pub mod top;
+
+use histogram::Traffic;
+use top::TopBoard;
+
 macro_rules! counters {
     ($($name:ident: $help:literal,)*) => {
         /// One worker's counters.
         #[derive(Debug, Default)]
         #[repr(align(128))]
-        pub struct WorkerMetrics { $(pub $name: AtomicU64,)* }
+        pub struct WorkerMetrics {
+            $(pub $name: AtomicU64,)*
+            /// Histograms and bytes by action.
+            pub traffic: Traffic,
+        }
 
         const COUNTERS: &[(&str, &str, fn(&WorkerMetrics) -> &AtomicU64)] = &[
             $((stringify!($name), $help, |m| &m.$name),)*
@@ -47,6 +62,10 @@ counters! {
     request_body_bytes_total: "Request body bytes relayed to the registry.",
     response_body_bytes_total: "Response body bytes relayed to clients.",
     spliced_bytes_total: "Body bytes moved with splice(2), never copied to user space.",
+    copied_bytes_total: "Body bytes relayed through user-space buffers (TLS, chunked re-encoding, or splice unavailable).",
+    auth_cache_hits_total: "Credential checks answered by the worker's own cache, with no lock and no hash.",
+    auth_cache_misses_total: "Credential checks that went past the worker's cache (shared cache, or a hash).",
+    access_log_dropped_total: "Access-log lines dropped: the writer was behind past the buffer bound, or the write failed.",
     discarded_bodies_total: "Unread request bodies read and dropped after an early answer, keeping the connection.",
     lingering_closes_total: "Connections closed in stages (half-close, then read) after an early answer.",
     discarded_bytes_total: "Request body bytes read and dropped after an early answer.",
@@ -61,6 +80,15 @@ impl WorkerMetrics {
     #[inline]
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Body bytes a relay moved, split into spliced and copied.
+    pub fn count_moved(&self, moved: &crate::relay::Moved) {
+        Self::add(&self.spliced_bytes_total, moved.spliced);
+        Self::add(
+            &self.copied_bytes_total,
+            moved.body.saturating_sub(moved.spliced),
+        );
     }
 
     pub fn count_status(&self, status: u16) {
@@ -82,6 +110,8 @@ pub struct Registry {
     pub states: Arc<Vec<StateGauges>>,
     pub verifier: Arc<Verifier>,
     pub health: Arc<Board>,
+    /// The busiest repositories, when `[admin] top_repositories` asks.
+    pub top: Arc<TopBoard>,
 }
 
 impl Registry {
@@ -104,7 +134,14 @@ impl Registry {
             self.verifier.hash_runs()
         ));
         self.render_states(&mut out);
+        out.push_str(&format!(
+            "# HELP regproxy_hash_queue_depth Password checks waiting for a hash thread.\n\
+             # TYPE regproxy_hash_queue_depth gauge\nregproxy_hash_queue_depth {}\n",
+            self.verifier.queue_depth()
+        ));
+        histogram::render(self.workers.iter().map(|w| &w.traffic), &mut out);
         self.render_servers(&mut out);
+        self.top.render(&mut out);
         out
     }
 

@@ -578,6 +578,8 @@ fn is_upload_id(s: &str) -> bool {
 }
 
 /// The registry's own router, for the unit tests and the fuzz targets.
+pub mod summary;
+
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod reference;
 

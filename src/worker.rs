@@ -4,7 +4,7 @@
 //! cache tier and access-log buffer. Nothing on a worker's request path is
 //! shared with another worker.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -26,9 +26,11 @@ use crate::error::ProxyError;
 use crate::health::Board;
 use crate::http::write;
 use crate::live::{AuthState, TlsState};
+use crate::metrics::top::{TopBoard, TopTable};
 use crate::metrics::WorkerMetrics;
 use crate::proxy_protocol;
 use crate::reload::{Published, Snapshot};
+use crate::request_id::Generator;
 use crate::shutdown::Drain;
 use crate::upstream::pool::Pool;
 
@@ -67,6 +69,8 @@ pub struct Shared {
     pub per_ip: Option<Arc<PerIp>>,
     /// Open connections by state, one block per worker.
     pub states: Arc<Vec<StateGauges>>,
+    /// Where workers publish their busiest repositories (`metrics::top`).
+    pub top: Arc<TopBoard>,
 }
 
 /// Starts worker `id` on its own thread, serving `listener` until `stop`.
@@ -185,7 +189,7 @@ fn refuse(stream: &TcpStream, err: ProxyError, plain: bool) {
     let fd = stream.as_raw_fd();
     if plain {
         let mut answer = Vec::with_capacity(256);
-        write::error_response(&err, "", false, false, &mut answer);
+        write::error_response(&err, "", false, false, "", &mut answer);
         let _ = send(fd, &answer, MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL);
     }
     let _ = shutdown(fd, Shutdown::Write);
@@ -251,8 +255,15 @@ async fn run(
         pool: Pool::new(&cfg.upstream, shared.health.clone(), id),
         metrics: shared.metrics.clone(),
         worker: id,
-        log: AccessLog::open(&cfg.access_log)?,
+        log: AccessLog::open(
+            &cfg.access_log,
+            cfg.access_log_format,
+            shared.metrics.clone(),
+            id,
+        )?,
         drain: Rc::new(Drain::default()),
+        ids: Generator::new(id),
+        top: (shared.top.n() > 0).then(|| RefCell::new(TopTable::for_top(shared.top.n()))),
         config: cfg.clone(),
     });
     // A certificate reload reaches new connections; open ones keep theirs.
@@ -266,11 +277,14 @@ async fn run(
     );
     let plain = shared.config.tls.is_none();
 
-    let flusher = ctx.clone();
+    let (flusher, board) = (ctx.clone(), shared.top.clone());
     monoio::spawn(async move {
         loop {
             monoio::time::sleep(FLUSH_INTERVAL).await;
             flusher.log.flush();
+            if let Some(top) = &flusher.top {
+                board.publish(id, &top.borrow());
+            }
         }
     });
 
@@ -392,7 +406,7 @@ async fn run(
         );
     }
     ctx.pool.clear();
-    ctx.log.flush();
+    ctx.log.close();
     tracing::info!(worker = id, "worker stopped");
     Ok(())
 }

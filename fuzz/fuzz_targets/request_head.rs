@@ -34,6 +34,7 @@ fuzz_target!(|data: &[u8]| {
             // Dropping the body changes the framing; checked below.
             drop_body: !trust,
             default_host: "registry.internal:5000",
+            request_id: "fuzz-1",
         };
         let mut out = Vec::new();
         request_head(&head, &fwd, &mut out);

@@ -184,6 +184,17 @@ impl Verifier {
         self.hash_runs.load(Ordering::Relaxed)
     }
 
+    /// Checks waiting for a hash thread now; for the admin port, which
+    /// takes the queue's lock once per scrape.
+    pub fn queue_depth(&self) -> usize {
+        self.pool
+            .queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .jobs
+            .len()
+    }
+
     fn key_of(&self, creds: &Credentials) -> CredKey {
         let mut h = blake3::Hasher::new_keyed(&self.key);
         h.update(creds.user.as_bytes());
@@ -458,6 +469,17 @@ impl LocalVerifier {
         creds: &Credentials,
         client: IpAddr,
     ) -> Result<(), AuthFailure> {
+        self.check(users, creds, client).await.map(drop)
+    }
+
+    /// [`LocalVerifier::authenticate`], telling whether the worker's own
+    /// cache answered.
+    pub async fn check(
+        &self,
+        users: &Htpasswd,
+        creds: &Credentials,
+        client: IpAddr,
+    ) -> Result<Lookup, AuthFailure> {
         let key = self.shared.key_of(creds);
         let current = users.get(&creds.user);
         let now = Instant::now();
@@ -465,7 +487,7 @@ impl LocalVerifier {
             let local = self.local.borrow();
             if let Some(v) = local.get(&key) {
                 if self.shared.fresh(v, now) && current == Some(&v.hash) {
-                    return Ok(());
+                    return Ok(Lookup::Hit);
                 }
             }
         }
@@ -482,8 +504,17 @@ impl LocalVerifier {
             evict(&mut local, now, self.shared.ttl);
         }
         local.insert(key, verified);
-        Ok(())
+        Ok(Lookup::Miss)
     }
+}
+
+/// Where a successful check was answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup {
+    /// The worker's own cache: no lock, no hash.
+    Hit,
+    /// The shared cache or a hash.
+    Miss,
 }
 
 #[cfg(test)]

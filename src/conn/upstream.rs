@@ -71,7 +71,7 @@ pub(super) async fn send_request<S: Io>(
     ex.body = BodyState::Done;
     ex.bytes_in = moved.body;
     WorkerMetrics::add(&ctx.m().request_body_bytes_total, moved.body);
-    WorkerMetrics::add(&ctx.m().spliced_bytes_total, moved.spliced);
+    ctx.m().count_moved(&moved);
     Ok(())
 }
 

@@ -11,6 +11,7 @@ use std::net::IpAddr;
 
 use super::head::{RequestBody, RequestHead, ResponseHead, Version};
 use crate::error::ProxyError;
+use crate::request_id::HEADER as REQUEST_ID;
 
 /// The interim answer for `Expect: 100-continue` (RFC 9110 §10.1.1), sent
 /// once the request is authorized, so a rejected client never uploads. It
@@ -40,6 +41,9 @@ pub struct Forwarding<'a> {
     pub drop_body: bool,
     /// `Host` for a request that came without one (HTTP/1.0).
     pub default_host: &'a str,
+    /// The request's id (`request_id`): sent as the only `X-Request-ID`,
+    /// whatever the client sent.
+    pub request_id: &'a str,
 }
 
 /// Headers some servers and frameworks read as "treat this request as
@@ -90,6 +94,7 @@ pub fn request_head(req: &RequestHead, fwd: &Forwarding, out: &mut Vec<u8>) {
     for (name, value) in req.headers() {
         if eq(name, "host")
             || eq(name, "content-length")
+            || eq(name, REQUEST_ID)
             || eq(name, "expect")
             || req.is_connection_header(name)
         {
@@ -135,6 +140,7 @@ pub fn request_head(req: &RequestHead, fwd: &Forwarding, out: &mut Vec<u8>) {
         let proto: &[u8] = if fwd.tls { b"https" } else { b"http" };
         header(out, "X-Forwarded-Proto", proto);
     }
+    header(out, REQUEST_ID, fwd.request_id.as_bytes());
     // RFC 9112 §6.1-6.2: we send exactly one framing header of our own.
     match req.body {
         _ if fwd.drop_body => {}
@@ -164,6 +170,7 @@ pub fn response_head(
     resp: &ResponseHead,
     framing: ClientFraming,
     keep_alive: bool,
+    request_id: &str,
     out: &mut Vec<u8>,
 ) {
     let _ = write!(out, "HTTP/1.1 {} {}\r\n", resp.status, resp.reason());
@@ -180,11 +187,19 @@ pub fn response_head(
         {
             continue;
         }
+        // Ours replaces any the registry sent: one id per request.
+        if eq(name, REQUEST_ID) {
+            continue;
+        }
         has_api_version |= eq(name, API_VERSION_HEADER);
         header(out, name, value);
     }
     if !has_api_version {
         header(out, API_VERSION_HEADER, API_VERSION.as_bytes());
+    }
+    // Empty: an answer to a connection refused before any request was read.
+    if !request_id.is_empty() {
+        header(out, REQUEST_ID, request_id.as_bytes());
     }
     match framing {
         ClientFraming::NoBody | ClientFraming::Close => {}
@@ -219,6 +234,7 @@ pub fn error_response(
     realm: &str,
     head_only: bool,
     keep_alive: bool,
+    request_id: &str,
     out: &mut Vec<u8>,
 ) {
     let body = err.json_body();
@@ -227,6 +243,7 @@ pub fn error_response(
     header(out, "Content-Type", b"application/json; charset=utf-8");
     let _ = write!(out, "Content-Length: {}\r\n", body.len());
     header(out, API_VERSION_HEADER, API_VERSION.as_bytes());
+    header(out, REQUEST_ID, request_id.as_bytes());
     if status == 401 {
         // Realm is validated at config load: no quotes or control characters.
         let _ = write!(out, "WWW-Authenticate: Basic realm=\"{realm}\"\r\n");
@@ -297,6 +314,7 @@ mod tests {
             keep_override_headers: false,
             drop_body: false,
             default_host: "registry:5000",
+            request_id: "rid-1",
         }
     }
 
@@ -377,7 +395,7 @@ mod tests {
             out,
             "PATCH /v2/a/blobs/uploads/x HTTP/1.1\r\nHost: reg:5043\r\nUser-Agent: docker/24\r\n\
              X-Real-IP: 10.1.2.3\r\nX-Forwarded-For: 10.1.2.3\r\nX-Forwarded-Proto: https\r\n\
-             Transfer-Encoding: chunked\r\n\r\n"
+             X-Request-ID: rid-1\r\nTransfer-Encoding: chunked\r\n\r\n"
         );
     }
 
@@ -399,6 +417,27 @@ mod tests {
         assert!(out.contains("X-Forwarded-Proto: https\r\n"), "{out}");
         assert!(!out.contains("X-Forwarded-Proto: http\r\n"), "{out}");
         assert!(out.contains("Content-Length: 0\r\n"), "{out}");
+    }
+
+    #[test]
+    fn one_request_id_goes_each_way() {
+        let raw = "GET /v2/ HTTP/1.1\r\nHost: r\r\nX-Request-ID: forged\r\nx-request-id: b\r\n\r\n";
+        let out = forwarded(raw, &fwd(true));
+        assert_eq!(
+            out.to_ascii_lowercase().matches("x-request-id").count(),
+            1,
+            "{out}"
+        );
+        assert!(out.contains("X-Request-ID: rid-1\r\n"), "{out}");
+        let r = resp(
+            "HTTP/1.1 200 OK\r\nX-Request-ID: theirs\r\nContent-Length: 0\r\n\r\n",
+            Method::Get,
+        );
+        let mut back = Vec::new();
+        response_head(&r, ClientFraming::Length(0), true, "rid-1", &mut back);
+        let back = String::from_utf8(back).expect("utf8");
+        assert_eq!(back.matches("X-Request-ID").count(), 1, "{back}");
+        assert!(back.contains("X-Request-ID: rid-1\r\n"), "{back}");
     }
 
     #[test]
@@ -428,12 +467,12 @@ mod tests {
         let framing = client_framing(r.body, Version::Http11);
         assert_eq!(framing, ClientFraming::NoBody);
         let mut out = Vec::new();
-        response_head(&r, framing, true, &mut out);
+        response_head(&r, framing, true, "rid-1", &mut out);
         let out = String::from_utf8(out).expect("utf8");
         assert_eq!(
             out,
             "HTTP/1.1 200 OK\r\nContent-Length: 1073741824\r\nDocker-Content-Digest: sha256:ab\r\n\
-             Docker-Distribution-Api-Version: registry/2.0\r\n\r\n"
+             Docker-Distribution-Api-Version: registry/2.0\r\nX-Request-ID: rid-1\r\n\r\n"
         );
     }
 
@@ -450,7 +489,7 @@ mod tests {
             );
             let framing = client_framing(r.body, Version::Http11);
             let mut out = Vec::new();
-            response_head(&r, framing, true, &mut out);
+            response_head(&r, framing, true, "rid-1", &mut out);
             let out = String::from_utf8(out).expect("utf8");
             assert!(
                 !out.to_ascii_lowercase().contains("content-length"),
@@ -476,7 +515,7 @@ mod tests {
             Method::Get,
         );
         let mut out = Vec::new();
-        response_head(&r, ClientFraming::Chunked, false, &mut out);
+        response_head(&r, ClientFraming::Chunked, false, "rid-1", &mut out);
         let out = String::from_utf8(out).expect("utf8");
         assert_eq!(out.matches("Docker-Distribution-Api-Version").count(), 1);
         assert!(out.ends_with("Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"));
@@ -490,6 +529,7 @@ mod tests {
             "Registry realm",
             false,
             true,
+            "rid-1",
             &mut out,
         );
         let out = String::from_utf8(out).expect("utf8");
@@ -499,7 +539,7 @@ mod tests {
         assert!(out.contains("Content-Type: application/json"));
         assert!(out.ends_with("{\"errors\":[{\"code\":\"UNAUTHORIZED\",\"message\":\"authentication required\",\"detail\":null}]}\n"));
         let mut head = Vec::new();
-        error_response(&ProxyError::Denied, "r", true, false, &mut head);
+        error_response(&ProxyError::Denied, "r", true, false, "rid-1", &mut head);
         let head = String::from_utf8(head).expect("utf8");
         assert!(head.ends_with("Connection: close\r\n\r\n"), "{head}");
         assert!(!head.contains("WWW-Authenticate"));
