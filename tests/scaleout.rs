@@ -9,8 +9,6 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use socket2::{Domain, Socket, Type};
@@ -287,6 +285,8 @@ health_timeout = "300ms"
 health_rise = {RISE}
 health_fall = {FALL}
 connect_timeout = "1s"
+[log]
+format = "json"
 [admin]
 listen = "127.0.0.1:0"
 "#
@@ -533,30 +533,59 @@ fn failover_between_two_replicas_on_shared_storage() {
         assert_eq!(sha256_digest(&r.body), digest);
     }
 
-    // Load: 8 clients pulling the blob on keep-alive connections, counting
-    // failures and requests per 100 ms, while replica a dies and returns.
-    let stop = Arc::new(AtomicBool::new(false));
-    let ok = Arc::new(AtomicU64::new(0));
-    let failed = Arc::new(AtomicU64::new(0));
-    let timeline = Arc::new(std::sync::Mutex::new(Vec::<(u64, bool)>::new()));
-    let start = Instant::now();
-    let clients: Vec<_> = (0..8)
-        .map(|_| {
-            let (stop, ok, failed, timeline) = (stop.clone(), ok.clone(), failed.clone(), timeline.clone());
-            let addr = proxy.addr();
-            let path = format!("/v2/moving/blob/blobs/{digest}");
-            let digest = digest.clone();
-            std::thread::spawn(move || {
-                let deadline = Instant::now() + Duration::from_secs(40);
-                while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
-                    let good = matches!(get(addr, &path, Some(USER), &[]), Ok(r) if r.status == 200 && sha256_digest(&r.body) == digest);
-                    if good { ok.fetch_add(1, Ordering::Relaxed); } else { failed.fetch_add(1, Ordering::Relaxed); }
-                    timeline.lock().unwrap().push((start.elapsed().as_millis() as u64, good));
-                }
-            })
-        })
-        .collect();
-    std::thread::sleep(Duration::from_secs(2));
+    // Load: regbench `ci` (8 clients: pulls, pushes, HEADs) and one 1 GiB
+    // layer push, while replica a dies and returns.
+    let url = format!("http://{}", proxy.addr());
+    let bench = |args: &[&str], name: &str| {
+        let json = dir.path().join(format!("{name}.json"));
+        let child = Command::new(env!("CARGO_BIN_EXE_regbench"))
+            .args(args)
+            .args([
+                &url,
+                "--user",
+                USER.0,
+                "--password",
+                USER.1,
+                "--timeout",
+                "60s",
+            ])
+            .arg("--json")
+            .arg(&json)
+            .stdout(std::fs::File::create(dir.path().join(format!("{name}.out"))).unwrap())
+            .stderr(std::fs::File::create(dir.path().join(format!("{name}.err"))).unwrap())
+            .spawn()
+            .unwrap();
+        (child, json)
+    };
+    let (mut ci, ci_json) = bench(
+        &[
+            "ci",
+            "-c",
+            "8",
+            "--duration",
+            "16s",
+            "--repo-prefix",
+            "fo-ci",
+        ],
+        "ci",
+    );
+    let (mut push, push_json) = bench(
+        &[
+            "push",
+            "--blob-size",
+            "1GiB",
+            "--layers",
+            "1",
+            "--count",
+            "1",
+            "-c",
+            "1",
+            "--repo-prefix",
+            "fo-push",
+        ],
+        "push",
+    );
+    std::thread::sleep(Duration::from_secs(5));
     a.kill();
     let killed = Instant::now();
     let ejected = support::wait_for(Duration::from_secs(10), || {
@@ -573,33 +602,99 @@ fn failover_between_two_replicas_on_shared_storage() {
     })
     .expect("a never received traffic again")
     .duration_since(restarted);
-    std::thread::sleep(Duration::from_secs(2));
-    stop.store(true, Ordering::Relaxed);
-    for c in clients {
-        c.join().unwrap();
+    for (child, name) in [(&mut ci, "ci"), (&mut push, "push")] {
+        let done = support::wait_for(Duration::from_secs(180), || child.try_wait().unwrap());
+        assert!(done.is_some(), "regbench {name} did not finish");
     }
-    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
-    eprintln!("failover: {ok} ok, {failed} failed; ejected after {ejected:?}, traffic again {back:?} after restart");
+    let report = |json: &Path| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap()
+    };
+    let (ci, push) = (report(&ci_json), report(&push_json));
+    let count = |r: &serde_json::Value, row: &str, field: &str| r[row][field].as_u64().unwrap();
+    let (ci_ok, ci_failed) = (count(&ci, "total", "ok"), count(&ci, "total", "errors"));
+    let push_ops_failed: u64 = push["operations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["errors"].as_u64().unwrap())
+        .sum();
+    eprintln!(
+        "failover: ci {ci_ok} requests ok, {ci_failed} failed ({}); 1 GiB push: {} requests ok, {push_ops_failed} operations failed; \
+         a ejected {ejected:?} after the kill, traffic again {back:?} after the restart",
+        ci["errors"],
+        count(&push, "total", "ok"),
+    );
     if let Ok(path) = std::env::var("REGPROXY_FAILOVER_TIMELINE") {
-        let t = timeline.lock().unwrap();
-        let mut csv = String::from("ms,ok\n");
-        for (ms, good) in t.iter() {
-            csv.push_str(&format!("{ms},{}\n", u8::from(*good)));
-        }
-        csv.push_str(&format!(
-            "# killed_ms={} restarted_ms={}\n",
-            killed.duration_since(start).as_millis(),
-            restarted.duration_since(start).as_millis()
-        ));
-        std::fs::write(path, csv).unwrap();
+        let start = killed - Duration::from_secs(5);
+        std::fs::write(
+            path,
+            failover_timeline(&proxy.access_log_text(), a.addr, start, killed, restarted),
+        )
+        .unwrap();
     }
-    assert!(ok > 100, "too little traffic: {ok}");
-    // Only requests in flight on a when it died may fail: one per client.
-    assert!(failed <= 8, "{failed} requests failed");
+    assert!(ci_ok > 100, "too little traffic: {ci_ok}");
+    // Only requests in flight on a when it died may fail: at most one per
+    // ci client, and the push's one request if it was on a.
+    assert!(
+        ci_failed <= 8,
+        "{ci_failed} ci requests failed: {}",
+        ci["errors"]
+    );
+    assert!(push_ops_failed <= 1, "push: {}", push["errors"]);
     assert!(
         ejected <= Duration::from_millis(INTERVAL_MS * FALL) + SLACK,
         "{ejected:?}"
     );
+    assert!(
+        back <= Duration::from_millis(INTERVAL_MS * RISE) + SLACK,
+        "{back:?}"
+    );
+}
+
+/// Requests per second to each replica and failed answers, from the JSON
+/// access log, as a TSV for the bench/README chart.
+fn failover_timeline(
+    log: &str,
+    a: SocketAddr,
+    start: Instant,
+    killed: Instant,
+    restarted: Instant,
+) -> String {
+    use std::collections::BTreeMap;
+    let now_wall = std::time::SystemTime::now();
+    let now = Instant::now();
+    let offset = |t: Instant| now.duration_since(t).as_secs_f64();
+    let mut bins: BTreeMap<i64, (u64, u64, u64)> = BTreeMap::new();
+    for line in log.lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let Some(time) = v["time"]
+            .as_str()
+            .and_then(|t| humantime::parse_rfc3339(t).ok())
+        else {
+            continue;
+        };
+        let ago = now_wall
+            .duration_since(time)
+            .map_or(0.0, |d| d.as_secs_f64());
+        let second = (offset(start) - ago).floor() as i64;
+        let bin = bins.entry(second).or_default();
+        match v["upstream"].as_str() {
+            _ if v["status"].as_u64().unwrap_or(0) >= 500 => bin.2 += 1,
+            Some(up) if up == a.to_string() => bin.0 += 1,
+            _ => bin.1 += 1,
+        }
+    }
+    let mut out = format!(
+        "# killed at {:.1}s, restarted at {:.1}s\nsecond\tto_a\tto_b\tfailed\n",
+        offset(start) - offset(killed),
+        offset(start) - offset(restarted)
+    );
+    for (s, (to_a, to_b, failed)) in bins {
+        out.push_str(&format!("{s}\t{to_a}\t{to_b}\t{failed}\n"));
+    }
+    out
 }
 
 // === several regproxy instances behind HAProxy, each its own "host" ===
@@ -757,7 +852,7 @@ impl NsProxy {
         std::fs::read_to_string(&self.log)
             .unwrap_or_default()
             .lines()
-            .filter(|l| l.contains("\"GET /v2/ "))
+            .filter(|l| is_request(l))
             .filter_map(|l| l.split_whitespace().nth(1).map(str::to_owned))
             .collect()
     }
@@ -765,6 +860,20 @@ impl NsProxy {
     fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// Requests logged (HAProxy's health checks left out).
+    fn requests(&self) -> usize {
+        self.log_text()
+            .lines()
+            .filter(|l| l.contains(" HTTP/1.1\" "))
+            .count()
+    }
+}
+
+/// A text access-log line of a request, not of a connection that closed
+/// before one (HAProxy's health checks, logged as `"- - …"`).
+fn is_request(line: &str) -> bool {
+    line.contains(" HTTP/1.1\" ") && !line.contains("\"- - ")
 }
 
 impl Drop for NsProxy {
@@ -817,52 +926,112 @@ fn two_regproxies_behind_haproxy_send_proxy_v2_one_killed_mid_run() {
     let front: SocketAddr = format!("10.213.3.1:{port}").parse().unwrap();
     wait_listening(front);
 
-    // 8 client processes on host 3, each making bounded sequential requests.
-    const CLIENTS: usize = 8;
-    const REQUESTS: usize = 120;
-    let script = format!(
-        "for i in $(seq {REQUESTS}); do curl -s -o /dev/null -m 5 -w '%{{http_code}}\\n' -u {}:{} http://{front}/v2/; done",
-        USER.0, USER.1
-    );
-    let runs: Vec<Child> = (0..CLIENTS)
-        .map(|_| {
-            Command::new("ip")
-                .args(["netns", "exec", hosts.name(3), "sh", "-c", &script])
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
+    // regbench ci (8 clients) and pull (4) on host 3, through HAProxy.
+    let url = format!("http://{front}");
+    let bench = |args: &[&str], name: &str| {
+        let json = dir.path().join(format!("{name}.json"));
+        let child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                hosts.name(3),
+                env!("CARGO_BIN_EXE_regbench"),
+            ])
+            .args(args)
+            .args([
+                &url,
+                "--user",
+                USER.0,
+                "--password",
+                USER.1,
+                "--timeout",
+                "30s",
+            ])
+            .arg("--json")
+            .arg(&json)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(dir.path().join(format!("{name}.out"))).unwrap())
+            .stderr(std::fs::File::create(dir.path().join(format!("{name}.err"))).unwrap())
+            .spawn()
+            .unwrap();
+        (child, json)
+    };
+    let runs = [
+        bench(
+            &[
+                "ci",
+                "-c",
+                "8",
+                "--duration",
+                "12s",
+                "--repo-prefix",
+                "l4-ci",
+            ],
+            "ci",
+        ),
+        bench(
+            &[
+                "pull",
+                "-c",
+                "4",
+                "--duration",
+                "12s",
+                "--blob-size",
+                "1MiB",
+                "--repo-prefix",
+                "l4-pull",
+            ],
+            "pull",
+        ),
+    ];
     // Kill instance 1 once it has served some of the run.
     let served = support::wait_for(Duration::from_secs(30), || {
-        (p1.clients().len() >= 50).then_some(())
+        (p1.requests() >= 200).then_some(())
     });
     assert!(served.is_some(), "instance 1 got no traffic");
     p1.kill();
-    let mut codes = Vec::new();
-    for run in runs {
-        let out = run.wait_with_output().unwrap();
-        codes.extend(
-            String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .map(str::to_owned),
+    let killed_after = p1.requests();
+    let mut totals = (0, 0);
+    for (mut child, json) in runs {
+        let done = support::wait_for(Duration::from_secs(120), || child.try_wait().unwrap());
+        assert!(done.is_some(), "regbench did not finish");
+        let r: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        let (ok, failed) = (
+            r["total"]["ok"].as_u64().unwrap(),
+            r["total"]["errors"].as_u64().unwrap(),
         );
+        eprintln!(
+            "L4 run, {}: {ok} ok, {failed} failed {}",
+            r["scenario"], r["errors"]
+        );
+        totals = (totals.0 + ok, totals.1 + failed);
     }
-    let ok = codes.iter().filter(|c| *c == "200").count();
-    let failed = codes.len() - ok;
     let (c1, c2) = (p1.clients(), p2.clients());
-    eprintln!("L4 run: {ok} ok, {failed} failed of {}; instance 1 served {} before it was killed, instance 2 {}", codes.len(), c1.len(), c2.len());
-    assert_eq!(codes.len(), CLIENTS * REQUESTS);
-    // Only connections on the killed instance may fail: at most one in
-    // flight per client.
-    assert!(failed <= CLIENTS, "{failed} failed: {codes:?}");
-    assert!(c2.len() > c1.len(), "new connections went to the survivor");
+    eprintln!(
+        "L4 run: {} ok, {} failed; instance 1 served {killed_after} requests before it was killed, instance 2 {}",
+        totals.0,
+        totals.1,
+        p2.requests()
+    );
+    assert!(totals.0 > 500, "too little traffic");
+    // Only connections on the killed instance may fail: at most one
+    // request in flight on each of the 12 clients' connections.
+    assert!(totals.1 <= 12, "{} failed", totals.1);
+    assert!(
+        p2.requests() > killed_after,
+        "new connections went to the survivor"
+    );
     // The access logs name the clients' host, not HAProxy's address.
-    for c in c1.iter().chain(&c2) {
-        assert_eq!(c, "10.213.3.2", "{}", p2.log_text());
-    }
+    let strangers: Vec<&String> = c1
+        .iter()
+        .chain(&c2)
+        .filter(|c| *c != "10.213.3.2")
+        .collect();
+    assert!(
+        strangers.is_empty(),
+        "logged clients other than host 3: {strangers:?}"
+    );
     drop(r1);
     drop(r2);
 }
