@@ -1,6 +1,6 @@
 //! TLS termination with rustls: the server configuration built from the
 //! operator's PEM files. Handshakes themselves run on the workers through
-//! monoio-rustls.
+//! monoio-rustls, once the ClientHello is queued (`tls/hello.rs`).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -11,6 +11,8 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::config::TlsFiles;
+
+pub mod hello;
 
 /// Builds the server configuration: TLS 1.2 and 1.3, ALPN `http/1.1`,
 /// stateless session tickets so resumption needs no shared cache.

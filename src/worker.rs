@@ -32,6 +32,7 @@ use crate::proxy_protocol;
 use crate::reload::{Published, Snapshot};
 use crate::request_id::Generator;
 use crate::shutdown::Drain;
+use crate::tls;
 use crate::upstream::pool::Pool;
 
 /// Submission queue entries per io_uring instance.
@@ -148,9 +149,16 @@ async fn connection(
     let peer = client;
     match acceptor {
         None => Box::pin(conn::serve(ctx, stream, peer, false, slot)).await,
-        // Boxed: the handshake's and the TLS stream's state would otherwise
-        // sit in every plain connection's task too.
-        Some(acceptor) => Box::pin(serve_tls(ctx, acceptor, stream, peer, slot)).await,
+        Some(acceptor) => {
+            // No TLS state until the ClientHello is here (`tls::hello`).
+            if let Err(e) = tls::hello::first_record_queued(&stream).await {
+                tracing::debug!(client = %peer, error = %e, "closing before the TLS handshake");
+                return;
+            }
+            // Boxed: the handshake's and the TLS stream's state would
+            // otherwise sit in every plain connection's task too.
+            Box::pin(serve_tls(ctx, acceptor, stream, peer, slot)).await
+        }
     }
 }
 

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use support::http::{self, Conn};
 use support::proxy::Proxy;
 use support::registry::Registry;
+use support::tls::Tls;
 
 const USER: &str = "alice";
 const PASS: &str = "wonderland";
@@ -68,13 +69,15 @@ listen = "127.0.0.1:0"
     }
 }
 
-/// Holds `count` connections to `port` from 127.`octet`.x.y, each with one
-/// byte of a request head sent, until its stdin closes.
+/// Holds `count` connections to `port` from 127.`octet`.x.y, each with the
+/// first bytes of a request sent (one byte of a head, or `argv[4]` in hex),
+/// until its stdin closes.
 const HOLDER: &str = r#"
 import resource, socket, sys
 soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
 resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 port, count, octet = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+first = bytes.fromhex(sys.argv[4]) if len(sys.argv) > 4 else b"G"
 held = []
 for i in range(count):
     s = socket.socket()
@@ -82,7 +85,7 @@ for i in range(count):
     try:
         s.bind(("127.%d.%d.%d" % (octet, i // 250, 2 + i % 250), 0))
         s.connect(("127.0.0.1", port))
-        s.send(b"G")
+        s.send(first)
     except OSError:
         s.close()
         continue
@@ -95,9 +98,13 @@ struct Holder(Child);
 
 impl Holder {
     fn start(port: u16, count: usize, octet: u8) -> Holder {
+        Self::start_sending(port, count, octet, "47")
+    }
+
+    fn start_sending(port: u16, count: usize, octet: u8, first_hex: &str) -> Holder {
         let mut child = Command::new("python3")
             .args(["-c", HOLDER, &port.to_string(), &count.to_string()])
-            .arg(octet.to_string())
+            .args([&octet.to_string(), first_hex])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -418,4 +425,45 @@ fn the_open_connection_gauges_follow_states() {
     });
     assert!(gone.is_some());
     let _ = std::io::stderr().flush();
+}
+
+#[test]
+fn tls_connections_waiting_for_a_client_hello_hold_no_tls_state() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let tls = Tls::generate(dir.path());
+    let s = stack(
+        &format!(
+            "[tls]\ncert = \"{}\"\nkey = \"{}\"",
+            tls.server_cert().display(),
+            tls.server_key().display()
+        ),
+        &[],
+    );
+    let ep = http::Endpoint::tls(s.proxy.addr(), tls.client_config());
+    let get = || {
+        http::get(ep.clone(), "/v2/", Some((USER, PASS)), &[])
+            .unwrap()
+            .status
+    };
+    assert_eq!(get(), 200);
+    std::thread::sleep(Duration::from_millis(300));
+    let base = s.proxy.vm_rss_kib();
+    // A handshake record header announcing a 512-byte ClientHello, and
+    // nothing more: the handshake must not start (it would allocate
+    // ~33 KiB of TLS state and buffers per connection).
+    let holder = Holder::start_sending(s.proxy.addr().port(), 3_000, 12, "1603010200");
+    std::thread::sleep(Duration::from_millis(500));
+    let waiting = gauge(&s.proxy, "head");
+    let rss = s.proxy.vm_rss_kib();
+    let per_conn = (rss.saturating_sub(base) * 1024) / waiting.max(1);
+    eprintln!("TLS: {waiting} connections waiting for a ClientHello, {per_conn} B each");
+    assert!(waiting >= 2_900, "{waiting}");
+    assert!(
+        per_conn <= 4096,
+        "{per_conn} bytes per TLS connection waiting for its ClientHello"
+    );
+    // A real client is not held up by them.
+    assert_eq!(get(), 200);
+    drop(holder);
 }

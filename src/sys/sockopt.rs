@@ -1,0 +1,29 @@
+//! Socket options none of our wrapper crates (socket2, nix, rustix) offer.
+#![allow(unsafe_code)]
+
+use std::io;
+use std::os::fd::RawFd;
+
+/// Sets `SO_RCVLOWAT`: the socket reports readable (poll, epoll, io_uring's
+/// poll) only once this many bytes are queued, or at end of stream. Linux
+/// honours it for TCP since 2.6.28.
+pub fn set_recv_lowat(fd: RawFd, bytes: usize) -> io::Result<()> {
+    let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    // SAFETY: `fd` is a socket the caller keeps open for the call; the
+    // option value is a live `c_int` passed with its exact size, and
+    // setsockopt copies it without keeping the pointer.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVLOWAT,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
