@@ -119,6 +119,8 @@ pub async fn serve<S: Io>(ctx: Rc<Ctx>, io: S, peer: SocketAddr, tls: bool) {
     let mut end = End::Close;
     let mut first = true;
     loop {
+        // Between requests only small buffers stay (a body's batches go).
+        conn.client.shrink();
         let head = match read_head(&ctx, &mut conn, first).await {
             Ok(Some(head)) => head,
             Ok(None) => break,
@@ -213,7 +215,7 @@ pub async fn serve<S: Io>(ctx: Rc<Ctx>, io: S, peer: SocketAddr, tls: bool) {
     }
     match end {
         End::Close => {
-            let _ = monoio::io::AsyncWriteRent::shutdown(&mut conn.client.io).await;
+            let _ = Io::shutdown(&mut conn.client.io).await;
         }
         End::Linger(budget) => {
             WorkerMetrics::inc(&ctx.m().lingering_closes_total);

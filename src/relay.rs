@@ -9,7 +9,7 @@
 use std::io;
 use std::time::Duration;
 
-use monoio::buf::{IoBuf, IoBufMut};
+use monoio::buf::{IoBuf, IoBufMut, Slice};
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 
@@ -23,23 +23,71 @@ use crate::http::body::{
 /// Read buffer per side of a connection. It must hold the largest head we
 /// accept (`MAX_RESPONSE_HEAD_BYTES`) and is the unit of a body copy.
 pub const READ_BUF_BYTES: usize = 64 * 1024;
+/// Read buffer of a length-delimited body copied through user space (a TLS
+/// leg): taken only while the body moves, and given back after
+/// ([`Buffered::shrink`]). Large batches mean one `recv` and one `send` per
+/// sixteen TLS records instead of one each per record (issue 8).
+pub const BULK_BUF_BYTES: usize = 256 * 1024;
 /// Re-encoded chunked output is written once it reaches this size.
 const CHUNK_OUT_FLUSH: usize = 32 * 1024;
 
-/// A stream the relay can splice from or to when it is plain TCP.
-pub trait Io: AsyncReadRent + AsyncWriteRent {
+/// A client or registry connection: plain TCP, which the relay can splice
+/// from or to, or TLS (`tls::TlsStream`).
+// Workers are single-threaded: these futures never need to be `Send`.
+#[allow(async_fn_in_trait)]
+pub trait Io {
     fn as_tcp(&mut self) -> Option<&mut TcpStream>;
+    /// Appends what arrives, at most `buf`'s spare capacity, to `buf`.
+    /// `Ok(0)` is end of stream.
+    async fn read_vec(&mut self, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>);
+    /// Writes all of `buf`.
+    async fn write_all_slice(&mut self, buf: Slice<Vec<u8>>) -> (io::Result<()>, Slice<Vec<u8>>);
+    /// Ends the sending side (TLS: `close_notify` first).
+    async fn shutdown(&mut self) -> io::Result<()>;
+    /// Gives back buffers that only a moving body needs.
+    fn trim(&mut self) {}
 }
 
 impl Io for TcpStream {
     fn as_tcp(&mut self) -> Option<&mut TcpStream> {
         Some(self)
     }
+
+    async fn read_vec(&mut self, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
+        let (len, cap) = (buf.len(), buf.capacity());
+        let (res, slice) = self.read(buf.slice_mut(len..cap)).await;
+        (res, slice.into_inner())
+    }
+
+    async fn write_all_slice(&mut self, buf: Slice<Vec<u8>>) -> (io::Result<()>, Slice<Vec<u8>>) {
+        let (res, buf) = AsyncWriteRentExt::write_all(self, buf).await;
+        (res.map(|_| ()), buf)
+    }
+
+    async fn shutdown(&mut self) -> io::Result<()> {
+        AsyncWriteRent::shutdown(self).await
+    }
 }
 
-impl Io for monoio_rustls::ServerTlsStream<TcpStream> {
+impl Io for crate::tls::TlsStream {
     fn as_tcp(&mut self) -> Option<&mut TcpStream> {
         None
+    }
+
+    async fn read_vec(&mut self, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
+        crate::tls::TlsStream::read_vec(self, buf).await
+    }
+
+    async fn write_all_slice(&mut self, buf: Slice<Vec<u8>>) -> (io::Result<()>, Slice<Vec<u8>>) {
+        crate::tls::TlsStream::write_all_slice(self, buf).await
+    }
+
+    async fn shutdown(&mut self) -> io::Result<()> {
+        crate::tls::TlsStream::shutdown(self).await
+    }
+
+    fn trim(&mut self) {
+        crate::tls::TlsStream::trim(self)
     }
 }
 
@@ -52,7 +100,7 @@ pub struct Buffered<S> {
     start: usize,
 }
 
-impl<S: AsyncReadRent> Buffered<S> {
+impl<S: Io> Buffered<S> {
     pub fn new(io: S) -> Self {
         Self::with_buf(io, Vec::with_capacity(READ_BUF_BYTES))
     }
@@ -63,9 +111,28 @@ impl<S: AsyncReadRent> Buffered<S> {
         Self { io, buf, start: 0 }
     }
 
-    /// The stream, and the buffer for reuse. Unconsumed bytes are dropped.
-    pub fn into_parts(self) -> (S, Vec<u8>) {
+    /// The stream, and the buffer for reuse (never a bulk-sized one).
+    /// Unconsumed bytes are dropped.
+    pub fn into_parts(mut self) -> (S, Vec<u8>) {
+        self.shrink();
         (self.io, self.buf)
+    }
+
+    /// Makes room for a batch of [`BULK_BUF_BYTES`] while a body moves.
+    fn grow(&mut self) {
+        self.buf
+            .reserve(BULK_BUF_BYTES.saturating_sub(self.buf.len()));
+    }
+
+    /// Gives back a bulk buffer and the stream's own, once a body has
+    /// moved: what an idle connection holds stays at [`READ_BUF_BYTES`].
+    pub fn shrink(&mut self) {
+        self.io.trim();
+        if self.buf.capacity() > READ_BUF_BYTES && self.unconsumed().len() <= READ_BUF_BYTES {
+            self.buf.drain(..self.start);
+            self.start = 0;
+            self.buf.shrink_to(READ_BUF_BYTES);
+        }
     }
 
     /// Read but not yet consumed.
@@ -88,18 +155,16 @@ impl<S: AsyncReadRent> Buffered<S> {
             self.buf.truncate(self.buf.len() - self.start);
             self.start = 0;
         }
-        let len = self.buf.len();
-        let cap = self.buf.capacity();
-        if len == cap {
+        if self.buf.len() == self.buf.capacity() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 "read buffer full",
             ));
         }
         let buf = std::mem::take(&mut self.buf);
-        match monoio::time::timeout(timeout, self.io.read(buf.slice_mut(len..cap))).await {
-            Ok((res, slice)) => {
-                self.buf = slice.into_inner();
+        match monoio::time::timeout(timeout, self.io.read_vec(buf)).await {
+            Ok((res, buf)) => {
+                self.buf = buf;
                 res
             }
             // The read was cancelled with the buffer: the caller closes this
@@ -112,7 +177,7 @@ impl<S: AsyncReadRent> Buffered<S> {
     }
 
     /// Writes `n` unconsumed bytes to `dst` and consumes them.
-    async fn forward_buffered<D: AsyncWriteRent>(
+    async fn forward_buffered<D: Io>(
         &mut self,
         dst: &mut D,
         n: usize,
@@ -120,7 +185,7 @@ impl<S: AsyncReadRent> Buffered<S> {
     ) -> Result<(), RelayError> {
         let (start, end) = (self.start, self.start + n);
         let buf = std::mem::take(&mut self.buf);
-        match monoio::time::timeout(timeout, dst.write_all(buf.slice(start..end))).await {
+        match monoio::time::timeout(timeout, dst.write_all_slice(buf.slice(start..end))).await {
             Ok((res, slice)) => {
                 self.buf = slice.into_inner();
                 res.map_err(RelayError::Dst)?;
@@ -136,13 +201,17 @@ impl<S: AsyncReadRent> Buffered<S> {
 }
 
 /// Writes all of `buf` within `timeout`; the buffer comes back for reuse.
-pub async fn write_all<D: AsyncWriteRent>(
+pub async fn write_all<D: Io>(
     dst: &mut D,
     buf: Vec<u8>,
     timeout: Duration,
 ) -> (io::Result<()>, Vec<u8>) {
-    match monoio::time::timeout(timeout, dst.write_all(buf)).await {
-        Ok((res, buf)) => (res.map(|_| ()), buf),
+    if buf.is_empty() {
+        return (Ok(()), buf);
+    }
+    let len = buf.len();
+    match monoio::time::timeout(timeout, dst.write_all_slice(buf.slice(0..len))).await {
+        Ok((res, buf)) => (res, buf.into_inner()),
         Err(_elapsed) => (Err(io::ErrorKind::TimedOut.into()), Vec::new()),
     }
 }
@@ -199,6 +268,7 @@ async fn relay_length<S: Io, D: Io>(
         moved.spliced += left;
         return Ok(moved);
     }
+    src.grow();
     while left > 0 {
         let got = src.fill(t.src).await.map_err(RelayError::Src)?;
         if got == 0 {
@@ -209,6 +279,7 @@ async fn relay_length<S: Io, D: Io>(
         left -= take as u64;
         moved.body += take as u64;
     }
+    src.shrink();
     Ok(moved)
 }
 
@@ -316,7 +387,7 @@ async fn relay_to_close<S: Io, D: Io>(
 
 /// Ends an encoded body: the last chunk (RFC 9112 §7.1), then everything
 /// still buffered.
-async fn finish<D: AsyncWriteRent>(
+async fn finish<D: Io>(
     dst: &mut D,
     out: &mut Vec<u8>,
     encode: Encode,
@@ -342,11 +413,7 @@ fn append(out: &mut Vec<u8>, data: &[u8], encode: Encode) {
     }
 }
 
-async fn flush<D: AsyncWriteRent>(
-    dst: &mut D,
-    out: &mut Vec<u8>,
-    timeout: Duration,
-) -> Result<(), RelayError> {
+async fn flush<D: Io>(dst: &mut D, out: &mut Vec<u8>, timeout: Duration) -> Result<(), RelayError> {
     if out.is_empty() {
         return Ok(());
     }

@@ -1,6 +1,6 @@
 //! TLS termination with rustls: the server configuration built from the
-//! operator's PEM files. Handshakes themselves run on the workers through
-//! monoio-rustls.
+//! operator's PEM files, and the stream the workers run handshakes and
+//! bodies through (`tls/stream.rs`).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -11,6 +11,10 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::config::TlsFiles;
+
+mod stream;
+
+pub use stream::{accept, TlsStream};
 
 /// Builds the server configuration: TLS 1.2 and 1.3, ALPN `http/1.1`,
 /// stateless session tickets so resumption needs no shared cache.

@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 use futures_channel::oneshot;
 use monoio::io::Canceller;
 use monoio::net::TcpListener;
-use monoio_rustls::TlsAcceptor;
 
 use crate::access_log::{AccessLog, FLUSH_INTERVAL};
 use crate::auth::cache::{LocalVerifier, Verifier};
@@ -182,7 +181,7 @@ async fn run(
         active.set(active.get() + 1);
         let guard = Active(active.clone());
         let ctx = ctx.clone();
-        let acceptor = tls.get().as_ref().clone().map(TlsAcceptor::from);
+        let tls_config = tls.get().as_ref().clone();
         monoio::spawn(async move {
             let _guard = guard;
             // Behind an L4 balancer the client is whom its PROXY header names.
@@ -199,12 +198,12 @@ async fn run(
                 WorkerMetrics::inc(&ctx.metrics[id].proxy_protocol_refused_total);
                 return;
             };
-            match acceptor {
+            match tls_config {
                 None => conn::serve(ctx, stream, peer, false).await,
-                Some(acceptor) => {
+                Some(tls_config) => {
                     let handshake = monoio::time::timeout(
                         ctx.config.client.header_timeout,
-                        acceptor.accept(stream),
+                        crate::tls::accept(tls_config, stream),
                     )
                     .await;
                     match handshake {
