@@ -570,6 +570,11 @@ async fn forward<S: Io>(
     let framing = write::client_framing(response.body, head.version);
     conn.out.clear();
     write::response_head(&response, framing, keep_alive, &mut conn.out);
+    // A small body read with the head leaves with it, in one write.
+    let early = match response.body {
+        ResponseBody::Length(n) if n <= COALESCE_BODY_BYTES => upstream.take_into(&mut conn.out, n),
+        _ => 0,
+    };
     ex.status = response.status;
     ex.responded = true;
     let client_timeout = cfg.client.body_timeout;
@@ -589,7 +594,7 @@ async fn forward<S: Io>(
     };
     let body = match response.body {
         ResponseBody::None => None,
-        ResponseBody::Length(n) => Some(Framing::Length(n)),
+        ResponseBody::Length(n) => Some(Framing::Length(n - early)),
         ResponseBody::Chunked => Some(Framing::Chunked),
         ResponseBody::CloseDelimited => Some(Framing::Close),
     };
@@ -608,8 +613,8 @@ async fn forward<S: Io>(
         }
     };
     let moved = moved.map_err(|e| relay_error(e, Side::Upstream))?;
-    ex.bytes_out = moved.body;
-    WorkerMetrics::add(&ctx.m().response_body_bytes_total, moved.body);
+    ex.bytes_out = early + moved.body;
+    WorkerMetrics::add(&ctx.m().response_body_bytes_total, ex.bytes_out);
     WorkerMetrics::add(&ctx.m().spliced_bytes_total, moved.spliced);
 
     // Give the registry connection back only if its response ended cleanly
@@ -630,6 +635,10 @@ async fn forward<S: Io>(
     ex.keep_alive = keep_alive && framing != ClientFraming::Close;
     Ok(())
 }
+
+/// A response body at most this large goes out in the head's write when
+/// it arrived with the head (one TLS record holds 16 KiB).
+const COALESCE_BODY_BYTES: u64 = 16 * 1024;
 
 fn encoding(f: ClientFraming) -> Encode {
     if f == ClientFraming::Close {

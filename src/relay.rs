@@ -118,6 +118,16 @@ impl<S: Io> Buffered<S> {
         (self.io, self.buf)
     }
 
+    /// Moves up to `max` unconsumed bytes to the end of `out` and returns
+    /// how many: a small body that came in with its head goes out in the
+    /// same write as the head (one `send`, and over TLS one record).
+    pub fn take_into(&mut self, out: &mut Vec<u8>, max: u64) -> u64 {
+        let n = (self.unconsumed().len() as u64).min(max) as usize;
+        out.extend_from_slice(&self.unconsumed()[..n]);
+        self.consume(n);
+        n as u64
+    }
+
     /// Makes room for a batch of [`BULK_BUF_BYTES`] while a body moves.
     fn grow(&mut self) {
         self.buf
