@@ -200,6 +200,30 @@ impl AsyncWriteRent for Stream {
     }
 }
 
+impl regproxy::relay::Io for Stream {
+    fn as_tcp(&mut self) -> Option<&mut TcpStream> {
+        None
+    }
+
+    async fn read_vec(&mut self, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
+        let (len, cap) = (buf.len(), buf.capacity());
+        let (res, slice) = self.read(buf.slice_mut(len..cap)).await;
+        (res, slice.into_inner())
+    }
+
+    async fn write_all_slice(
+        &mut self,
+        buf: monoio::buf::Slice<Vec<u8>>,
+    ) -> (io::Result<()>, monoio::buf::Slice<Vec<u8>>) {
+        let (res, buf) = monoio::io::AsyncWriteRentExt::write_all(self, buf).await;
+        (res.map(|_| ()), buf)
+    }
+
+    async fn shutdown(&mut self) -> io::Result<()> {
+        AsyncWriteRent::shutdown(self).await
+    }
+}
+
 /// One keep-alive connection.
 pub struct Conn {
     io: Buffered<Stream>,

@@ -23,6 +23,7 @@ LABELS = {
     "tuned": "nginx tuned",
     "tuned-noauth": "nginx tuned, no auth",
     "haproxy": "HAProxy",
+    "haproxy-noauth": "HAProxy, no auth",
     "regproxy": "regproxy",
     "haproxy-plain": "HAProxy plain+splice",
     "regproxy-plain": "regproxy plain",
@@ -255,6 +256,15 @@ def goals(s):
             r is not None and r >= 1.5 and p_rp is not None and p_tn is not None and p_rp <= p_tn,
         )
     )
+    us_h = get("origin", "ping", "haproxy-noauth", "cpu_us_per_req")
+    r = ratio(us, us_h)
+    out.append(
+        (
+            "issue 8: ≤ 0.7× the CPU per request of HAProxy without auth (origin ping, TLS)",
+            f"{fmt(r, 2)}×; {fmt(us, 1)} vs {fmt(us_h, 1)} µs",
+            r is not None and r <= 0.7,
+        )
+    )
     return out
 
 
@@ -266,6 +276,7 @@ def svg(s):
         "tuned": "#ff7f0e",
         "tuned-noauth": "#bcbd22",
         "haproxy": "#9467bd",
+        "haproxy-noauth": "#8c564b",
         "regproxy": "#1f77b4",
         "haproxy-plain": "#c5b0d5",
         "regproxy-plain": "#aec7e8",
@@ -343,10 +354,13 @@ def bulk_summary(runs):
                         "hash": r["hash_s"] / gib,
                         "iouwrk": (r["iouwrk_s"] + r["exited_s"]) / gib,
                         "other": r["other_s"] / gib,
+                        "rss_mib": r.get("rss_kib", 0.0) / 1024,
                     }
                 )
             out.setdefault(row, {})[target] = {k: median([p[k] for p in per]) for k in per[0]} | {
-                "reps": len(per)
+                "reps": len(per),
+                # Peak, not median: the bound is on the worst run.
+                "rss_mib": max(p["rss_mib"] for p in per),
             }
     return out
 
@@ -358,7 +372,8 @@ def bulk_tables(b):
         "CPU-s/GiB is the proxy's user+system CPU per GiB moved; regproxy's is split by thread "
         "kind (worker, hash, io_uring io-wq `iou-wrk` including workers that exited during the "
         "transfer). The ratio compares regproxy with the best peer of the same mode (TLS or plain) "
-        "by CPU-s/GiB.",
+        "by CPU-s/GiB. Peak RSS is the sum of VmHWM over the front's processes, reset before each "
+        "transfer, highest over the repetitions (HAProxy's plain and TLS fronts are one process).",
         "",
     ]
     for row, title in BULK_ROWS.items():
@@ -368,8 +383,8 @@ def bulk_tables(b):
         md += [
             f"#### {title}",
             "",
-            "| front | MiB/s | CPU-s/GiB | user | sys | regproxy worker / hash / iou-wrk | vs best peer |",
-            "|---|---:|---:|---:|---:|---|---:|",
+            "| front | MiB/s | CPU-s/GiB | user | sys | regproxy worker / hash / iou-wrk | vs best peer | peak RSS MiB |",
+            "|---|---:|---:|---:|---:|---|---:|---:|",
         ]
         for t in BULK_TARGETS:
             if t not in rows:
@@ -386,7 +401,8 @@ def bulk_tables(b):
             cpu = "–" if t == "direct" else fmt(r["cpu"], 2)
             user = "–" if t == "direct" else fmt(r["user"], 2)
             sys_ = "–" if t == "direct" else fmt(r["sys"], 2)
-            md.append(f"| {BULK_LABELS[t]} | {fmt(r['mib_s'], 0)} | {cpu} | {user} | {sys_} | {kinds} | {vs} |")
+            rss = "–" if t == "direct" else fmt(r["rss_mib"], 1)
+            md.append(f"| {BULK_LABELS[t]} | {fmt(r['mib_s'], 0)} | {cpu} | {user} | {sys_} | {kinds} | {vs} | {rss} |")
         md.append("")
     return md
 
@@ -429,6 +445,10 @@ def bulk_goals(b):
                 None not in (r, t, ht) and r <= 0.75 and t >= ht,
             )
         )
+    peaks = [get(row, t, "rss_mib") for row in BULK_ROWS for t in ("regproxy", "regproxy-plain")]
+    peaks = [p for p in peaks if p]
+    peak = max(peaks) if peaks else None
+    out.append(("peak RSS of regproxy < 16 MiB (VmHWM, every bulk row)", f"{fmt(peak, 1)} MiB", peak is not None and peak < 16))
     return out
 
 

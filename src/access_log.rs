@@ -76,8 +76,8 @@ pub struct Entry<'a> {
     /// From sending the head to the registry until its response head was
     /// read (for an upload, the body's streaming included).
     pub upstream_ttfb: Option<Duration>,
-    /// The client connection is TLS.
-    pub tls: bool,
+    /// The TLS version of the client connection (`TLSv1.3`); `None`: plain.
+    pub tls: Option<&'static str>,
 }
 
 impl Entry<'_> {
@@ -285,7 +285,7 @@ mod tests {
             summary: &Summary::default(),
             upstream: None,
             upstream_ttfb: None,
-            tls: false,
+            tls: None,
         };
         format_entry(
             &e,

@@ -73,6 +73,8 @@ struct Conn<S> {
     client: Buffered<S>,
     peer: SocketAddr,
     tls: bool,
+    /// The negotiated TLS version, for the access log.
+    tls_version: Option<&'static str>,
     /// Scratch for heads and re-encoded chunks.
     out: Vec<u8>,
 }
@@ -143,6 +145,7 @@ impl Exchange {
 /// while a request is in flight, waiting (sheddable) between requests.
 pub async fn serve<S: Io>(ctx: Rc<Ctx>, io: S, peer: SocketAddr, tls: bool, slot: Rc<Slot>) {
     let mut conn = Conn {
+        tls_version: io.tls_version(),
         client: Buffered::new(io),
         peer,
         tls,
@@ -170,7 +173,7 @@ pub async fn serve<S: Io>(ctx: Rc<Ctx>, io: S, peer: SocketAddr, tls: bool, slot
     };
     match end {
         End::Close => {
-            let _ = monoio::io::AsyncWriteRent::shutdown(&mut conn.client.io).await;
+            let _ = Io::shutdown(&mut conn.client.io).await;
         }
         End::Linger(budget) => {
             let lingering = &ctx.config.client.lingering;
@@ -187,7 +190,7 @@ async fn bad_head<S: Io>(ctx: &Ctx, conn: &mut Conn<S>, e: &ProxyError) {
     let mut ex = Exchange::new(RequestBody::None, ctx.ids.generate());
     fail(ctx, conn, &mut ex, e, false).await;
     let error = e.to_string();
-    let done = Finished::new(None, None, conn.peer.ip(), conn.tls, started);
+    let done = Finished::new(None, None, conn.peer.ip(), conn.tls_version, started);
     record::record(ctx, &done, &ex, Some(&error));
 }
 
@@ -236,7 +239,13 @@ async fn request<S: Io>(
         }
     };
     ctx.m().count_status(ex.status);
-    let done = Finished::new(Some(head), target.as_ref(), client, conn.tls, started);
+    let done = Finished::new(
+        Some(head),
+        target.as_ref(),
+        client,
+        conn.tls_version,
+        started,
+    );
     record::record(ctx, &done, &ex, error.as_deref());
     let keep_alive = ex.keep_alive && !ctx.drain.is_draining();
     slot.waiting(ex.user.is_some());
@@ -640,6 +649,11 @@ async fn forward<S: Io>(
         &ex.request_id,
         &mut conn.out,
     );
+    // A small body read with the head leaves with it, in one write.
+    let early = match response.body {
+        ResponseBody::Length(n) if n <= COALESCE_BODY_BYTES => upstream.take_into(&mut conn.out, n),
+        _ => 0,
+    };
     ex.status = response.status;
     ex.responded = true;
     let client_timeout = cfg.client.body_timeout;
@@ -659,7 +673,7 @@ async fn forward<S: Io>(
     };
     let body = match response.body {
         ResponseBody::None => None,
-        ResponseBody::Length(n) => Some(Framing::Length(n)),
+        ResponseBody::Length(n) => Some(Framing::Length(n - early)),
         ResponseBody::Chunked => Some(Framing::Chunked),
         ResponseBody::CloseDelimited => Some(Framing::Close),
     };
@@ -678,9 +692,12 @@ async fn forward<S: Io>(
         }
     };
     let moved = moved.map_err(|e| relay_error(e, Side::Upstream))?;
-    ex.bytes_out = moved.body;
-    WorkerMetrics::add(&ctx.m().response_body_bytes_total, moved.body);
-    ctx.m().count_moved(&moved);
+    ex.bytes_out = early + moved.body;
+    WorkerMetrics::add(&ctx.m().response_body_bytes_total, ex.bytes_out);
+    ctx.m().count_moved(&Moved {
+        body: ex.bytes_out,
+        spliced: moved.spliced,
+    });
 
     // Give the registry connection back only if its response ended cleanly
     // and nothing unasked-for follows it.
@@ -700,6 +717,10 @@ async fn forward<S: Io>(
     ex.keep_alive = keep_alive && framing != ClientFraming::Close;
     Ok(())
 }
+
+/// A response body at most this large goes out in the head's write when
+/// it arrived with the head (one TLS record holds 16 KiB).
+const COALESCE_BODY_BYTES: u64 = 16 * 1024;
 
 fn encoding(f: ClientFraming) -> Encode {
     if f == ClientFraming::Close {

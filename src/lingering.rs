@@ -208,7 +208,7 @@ async fn read_more<S: Io>(
 /// Returns the bytes read. The caller drops the connection afterwards.
 pub async fn close<S: Io>(client: &mut Buffered<S>, budget: u64, l: &Lingering) -> u64 {
     let deadline = Instant::now() + l.time;
-    let shutdown = monoio::io::AsyncWriteRent::shutdown(&mut client.io);
+    let shutdown = Io::shutdown(&mut client.io);
     if !matches!(monoio::time::timeout(l.timeout, shutdown).await, Ok(Ok(()))) {
         return 0;
     }

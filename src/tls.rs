@@ -1,6 +1,7 @@
 //! TLS termination with rustls: the server configuration built from the
-//! operator's PEM files. Handshakes themselves run on the workers through
-//! monoio-rustls, once the ClientHello is queued (`tls/hello.rs`).
+//! operator's PEM files, and the stream the workers run handshakes and
+//! bodies through (`tls/stream.rs`), started once the ClientHello is queued
+//! (`tls/hello.rs`).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -13,6 +14,9 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use crate::config::TlsFiles;
 
 pub mod hello;
+mod stream;
+
+pub use stream::{accept, TlsStream};
 
 /// Builds the server configuration: TLS 1.2 and 1.3, ALPN `http/1.1`,
 /// stateless session tickets so resumption needs no shared cache.

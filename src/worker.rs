@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 use futures_channel::oneshot;
 use monoio::io::Canceller;
 use monoio::net::{TcpListener, TcpStream};
-use monoio_rustls::TlsAcceptor;
 
 use crate::access_log::{AccessLog, FLUSH_INTERVAL};
 use crate::admission::{self, Admission, Limits, PerIp, Slot, StateGauges};
@@ -111,7 +110,7 @@ async fn connection(
     per_ip: Option<Arc<PerIp>>,
     stream: TcpStream,
     peer: SocketAddr,
-    acceptor: Option<TlsAcceptor>,
+    tls_config: Option<Arc<rustls::ServerConfig>>,
     slot: Rc<Slot>,
 ) {
     let id = ctx.worker;
@@ -140,16 +139,16 @@ async fn connection(
                 WorkerMetrics::inc(&ctx.metrics[id].connections_refused_per_ip_total);
                 tracing::debug!(client = %ip, "refused: max_connections_per_ip");
                 let err = ProxyError::TooManyConnections { per_address: true };
-                refuse(&stream, err, acceptor.is_none());
+                refuse(&stream, err, tls_config.is_none());
                 return;
             }
         },
         _ => None,
     };
     let peer = client;
-    match acceptor {
+    match tls_config {
         None => Box::pin(conn::serve(ctx, stream, peer, false, slot)).await,
-        Some(acceptor) => {
+        Some(tls_config) => {
             // No TLS state until the ClientHello is here (`tls::hello`).
             if let Err(e) = tls::hello::first_record_queued(&stream).await {
                 tracing::debug!(client = %peer, error = %e, "closing before the TLS handshake");
@@ -157,7 +156,7 @@ async fn connection(
             }
             // Boxed: the handshake's and the TLS stream's state would
             // otherwise sit in every plain connection's task too.
-            Box::pin(serve_tls(ctx, acceptor, stream, peer, slot)).await
+            Box::pin(serve_tls(ctx, tls_config, stream, peer, slot)).await
         }
     }
 }
@@ -165,14 +164,17 @@ async fn connection(
 /// The TLS handshake, within the header timeout, then the request loop.
 async fn serve_tls(
     ctx: Rc<Ctx>,
-    acceptor: TlsAcceptor,
+    tls_config: Arc<rustls::ServerConfig>,
     stream: TcpStream,
     peer: SocketAddr,
     slot: Rc<Slot>,
 ) {
     let id = ctx.worker;
-    let handshake =
-        monoio::time::timeout(ctx.config.client.header_timeout, acceptor.accept(stream)).await;
+    let handshake = monoio::time::timeout(
+        ctx.config.client.header_timeout,
+        crate::tls::accept(tls_config, stream),
+    )
+    .await;
     match handshake {
         Ok(Ok(tls)) => conn::serve(ctx, tls, peer, true, slot).await,
         Ok(Err(e)) => {
@@ -366,13 +368,13 @@ async fn run(
         let _ = stream.set_nodelay(true);
         active.set(active.get() + 1);
         let guard = Active(active.clone());
-        let acceptor = tls.get().as_ref().clone().map(TlsAcceptor::from);
+        let tls_config = tls.get().as_ref().clone();
         let conn = connection(
             ctx.clone(),
             shared.per_ip.clone(),
             stream,
             peer,
-            acceptor,
+            tls_config,
             slot.clone(),
         );
         let shed = slot.shed_signal();

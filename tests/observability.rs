@@ -122,7 +122,7 @@ fn assert_common(l: &Value, method: &str) {
     assert!(l["duration_ms"].as_f64().unwrap() >= 0.0, "{l}");
     assert!(l["bytes_in"].is_u64() && l["bytes_out"].is_u64(), "{l}");
     assert!(!l["request_id"].as_str().unwrap().is_empty(), "{l}");
-    assert_eq!(l["tls"], true, "{l}");
+    assert_eq!(l["tls"], "TLSv1.3", "{l}");
     assert!(l["user_agent"].is_string(), "{l}");
 }
 

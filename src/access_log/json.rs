@@ -15,7 +15,7 @@
 //! | `duration_ms` | whole request, milliseconds with microsecond decimals |
 //! | `upstream_ttfb_ms` | registry time to its response head; absent if never forwarded |
 //! | `upstream` | the registry server's address |
-//! | `tls` | `true` on a TLS connection; absent on plain |
+//! | `tls` | the TLS version (`TLSv1.3`, `TLSv1.2`); absent on plain |
 //! | `user_agent`, `request_id`, `error` | strings; `error` only on failure |
 //!
 //! Strings are escaped by hand rather than with `serde_json`: the line is
@@ -66,8 +66,8 @@ pub fn format_entry(e: &Entry<'_>, now: SystemTime, out: &mut String) {
     if let Some(up) = e.upstream {
         let _ = write!(out, ",\"upstream\":\"{up}\"");
     }
-    if e.tls {
-        out.push_str(",\"tls\":true");
+    if let Some(version) = e.tls {
+        let _ = write!(out, ",\"tls\":\"{version}\"");
     }
     if let Some(ua) = e.user_agent {
         let cut = ua.len().min(MAX_UA_CHARS);
@@ -142,7 +142,7 @@ mod tests {
             summary: &summary,
             upstream: Some("127.0.0.1:5000".parse().expect("addr")),
             upstream_ttfb: Some(Duration::from_micros(1500)),
-            tls: true,
+            tls: Some("TLSv1.3"),
         };
         let mut out = String::new();
         format_entry(
@@ -156,7 +156,7 @@ mod tests {
              \"method\":\"GET\",\"path\":\"/v2/team/app/manifests/v1\",\"repository\":\"team/app\",\
              \"action\":\"pull\",\"tag\":\"v1\",\"status\":200,\"bytes_in\":0,\"bytes_out\":528,\
              \"duration_ms\":2.345,\"upstream_ttfb_ms\":1.500,\"upstream\":\"127.0.0.1:5000\",\
-             \"tls\":true,\"user_agent\":\"skopeo/1.9 \\\"q\\\"\\n\u{fffd}\",\"request_id\":\"r-1\",\
+             \"tls\":\"TLSv1.3\",\"user_agent\":\"skopeo/1.9 \\\"q\\\"\\n\u{fffd}\",\"request_id\":\"r-1\",\
              \"error\":\"a \\\\ b\"}\n"
         );
         let v: serde_json::Value = serde_json::from_str(&out).expect("valid JSON");

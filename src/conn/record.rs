@@ -21,7 +21,7 @@ pub(super) struct Finished<'a> {
     head: Option<&'a RequestHead>,
     target: Option<&'a Target>,
     client: IpAddr,
-    tls: bool,
+    tls: Option<&'static str>,
     started: Instant,
 }
 
@@ -30,7 +30,7 @@ impl<'a> Finished<'a> {
         head: Option<&'a RequestHead>,
         target: Option<&'a Target>,
         client: IpAddr,
-        tls: bool,
+        tls: Option<&'static str>,
         started: Instant,
     ) -> Self {
         Finished {

@@ -395,17 +395,25 @@ impl Fields {
             .map(|&(n, v)| (self.str(n), self.bytes(v)))
     }
 
+    /// Names as bytes: lookups compare them without a UTF-8 check per
+    /// field per call (they run once per forwarded field).
+    fn raw_iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.lines
+            .iter()
+            .map(|&(n, v)| (self.bytes(n), self.bytes(v)))
+    }
+
     fn get(&self, name: &str) -> Option<&[u8]> {
-        self.iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        self.raw_iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
             .map(|(_, v)| v)
     }
 
     fn is_connection_header(&self, name: &str) -> bool {
         HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(name))
             || self
-                .iter()
-                .filter(|(n, _)| n.eq_ignore_ascii_case("connection"))
+                .raw_iter()
+                .filter(|(n, _)| n.eq_ignore_ascii_case(b"connection"))
                 .flat_map(|(_, v)| list_elements(v))
                 .any(|option| option.eq_ignore_ascii_case(name.as_bytes()))
     }

@@ -1,7 +1,8 @@
 //! Waiting for a client's first TLS record before any TLS state exists.
 //!
-//! A TLS connection costs ~33 KiB from the moment its handshake starts
-//! (rustls' state and monoio-rustls' two 16 KiB buffers). An attacker who
+//! A TLS connection costs tens of KiB from the moment its handshake starts
+//! (rustls' state and buffers; 33 KiB measured when the stream was
+//! monoio-rustls with its two 16 KiB buffers). An attacker who
 //! opens thousands of connections and sends one byte of a ClientHello on
 //! each would hold that much per connection for `header_timeout`. So the
 //! handshake starts only once the first record (the ClientHello, whose

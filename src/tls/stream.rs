@@ -1,0 +1,219 @@
+//! A server TLS stream over one TCP socket, driving rustls' buffered
+//! `ServerConnection` with our own socket I/O.
+//!
+//! monoio-rustls moved ciphertext through fixed 16 KiB buffers: one read or
+//! write system call per TLS record, about 65,000 per GiB each way, which
+//! made most of a TLS transfer's CPU system time (issue 8). Here the socket
+//! is read and written in batches as large as the caller's request: an
+//! upload's relay reads up to 64 KiB at a time (`relay::READ_BUF_BYTES`),
+//! so one `recv` brings in about four records for rustls to decrypt, and a
+//! download writes up to `relay::BULK_BUF_BYTES` (256 KiB), so one `send`
+//! carries all sixteen records it was encrypted into.
+//!
+//! Memory per connection: rustls' own buffers (at most one record being
+//! deframed, 16 KiB of received plaintext, 64 KiB of sendable records), plus
+//! `rbuf` and `wbuf` here, each at most one batch (about 256 KiB plus record
+//! overhead) while a body moves. [`TlsStream::trim`] drops batch-sized
+//! buffers between requests, so an idle connection keeps at most
+//! `IDLE_KEEP` bytes of each.
+
+use std::io::{self, BufRead, Write};
+use std::sync::Arc;
+
+use monoio::buf::{IoBufMut, Slice};
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
+use monoio::net::TcpStream;
+use rustls::{ServerConfig, ServerConnection};
+
+/// Socket read size while no caller asks for more (handshakes, heads):
+/// one full record and its header.
+const MIN_READ: usize = 17 * 1024;
+/// Record overhead allowed per 16 KiB of plaintext when sizing a socket
+/// read for a caller's buffer (header, tag, content type; 5 + 16 + 1,
+/// rounded up), so that a full batch of records fits one read.
+const RECORD_OVERHEAD: usize = 32;
+/// Buffers at most this large survive [`TlsStream::trim`]: enough for a
+/// head and a small response, too little to matter on an idle connection.
+const IDLE_KEEP: usize = 20 * 1024;
+
+/// A TLS 1.2/1.3 server connection after its handshake.
+pub struct TlsStream {
+    io: TcpStream,
+    conn: ServerConnection,
+    /// Ciphertext read from the socket; `rbuf[rpos..]` is not yet in rustls.
+    rbuf: Vec<u8>,
+    rpos: usize,
+    /// Records taken from rustls for one `send`; empty between writes.
+    wbuf: Vec<u8>,
+}
+
+impl std::fmt::Debug for TlsStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsStream")
+            .field("buffered_ciphertext", &(self.rbuf.len() - self.rpos))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Runs the server handshake on `io`. The caller bounds it with a timeout.
+pub async fn accept(config: Arc<ServerConfig>, io: TcpStream) -> io::Result<TlsStream> {
+    let conn = ServerConnection::new(config).map_err(io::Error::other)?;
+    let mut s = TlsStream {
+        io,
+        conn,
+        rbuf: Vec::new(),
+        rpos: 0,
+        wbuf: Vec::new(),
+    };
+    while s.conn.is_handshaking() {
+        if s.conn.wants_write() {
+            s.send_records().await?;
+        } else if s.feed(MIN_READ).await? == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "client closed during the TLS handshake",
+            ));
+        }
+    }
+    // TLS 1.3 session tickets follow the handshake.
+    s.send_records().await?;
+    Ok(s)
+}
+
+impl TlsStream {
+    /// The negotiated protocol version, as the access log names it.
+    pub fn version(&self) -> Option<&'static str> {
+        match self.conn.protocol_version()? {
+            rustls::ProtocolVersion::TLSv1_3 => Some("TLSv1.3"),
+            rustls::ProtocolVersion::TLSv1_2 => Some("TLSv1.2"),
+            _ => Some("TLS"),
+        }
+    }
+
+    /// Appends up to `buf`'s spare capacity of plaintext to `buf`. Waits for
+    /// the socket only when nothing at all is buffered. `Ok(0)`: the client
+    /// closed (cleanly, with `close_notify`; without one it is an
+    /// `UnexpectedEof` error, as a truncated body must be).
+    pub async fn read_vec(&mut self, mut buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
+        let start = buf.len();
+        loop {
+            let room = buf.capacity() - buf.len();
+            match self.conn.reader().fill_buf() {
+                Ok(data) if !data.is_empty() => {
+                    let n = data.len().min(room);
+                    buf.extend_from_slice(&data[..n]);
+                    self.conn.reader().consume(n);
+                    if buf.len() == buf.capacity() {
+                        return (Ok(buf.len() - start), buf);
+                    }
+                    continue;
+                }
+                // Clean close.
+                Ok(_) => return (Ok(buf.len() - start), buf),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if buf.len() > start => {
+                    // Hand over what was read; the error repeats next time.
+                    drop(e);
+                    return (Ok(buf.len() - start), buf);
+                }
+                Err(e) => return (Err(e), buf),
+            }
+            if buf.len() > start && self.rpos == self.rbuf.len() {
+                // Something to give and nothing more without waiting.
+                return (Ok(buf.len() - start), buf);
+            }
+            // One socket read sized for the rest of the caller's buffer.
+            let want = room + room / (16 * 1024) * RECORD_OVERHEAD + RECORD_OVERHEAD;
+            match self.feed(want.max(MIN_READ)).await {
+                Ok(_) => {}
+                Err(e) => return (Err(e), buf),
+            }
+        }
+    }
+
+    /// Encrypts all of `data` and sends it, in as few `send` calls as the
+    /// socket takes.
+    pub async fn write_all_slice(
+        &mut self,
+        data: Slice<Vec<u8>>,
+    ) -> (io::Result<()>, Slice<Vec<u8>>) {
+        let (mut off, end) = (data.begin(), data.end());
+        while off < end {
+            // rustls takes as much plaintext as its 64 KiB of sendable
+            // records allow; draining them into `wbuf` makes room again.
+            match self.conn.writer().write(&data.get_ref()[off..end]) {
+                Ok(n) => off += n,
+                Err(e) => return (Err(e), data),
+            }
+            if let Err(e) = self.take_records() {
+                return (Err(e), data);
+            }
+        }
+        (self.send_records().await, data)
+    }
+
+    /// Sends `close_notify` and half-closes the socket.
+    pub async fn shutdown(&mut self) -> io::Result<()> {
+        self.conn.send_close_notify();
+        self.send_records().await?;
+        self.io.shutdown().await
+    }
+
+    /// Drops batch-sized buffers once a body has moved, so that an idle
+    /// connection does not keep them.
+    pub fn trim(&mut self) {
+        if self.rpos == self.rbuf.len() && self.rbuf.capacity() > IDLE_KEEP {
+            self.rbuf = Vec::new();
+            self.rpos = 0;
+        }
+        if self.wbuf.is_empty() && self.wbuf.capacity() > IDLE_KEEP {
+            self.wbuf = Vec::new();
+        }
+    }
+
+    /// Moves rustls' pending records into `wbuf`.
+    fn take_records(&mut self) -> io::Result<()> {
+        while self.conn.wants_write() {
+            self.conn.write_tls(&mut self.wbuf)?;
+        }
+        Ok(())
+    }
+
+    /// Sends every pending record.
+    async fn send_records(&mut self) -> io::Result<()> {
+        self.take_records()?;
+        if self.wbuf.is_empty() {
+            return Ok(());
+        }
+        let (res, mut buf) = self.io.write_all(std::mem::take(&mut self.wbuf)).await;
+        buf.clear();
+        self.wbuf = buf;
+        res.map(|_| ())
+    }
+
+    /// Gives rustls more ciphertext, reading the socket (up to `want`
+    /// bytes) only when none is left over from the last read. Returns the
+    /// bytes read from the socket, 0 at end of stream.
+    async fn feed(&mut self, want: usize) -> io::Result<usize> {
+        let mut got = self.rbuf.len() - self.rpos;
+        if got == 0 {
+            let mut buf = std::mem::take(&mut self.rbuf);
+            buf.clear();
+            self.rpos = 0;
+            buf.reserve(want);
+            let (res, slice) = self.io.read(buf.slice_mut(0..want)).await;
+            self.rbuf = slice.into_inner();
+            got = res?;
+        }
+        // rustls takes at most about one record per call.
+        let mut rd = &self.rbuf[self.rpos..];
+        let taken = self.conn.read_tls(&mut rd)?;
+        self.rpos += taken;
+        if let Err(e) = self.conn.process_new_packets() {
+            // The alert rustls queued tells the client why; best effort.
+            let _ = self.send_records().await;
+            return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+        }
+        Ok(got)
+    }
+}
