@@ -501,6 +501,61 @@ fn monolithic_upload_in_steps(proxy: SocketAddr, repo: &str, data: &[u8]) -> Str
     digest
 }
 
+/// A regbench run in the background as the test user; its JSON report is
+/// read when it ends.
+struct Bench {
+    child: Child,
+    json: std::path::PathBuf,
+    name: String,
+}
+
+impl Bench {
+    /// `regbench ARGS URL …` run through `wrapper` (e.g. `ip netns exec
+    /// NS`; empty: directly), its output in `dir/NAME.{json,out,err}`.
+    fn start(wrapper: &[&str], args: &[&str], url: &str, dir: &Path, name: &str) -> Bench {
+        let regbench = env!("CARGO_BIN_EXE_regbench");
+        let mut cmd = match wrapper.split_first() {
+            None => Command::new(regbench),
+            Some((program, rest)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(rest).arg(regbench);
+                cmd
+            }
+        };
+        let json = dir.join(format!("{name}.json"));
+        let child = cmd
+            .args(args)
+            .args([
+                url,
+                "--user",
+                USER.0,
+                "--password",
+                USER.1,
+                "--timeout",
+                "30s",
+            ])
+            .arg("--json")
+            .arg(&json)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(dir.join(format!("{name}.out"))).unwrap())
+            .stderr(std::fs::File::create(dir.join(format!("{name}.err"))).unwrap())
+            .spawn()
+            .unwrap();
+        Bench {
+            child,
+            json,
+            name: name.to_owned(),
+        }
+    }
+
+    /// Waits (bounded) for the run to end and returns its report.
+    fn report(mut self) -> serde_json::Value {
+        let done = support::wait_for(Duration::from_secs(180), || self.child.try_wait().unwrap());
+        assert!(done.is_some(), "regbench {} did not finish", self.name);
+        serde_json::from_str(&std::fs::read_to_string(&self.json).unwrap()).unwrap()
+    }
+}
+
 #[test]
 fn failover_between_two_replicas_on_shared_storage() {
     let dir = tempfile::tempdir().unwrap();
@@ -536,28 +591,8 @@ fn failover_between_two_replicas_on_shared_storage() {
     // Load: regbench `ci` (8 clients: pulls, pushes, HEADs) and one 1 GiB
     // layer push, while replica a dies and returns.
     let url = format!("http://{}", proxy.addr());
-    let bench = |args: &[&str], name: &str| {
-        let json = dir.path().join(format!("{name}.json"));
-        let child = Command::new(env!("CARGO_BIN_EXE_regbench"))
-            .args(args)
-            .args([
-                &url,
-                "--user",
-                USER.0,
-                "--password",
-                USER.1,
-                "--timeout",
-                "60s",
-            ])
-            .arg("--json")
-            .arg(&json)
-            .stdout(std::fs::File::create(dir.path().join(format!("{name}.out"))).unwrap())
-            .stderr(std::fs::File::create(dir.path().join(format!("{name}.err"))).unwrap())
-            .spawn()
-            .unwrap();
-        (child, json)
-    };
-    let (mut ci, ci_json) = bench(
+    let bench = |args: &[&str], name: &str| Bench::start(&[], args, &url, dir.path(), name);
+    let ci = bench(
         &[
             "ci",
             "-c",
@@ -569,7 +604,7 @@ fn failover_between_two_replicas_on_shared_storage() {
         ],
         "ci",
     );
-    let (mut push, push_json) = bench(
+    let push = bench(
         &[
             "push",
             "--blob-size",
@@ -602,14 +637,7 @@ fn failover_between_two_replicas_on_shared_storage() {
     })
     .expect("a never received traffic again")
     .duration_since(restarted);
-    for (child, name) in [(&mut ci, "ci"), (&mut push, "push")] {
-        let done = support::wait_for(Duration::from_secs(180), || child.try_wait().unwrap());
-        assert!(done.is_some(), "regbench {name} did not finish");
-    }
-    let report = |json: &Path| -> serde_json::Value {
-        serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap()
-    };
-    let (ci, push) = (report(&ci_json), report(&push_json));
+    let (ci, push) = (ci.report(), push.report());
     let count = |r: &serde_json::Value, row: &str, field: &str| r[row][field].as_u64().unwrap();
     let (ci_ok, ci_failed) = (count(&ci, "total", "ok"), count(&ci, "total", "errors"));
     let push_ops_failed: u64 = push["operations"]
@@ -928,34 +956,8 @@ fn two_regproxies_behind_haproxy_send_proxy_v2_one_killed_mid_run() {
 
     // regbench ci (8 clients) and pull (4) on host 3, through HAProxy.
     let url = format!("http://{front}");
-    let bench = |args: &[&str], name: &str| {
-        let json = dir.path().join(format!("{name}.json"));
-        let child = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                hosts.name(3),
-                env!("CARGO_BIN_EXE_regbench"),
-            ])
-            .args(args)
-            .args([
-                &url,
-                "--user",
-                USER.0,
-                "--password",
-                USER.1,
-                "--timeout",
-                "30s",
-            ])
-            .arg("--json")
-            .arg(&json)
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(dir.path().join(format!("{name}.out"))).unwrap())
-            .stderr(std::fs::File::create(dir.path().join(format!("{name}.err"))).unwrap())
-            .spawn()
-            .unwrap();
-        (child, json)
-    };
+    let in_host_3 = ["ip", "netns", "exec", hosts.name(3)];
+    let bench = |args: &[&str], name: &str| Bench::start(&in_host_3, args, &url, dir.path(), name);
     let runs = [
         bench(
             &[
@@ -992,11 +994,8 @@ fn two_regproxies_behind_haproxy_send_proxy_v2_one_killed_mid_run() {
     p1.kill();
     let killed_after = p1.requests();
     let mut totals = (0, 0);
-    for (mut child, json) in runs {
-        let done = support::wait_for(Duration::from_secs(120), || child.try_wait().unwrap());
-        assert!(done.is_some(), "regbench did not finish");
-        let r: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    for run in runs {
+        let r = run.report();
         let (ok, failed) = (
             r["total"]["ok"].as_u64().unwrap(),
             r["total"]["errors"].as_u64().unwrap(),
