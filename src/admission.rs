@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 pub mod per_ip;
 
 use crate::cidr;
+use crate::client_addr;
 use crate::config::ForwardingConfig;
 
 pub use per_ip::{IpHold, PerIp};
@@ -110,10 +111,9 @@ pub fn counted_address(
     if let Some(client) = carried {
         return Some(client);
     }
-    if cidr::any_contains(&fwd.trusted_proxies, peer) {
-        return None;
-    }
-    if fwd.trust_forwarded_headers && fwd.trusted_proxies.is_empty() {
+    // A listed balancer that carried no address (a PROXY `LOCAL` health
+    // check), or one whose X-Forwarded-For is believed.
+    if cidr::any_contains(&fwd.trusted_proxies, peer) || client_addr::peer_is_trusted(peer, fwd) {
         return None;
     }
     Some(peer)
