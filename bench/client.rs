@@ -205,9 +205,10 @@ impl regproxy::relay::Io for Stream {
         None
     }
 
-    async fn read_vec(&mut self, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
+    async fn read_vec(&mut self, buf: Vec<u8>, max: usize) -> (io::Result<usize>, Vec<u8>) {
         let (len, cap) = (buf.len(), buf.capacity());
-        let (res, slice) = self.read(buf.slice_mut(len..cap)).await;
+        let end = len + (cap - len).min(max);
+        let (res, slice) = self.read(buf.slice_mut(len..end)).await;
         (res, slice.into_inner())
     }
 

@@ -1,7 +1,9 @@
 //! HTTP/1.1 framing, kept free of sockets: head parsing and its limits
-//! ([`head`]), body framing and the chunked codec ([`body`]), and the heads
+//! ([`head`]), body framing and the chunked codec ([`body`]), which of a
+//! sender's chunk framing may pass on unchanged ([`chunk_pass`]), and the heads
 //! regproxy writes itself ([`write`]).
 
 pub mod body;
+pub mod chunk_pass;
 pub mod head;
 pub mod write;

@@ -47,9 +47,9 @@ const CHUNK_OUT_FLUSH: usize = 32 * 1024;
 #[allow(async_fn_in_trait)]
 pub trait Io {
     fn as_tcp(&mut self) -> Option<&mut TcpStream>;
-    /// Appends what arrives, at most `buf`'s spare capacity, to `buf`.
-    /// `Ok(0)` is end of stream.
-    async fn read_vec(&mut self, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>);
+    /// Appends what arrives, at most `max` bytes and at most `buf`'s spare
+    /// capacity, to `buf`. `Ok(0)` is end of stream.
+    async fn read_vec(&mut self, buf: Vec<u8>, max: usize) -> (io::Result<usize>, Vec<u8>);
     /// Writes all of `buf`.
     async fn write_all_slice(&mut self, buf: Slice<Vec<u8>>) -> (io::Result<()>, Slice<Vec<u8>>);
     /// Ends the sending side (TLS: `close_notify` first).
@@ -67,9 +67,10 @@ impl Io for TcpStream {
         Some(self)
     }
 
-    async fn read_vec(&mut self, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
+    async fn read_vec(&mut self, buf: Vec<u8>, max: usize) -> (io::Result<usize>, Vec<u8>) {
         let (len, cap) = (buf.len(), buf.capacity());
-        let (res, slice) = self.read(buf.slice_mut(len..cap)).await;
+        let end = len + (cap - len).min(max);
+        let (res, slice) = self.read(buf.slice_mut(len..end)).await;
         (res, slice.into_inner())
     }
 
@@ -88,8 +89,8 @@ impl Io for crate::tls::TlsStream {
         None
     }
 
-    async fn read_vec(&mut self, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
-        crate::tls::TlsStream::read_vec(self, buf).await
+    async fn read_vec(&mut self, buf: Vec<u8>, max: usize) -> (io::Result<usize>, Vec<u8>) {
+        crate::tls::TlsStream::read_vec(self, buf, max).await
     }
 
     async fn write_all_slice(&mut self, buf: Slice<Vec<u8>>) -> (io::Result<()>, Slice<Vec<u8>>) {
@@ -179,9 +180,15 @@ impl<S: Io> Buffered<S> {
 
     /// Reads more bytes after the unconsumed ones. `Ok(0)` is end of stream.
     pub async fn fill(&mut self, timeout: Duration) -> io::Result<usize> {
+        self.fill_at_most(timeout, usize::MAX).await
+    }
+
+    /// [`Buffered::fill`], reading at most `max` bytes (at least one).
+    pub async fn fill_at_most(&mut self, timeout: Duration, max: usize) -> io::Result<usize> {
+        let max = max.max(1);
         self.prepare_read()?;
         let buf = std::mem::take(&mut self.buf);
-        match monoio::time::timeout(timeout, self.io.read_vec(buf)).await {
+        match monoio::time::timeout(timeout, self.io.read_vec(buf, max)).await {
             Ok((res, buf)) => {
                 self.buf = buf;
                 res
@@ -202,7 +209,7 @@ impl<S: Io> Buffered<S> {
     pub async fn fill_untimed(&mut self) -> io::Result<usize> {
         self.prepare_read()?;
         let buf = std::mem::take(&mut self.buf);
-        let (res, buf) = self.io.read_vec(buf).await;
+        let (res, buf) = self.io.read_vec(buf, usize::MAX).await;
         self.buf = buf;
         res
     }
@@ -272,7 +279,7 @@ impl<S: Io> Buffered<S> {
     }
 
     /// Writes `n` unconsumed bytes to `dst` and consumes them.
-    async fn forward_buffered<D: Io>(
+    pub(crate) async fn forward_buffered<D: Io>(
         &mut self,
         dst: &mut D,
         n: usize,

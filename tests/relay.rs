@@ -1080,7 +1080,7 @@ fn chunked_request_body_reaches_the_origin_re_chunked_and_intact() {
         )
         .into_bytes();
         let cuts: &[usize] = if data.len() > 1 {
-            &[3, 5000, 70_000]
+            &[3, 4013, 70_000]
         } else {
             &[]
         };
@@ -1107,6 +1107,26 @@ fn chunked_request_body_reaches_the_origin_re_chunked_and_intact() {
             data.len()
         );
     }
+    // The client's plain chunk lines (upper-case hex) pass unchanged; lines
+    // with extensions are rewritten, and the trailer section is dropped.
+    // 4,010 is FAA: upper case shows.
+    let sizes = [3, 4010, 65_987, 30_000];
+    let mut want = Vec::new();
+    let mut at = 0;
+    for (i, n) in sizes.into_iter().enumerate() {
+        let line = if i % 3 == 1 {
+            format!("{n:X}\r\n")
+        } else {
+            format!("{n:x}\r\n")
+        };
+        want.extend_from_slice(line.as_bytes());
+        want.extend_from_slice(&sent[0][at..at + n]);
+        want.extend_from_slice(b"\r\n");
+        at += n;
+    }
+    want.extend_from_slice(b"0\r\n\r\n");
+    assert!(reqs[0].raw_body == want, "{:?}", String::from_utf8_lossy(&reqs[0].raw_body[..40]));
+    assert_eq!(reqs[1].raw_body, b"1\r\nx\r\n0\r\n\r\n");
     // Both uploads went over one pooled origin connection, in order.
     assert_eq!((reqs[1].conn, reqs[1].index), (0, 1));
 }

@@ -2,10 +2,16 @@
 //! pieces (split points from the input's first bytes): it must never
 //! panic, every range it reports must lie in the input, and the split
 //! must not change the body, the end, or the verdict.
+//!
+//! The same bytes also go through `chunk_pass`, which forwards plain framing
+//! unchanged and rewrites the rest: it must reach the decoder's verdict,
+//! and what it sends on must decode to the same body and be plain
+//! throughout (a second pass forwards it whole and unchanged).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use regproxy::http::body::{ChunkError, ChunkedDecoder};
+use regproxy::http::chunk_pass::pass_in_pieces;
 
 /// Body bytes, bytes consumed, and how it ended.
 type Outcome = (Vec<u8>, usize, Result<bool, ChunkError>);
@@ -56,5 +62,18 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(whole.0, pieces.0, "body");
     if whole.2 == Ok(true) {
         assert_eq!(whole.1, pieces.1, "end of body");
+    }
+
+    let pieces: Vec<usize> = cuts.iter().map(|&c| usize::from(c)).collect();
+    let (sent, body_len, verdict) = pass_in_pieces(data, &pieces);
+    assert_eq!(verdict, whole.2, "pass verdict");
+    if verdict == Ok(true) {
+        assert_eq!(body_len, whole.0.len() as u64, "body bytes counted");
+        let resent = run(&sent, &[]);
+        assert_eq!(resent.2, Ok(true), "what is sent on ends");
+        assert_eq!(resent.0, whole.0, "what is sent on carries the body");
+        assert_eq!(resent.1, sent.len(), "nothing after the end is sent on");
+        let again = pass_in_pieces(&sent, &[]);
+        assert_eq!(again.0, sent, "what is sent on is plain throughout");
     }
 });

@@ -27,7 +27,7 @@ pub const CHUNK_TERMINATOR: &[u8] = b"\r\n";
 pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 
 /// Incremental decoder for one chunked body.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct ChunkedDecoder {
     state: State,
     /// Chunk size being read, then data bytes left in the chunk.
@@ -107,6 +107,12 @@ impl ChunkedDecoder {
     /// come. A relay that knows this can move them without the decoder.
     pub fn data_left(&self) -> Option<u64> {
         (self.state == State::Data).then_some(self.size)
+    }
+
+    /// Between two chunks: the next bytes are the CRLF ending a chunk's
+    /// data and then a chunk-size line, or (at the start) the line itself.
+    pub fn between_chunks(&self) -> bool {
+        matches!(self.state, State::SizeStart | State::DataCr)
     }
 
     /// Records that the caller moved `n` (at most [`Self::data_left`]) data

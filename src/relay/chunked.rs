@@ -1,31 +1,33 @@
-//! Chunked bodies (RFC 9112 §7.1) passed through chunk for chunk, instead of
-//! decoded into read-sized pieces and re-chunked.
+//! Chunked bodies (RFC 9112 §7.1) passed on with the sender's own chunk
+//! lines where they are plain (`http::chunk_pass` decides), instead of
+//! decoded and re-encoded.
 //!
-//! Every byte still goes through the strict [`ChunkedDecoder`], so framing
-//! that is malformed or smuggling-prone stops the relay exactly as before.
-//! What changes is the output: each of the sender's chunks is forwarded as
-//! one chunk of the same size, and when both ends are plain TCP a large
-//! chunk's data (its size known from the chunk line) moves by splice(2)
-//! without entering user space; small chunks are copied.
-//!
-//! The chunk-size line itself is written canonically (`{size:x}\r\n`), not
-//! copied: extensions and the trailer section are dropped as before. What
-//! this parser accepts and the registry's (Go net/http) refuses, such as
-//! whitespace before `;` or more than 16 hex digits of leading zeros, must
-//! not reach it verbatim, and extensions carry nothing the registry reads.
+//! Two ways through, both validating every framing byte before it leaves:
+//! - **Buffered** (TLS on either side, small chunks): what a read brought
+//!   in goes out in one write straight from the read buffer, framing and
+//!   data together, with no copy into an output buffer. Framing that is not
+//!   plain is rewritten canonically.
+//! - **Spliced** (both ends plain TCP, chunks of [`SPLICE_MIN_CHUNK`] or
+//!   more): the next chunk-size line is read with `MSG_PEEK`, checked, and
+//!   then the line and the chunk's data move together by splice(2), chunk
+//!   after chunk, through one pipe that is written out when it fills or the
+//!   sender pauses. Per chunk that is a peek and a splice; the chunk's bytes
+//!   never enter user space. Splicing only the data (the line read and
+//!   rewritten) cost a small `recv` and a small `send` per chunk, and its
+//!   CPU per GiB was no better than copying.
 
 use std::io;
-use std::io::Write as _;
 
-use super::{flush, splice, Buffered, Io, Moved, RelayError, Timeouts, CHUNK_OUT_FLUSH};
-use crate::http::body::{ChunkedDecoder, CHUNK_TERMINATOR, LAST_CHUNK};
+use super::splice::Session;
+use super::{flush, Buffered, Io, Moved, RelayError, Timeouts, CHUNK_OUT_FLUSH};
+use crate::http::chunk_pass::{ChunkPass, Start, Step, PLAIN_FRAMING_MAX};
 
-/// Chunk data at least this large, with nothing of it buffered yet, is
-/// spliced when both ends are plain TCP. Smaller ones cost less to copy than
-/// the socket mode switches and pipe calls of a splice.
+/// Chunks at least this large are spliced when both ends are plain TCP.
+/// Smaller ones cost less to copy than a peek and a splice each: a 64 KiB
+/// read takes many of them at once.
 pub const SPLICE_MIN_CHUNK: u64 = 32 * 1024;
 
-/// Relays a chunked body to a chunked receiver, chunk for chunk.
+/// Relays a chunked body to a chunked receiver.
 pub async fn relay<S: Io, D: Io>(
     src: &mut Buffered<S>,
     dst: &mut D,
@@ -34,106 +36,172 @@ pub async fn relay<S: Io, D: Io>(
 ) -> Result<Moved, RelayError> {
     // `out` is scratch: whatever the caller last wrote from it is not ours.
     out.clear();
-    let mut decoder = ChunkedDecoder::new();
+    let mut pass = ChunkPass::new();
     let mut moved = Moved::default();
-    // Inside a chunk whose size line was already written out.
-    let mut open = false;
+    let mut need_more = false;
     loop {
-        if let Some(left) = decoder.data_left() {
-            if !open {
-                chunk_line(out, left);
-                open = true;
-            }
-            if left >= SPLICE_MIN_CHUNK
-                && src.unconsumed().is_empty()
-                && src.io.as_tcp().is_some()
-                && dst.as_tcp().is_some()
-            {
-                flush(dst, out, t.dst).await?;
-                if let (Some(s), Some(d)) = (src.io.as_tcp(), dst.as_tcp()) {
-                    splice::splice_exact(s, d, left, t).await?;
-                    decoder.skip_data(left);
-                    moved.body += left;
-                    moved.spliced += left;
-                    out.extend_from_slice(CHUNK_TERMINATOR);
-                    open = false;
-                    continue;
+        if src.unconsumed().is_empty() && splices(&pass) {
+            if let (Some(s), Some(d)) = (src.io.as_tcp(), dst.as_tcp()) {
+                flush(d, out, t.dst).await?;
+                if splice_chunks(s, d, &mut pass, t, &mut moved).await? {
+                    return Ok(moved);
                 }
+                need_more = true;
             }
         }
-        let p = decoder
-            .decode(src.unconsumed())
-            .map_err(RelayError::Framing)?;
-        if let Some(range) = p.data.clone() {
-            if !open {
-                // The size line and the first data came in one decode.
-                let left = decoder.data_left().unwrap_or(0);
-                chunk_line(out, range.len() as u64 + left);
-                open = true;
+        if !need_more && !src.unconsumed().is_empty() {
+            match pass.step(src.unconsumed(), out).map_err(RelayError::Framing)? {
+                Step::Verbatim { len, data, done } => {
+                    moved.body += data;
+                    forward(src, dst, out, len, t).await?;
+                    if done {
+                        flush(dst, out, t.dst).await?;
+                        return Ok(moved);
+                    }
+                }
+                Step::Rewritten {
+                    consumed,
+                    data,
+                    done,
+                } => {
+                    moved.body += data;
+                    src.consume(consumed);
+                    if done {
+                        flush(dst, out, t.dst).await?;
+                        return Ok(moved);
+                    }
+                    if out.len() >= CHUNK_OUT_FLUSH {
+                        flush(dst, out, t.dst).await?;
+                    }
+                }
+                Step::NeedMore => need_more = true,
             }
-            let data = &src.unconsumed()[range];
-            out.extend_from_slice(data);
-            moved.body += data.len() as u64;
-            if decoder.data_left().is_none() {
-                // The chunk's data is all out; the decoder checks its CRLF.
-                out.extend_from_slice(CHUNK_TERMINATOR);
-                open = false;
-            }
+            continue;
         }
-        src.consume(p.consumed);
-        if p.done {
-            out.extend_from_slice(LAST_CHUNK);
-            flush(dst, out, t.dst).await?;
-            return Ok(moved);
+        // Pass on what we have before blocking on the sender.
+        flush(dst, out, t.dst).await?;
+        let got = read_more(src, dst, &pass, t).await?;
+        if got == 0 {
+            return Err(RelayError::Src(io::ErrorKind::UnexpectedEof.into()));
         }
-        if p.data.is_none() && decoder.data_left().is_none() {
-            // Nothing more can be decoded from what is buffered: pass on
-            // what we have before blocking on the sender.
-            flush(dst, out, t.dst).await?;
-            let got = src.fill(t.src).await.map_err(RelayError::Src)?;
-            if got == 0 {
-                return Err(RelayError::Src(io::ErrorKind::UnexpectedEof.into()));
-            }
-        } else if p.data.is_none() && src.unconsumed().is_empty() {
-            // Inside a chunk with nothing buffered: splice it if it is
-            // large, else read on.
-            if decoder.data_left().is_some_and(|l| l >= SPLICE_MIN_CHUNK)
-                && src.io.as_tcp().is_some()
-                && dst.as_tcp().is_some()
-            {
-                continue;
-            }
-            flush(dst, out, t.dst).await?;
-            let got = src.fill(t.src).await.map_err(RelayError::Src)?;
-            if got == 0 {
-                return Err(RelayError::Src(io::ErrorKind::UnexpectedEof.into()));
-            }
-        } else if out.len() >= CHUNK_OUT_FLUSH {
-            flush(dst, out, t.dst).await?;
-        }
+        need_more = false;
     }
 }
 
-/// The chunk-size line for `size` data bytes (RFC 9112 §7.1), no extension.
-fn chunk_line(out: &mut Vec<u8>, size: u64) {
-    // Writing to a Vec cannot fail.
-    let _ = write!(out, "{size:x}\r\n");
+/// Whether the spliced way fits what comes next, by the latest chunk: the
+/// rest of a large chunk, or the framing after one.
+fn splices(pass: &ChunkPass) -> bool {
+    match pass.data_left() {
+        Some(left) => left >= SPLICE_MIN_CHUNK,
+        None => pass.at_framing() && pass.last_size() >= SPLICE_MIN_CHUNK,
+    }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// Sends the first `len` unconsumed bytes unchanged: straight from the read
+/// buffer, after what `out` holds, or appended to `out` when that is small.
+async fn forward<S: Io, D: Io>(
+    src: &mut Buffered<S>,
+    dst: &mut D,
+    out: &mut Vec<u8>,
+    len: usize,
+    t: Timeouts,
+) -> Result<(), RelayError> {
+    if !out.is_empty() && len <= CHUNK_OUT_FLUSH {
+        out.extend_from_slice(&src.unconsumed()[..len]);
+        src.consume(len);
+        return Ok(());
+    }
+    flush(dst, out, t.dst).await?;
+    src.forward_buffered(dst, len, t.dst).await
+}
 
-    #[test]
-    fn chunk_lines_are_canonical_hex() {
-        for (size, line) in [
-            (1, "1\r\n"),
-            (0xabc, "abc\r\n"),
-            (u64::MAX, "ffffffffffffffff\r\n"),
-        ] {
-            let mut out = vec![];
-            chunk_line(&mut out, size);
-            assert_eq!(out, line.as_bytes());
+/// Reads more of the body. After the data of a large chunk that arrived
+/// split across reads, the read stops at the chunk's end, so that the next
+/// chunk lines up for splicing again instead of every read straddling two
+/// chunks.
+async fn read_more<S: Io, D: Io>(
+    src: &mut Buffered<S>,
+    dst: &mut D,
+    pass: &ChunkPass,
+    t: Timeouts,
+) -> Result<usize, RelayError> {
+    let realign = src.unconsumed().is_empty()
+        && pass.last_size() >= SPLICE_MIN_CHUNK
+        && src.io.as_tcp().is_some()
+        && dst.as_tcp().is_some();
+    let max = match pass.data_left() {
+        Some(left) if realign => usize::try_from(left).unwrap_or(usize::MAX),
+        _ => usize::MAX,
+    };
+    src.fill_at_most(t.src, max).await.map_err(RelayError::Src)
+}
+
+/// The spliced way, from a chunk boundary or inside a large chunk, with
+/// nothing buffered. Returns `true` when the body ended, `false` when the
+/// next framing must be read (not plain, not whole yet, or a small chunk);
+/// either way all that was checked has been written out.
+///
+/// Where the kernel peeks at an offset (`SO_PEEK_OFF`), the next chunk
+/// line is read past the chunks already checked, and one splice moves up
+/// to a pipe's worth of them: per chunk a `setsockopt` and a peek, per
+/// pipe one splice in and one out. Elsewhere each chunk is spliced in
+/// before the next line is peeked at.
+async fn splice_chunks(
+    src: &monoio::net::TcpStream,
+    dst: &monoio::net::TcpStream,
+    pass: &mut ChunkPass,
+    t: Timeouts,
+    moved: &mut Moved,
+) -> Result<bool, RelayError> {
+    let mut s = Session::open(src, dst, t)?;
+    let ahead = s.peek_ahead();
+    let mut peeked = [0u8; PLAIN_FRAMING_MAX + 8];
+    // Bytes at the front of the source's queue that have been checked and
+    // are to be passed on unchanged, chunk data included.
+    let mut checked: u64 = 0;
+    loop {
+        if let Some(left) = pass.data_left() {
+            pass.skip_data(left);
+            checked += left;
+            moved.body += left;
+            moved.spliced += left;
+        }
+        if checked > 0 && (!ahead || checked >= s.room() as u64) {
+            s.pass(std::mem::take(&mut checked)).await?;
+        }
+        let n = match s.peek_at(checked, &mut peeked) {
+            Ok(n) => n,
+            Err(RelayError::Src(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                // Nothing past the checked bytes yet: move those, then wait.
+                s.pass(std::mem::take(&mut checked)).await?;
+                s.wait_src().await?;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let start = pass
+            .plain_start(&peeked[..n], SPLICE_MIN_CHUNK)
+            .map_err(RelayError::Framing)?;
+        match start {
+            Some(Start::Chunk { framing, size }) => {
+                checked += framing as u64 + size;
+                pass.skip_data(size);
+                moved.body += size;
+                moved.spliced += size;
+            }
+            Some(Start::Crlf) => checked += 2,
+            Some(Start::End { framing }) => {
+                s.pass(checked + framing as u64).await?;
+                s.flush().await?;
+                return Ok(true);
+            }
+            // Framing to read, or (n == 0) the end of the stream, which the
+            // read reports.
+            None => {
+                s.pass(checked).await?;
+                s.flush().await?;
+                return Ok(false);
+            }
         }
     }
 }

@@ -22,6 +22,8 @@ use monoio::net::TcpStream;
 
 use super::{RelayError, Timeouts};
 use crate::sys::pipe::{self, NonBlocking, Pipe};
+use crate::sys::sockopt;
+use std::os::fd::AsRawFd;
 
 /// `splice_pipe_size` when the config does not set it: 1 MiB, the Linux
 /// default `pipe-max-size`, 16 times the default pipe.
@@ -69,86 +71,186 @@ pub fn effective_size(requested: usize, kernel_max: Option<usize>) -> usize {
 /// The waits for readiness are bounded by `t.src` and `t.dst`: how long one
 /// side may stay silent, not how long the whole body may take.
 pub async fn splice_exact(
-    src: &mut TcpStream,
-    dst: &mut TcpStream,
+    src: &TcpStream,
+    dst: &TcpStream,
     n: u64,
     t: Timeouts,
 ) -> Result<(), RelayError> {
-    let pipe = take_pipe().map_err(RelayError::Src)?;
-    let mut state = Splice {
-        left: n,
-        in_pipe: 0,
-    };
-    let result = state.run(src, dst, &pipe, t).await;
-    // A pipe with bytes still in it would hand them to the next body.
-    if state.in_pipe == 0 {
-        put_pipe(pipe);
-    }
-    result
+    let mut s = Session::open(src, dst, t)?;
+    s.pass(n).await?;
+    s.flush().await
 }
 
-/// Progress of one spliced transfer.
-struct Splice {
-    /// Bytes still to be read from the source.
-    left: u64,
+/// A run of spliced transfers from `src` to `dst` through one pipe, with
+/// both sockets non-blocking while it lasts. Bytes may stay in the pipe
+/// between [`Session::pass`] calls, so that several chunks go out in one
+/// splice; [`Session::flush`] writes them out.
+pub struct Session<'a> {
+    src: &'a TcpStream,
+    dst: &'a TcpStream,
+    pipe: Option<Pipe>,
     /// Bytes read into the pipe, not yet written out.
     in_pipe: usize,
+    /// Assumed ready until the kernel says EAGAIN: a readiness wait per
+    /// call would double the system calls.
+    src_ready: bool,
+    dst_ready: bool,
+    t: Timeouts,
+    /// The source's `SO_PEEK_OFF` as the kernel holds it, once enabled.
+    peek_off: Option<i32>,
+    _nonblocking: (NonBlocking<'a, TcpStream>, NonBlocking<'a, TcpStream>),
 }
 
-impl Splice {
-    async fn run(
-        &mut self,
-        src: &TcpStream,
-        dst: &TcpStream,
-        pipe: &Pipe,
-        t: Timeouts,
-    ) -> Result<(), RelayError> {
-        let _src_nb = NonBlocking::new(src).map_err(RelayError::Src)?;
-        let _dst_nb = NonBlocking::new(dst).map_err(RelayError::Dst)?;
-        // Assumed ready until the kernel says EAGAIN: a readiness wait per
-        // call would double the system calls.
-        let (mut src_ready, mut dst_ready) = (true, true);
-        let cap = pipe.capacity();
+impl<'a> Session<'a> {
+    pub fn open(src: &'a TcpStream, dst: &'a TcpStream, t: Timeouts) -> Result<Self, RelayError> {
+        let nb_src = NonBlocking::new(src).map_err(RelayError::Src)?;
+        let nb_dst = NonBlocking::new(dst).map_err(RelayError::Dst)?;
+        let pipe = take_pipe().map_err(RelayError::Src)?;
+        Ok(Self {
+            src,
+            dst,
+            pipe: Some(pipe),
+            in_pipe: 0,
+            src_ready: true,
+            dst_ready: true,
+            t,
+            peek_off: None,
+            _nonblocking: (nb_src, nb_dst),
+        })
+    }
+
+    /// Turns on peeking past the front of the source's queue
+    /// ([`Session::peek_at`]); `false` where the kernel cannot (TCP
+    /// `SO_PEEK_OFF` needs Linux 6.10).
+    pub fn peek_ahead(&mut self) -> bool {
+        if self.peek_off.is_none() && sockopt::set_peek_offset(self.src.as_raw_fd(), 0).is_ok() {
+            self.peek_off = Some(0);
+        }
+        self.peek_off.is_some()
+    }
+
+    /// Bytes of the pipe not yet filled.
+    pub fn room(&self) -> usize {
+        self.pipe().capacity() - self.in_pipe
+    }
+
+    /// Moves the next `n` bytes of `src` toward `dst`. They are read into
+    /// the pipe, which is written out whenever it fills or the source has
+    /// nothing more for now; some may still be in it on return.
+    pub async fn pass(&mut self, n: u64) -> Result<(), RelayError> {
+        let mut left = n;
         loop {
-            while src_ready && self.left > 0 && self.in_pipe < cap {
-                let want = clamp(self.left, cap - self.in_pipe);
-                match pipe::splice_to_pipe(src, pipe, want) {
+            let cap = self.pipe().capacity();
+            while self.src_ready && left > 0 && self.in_pipe < cap {
+                let want = clamp(left, cap - self.in_pipe);
+                match pipe::splice_to_pipe(self.src, self.pipe(), want) {
                     Ok(0) => return Err(RelayError::Src(io::ErrorKind::UnexpectedEof.into())),
                     Ok(got) => {
-                        self.left -= got as u64;
+                        left -= got as u64;
                         self.in_pipe += got;
                     }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => src_ready = false,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.src_ready = false,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(e) => return Err(RelayError::Src(e)),
                 }
             }
-            while dst_ready && self.in_pipe > 0 {
-                match pipe::splice_from_pipe(pipe, dst, self.in_pipe) {
-                    Ok(0) => return Err(RelayError::Dst(io::ErrorKind::WriteZero.into())),
-                    Ok(put) => self.in_pipe -= put,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => dst_ready = false,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(RelayError::Dst(e)),
-                }
-            }
-            if self.left == 0 && self.in_pipe == 0 {
+            if left == 0 {
                 return Ok(());
             }
-            // Bytes in the pipe and a full destination: only the receiver
-            // can unblock us. Otherwise the pipe is empty or has room and
-            // the source had nothing.
-            if self.in_pipe > 0 && !dst_ready {
-                wait(dst.writable(false), t.dst)
-                    .await
-                    .map_err(RelayError::Dst)?;
-                dst_ready = true;
-            } else if !src_ready {
-                wait(src.readable(false), t.src)
-                    .await
-                    .map_err(RelayError::Src)?;
-                src_ready = true;
+            self.write_out().await?;
+            if !self.src_ready {
+                self.wait_src().await?;
             }
+        }
+    }
+
+    /// Writes out everything in the pipe.
+    pub async fn flush(&mut self) -> Result<(), RelayError> {
+        while self.in_pipe > 0 {
+            self.write_out().await?;
+        }
+        Ok(())
+    }
+
+    /// Copies bytes of the source's receive queue, `offset` bytes past its
+    /// front (0 unless [`Session::peek_ahead`] is on), into `buf` without
+    /// consuming them. `Ok(0)` is the end of the stream; `WouldBlock`:
+    /// nothing there yet ([`Session::wait_src`]).
+    pub fn peek_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<usize, RelayError> {
+        if let Some(kernel) = self.peek_off {
+            let want = i32::try_from(offset)
+                .map_err(|_| RelayError::Src(io::ErrorKind::InvalidInput.into()))?;
+            if kernel != want {
+                sockopt::set_peek_offset(self.src.as_raw_fd(), want).map_err(RelayError::Src)?;
+                self.peek_off = Some(want);
+            }
+        } else if offset > 0 {
+            return Err(RelayError::Src(io::ErrorKind::InvalidInput.into()));
+        }
+        match pipe::peek(self.src, buf) {
+            Ok(n) => {
+                // A peek moves the offset on by what it copied.
+                self.peek_off = self.peek_off.map(|o| o.saturating_add(n as i32));
+                Ok(n)
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.src_ready = false;
+                Err(RelayError::Src(e))
+            }
+            r => r.map_err(RelayError::Src),
+        }
+    }
+
+    /// Waits until the source has bytes, having written out the pipe first:
+    /// what is in it must not wait on the sender.
+    pub async fn wait_src(&mut self) -> Result<(), RelayError> {
+        self.flush().await?;
+        wait(self.src.readable(false), self.t.src)
+            .await
+            .map_err(RelayError::Src)?;
+        self.src_ready = true;
+        Ok(())
+    }
+
+    /// Writes out what the pipe holds until it is empty or the destination
+    /// is full; waits for the destination only when nothing went out.
+    async fn write_out(&mut self) -> Result<(), RelayError> {
+        while self.dst_ready && self.in_pipe > 0 {
+            match pipe::splice_from_pipe(self.pipe(), self.dst, self.in_pipe) {
+                Ok(0) => return Err(RelayError::Dst(io::ErrorKind::WriteZero.into())),
+                Ok(put) => self.in_pipe -= put,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.dst_ready = false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(RelayError::Dst(e)),
+            }
+        }
+        // Bytes in the pipe and a full destination: only the receiver can
+        // unblock us.
+        if self.in_pipe > 0 && !self.dst_ready {
+            wait(self.dst.writable(false), self.t.dst)
+                .await
+                .map_err(RelayError::Dst)?;
+            self.dst_ready = true;
+        }
+        Ok(())
+    }
+
+    fn pipe(&self) -> &Pipe {
+        // Present from `open` until `drop`.
+        self.pipe.as_ref().unwrap_or_else(|| unreachable!("pipe taken before drop"))
+    }
+}
+
+impl Drop for Session<'_> {
+    fn drop(&mut self) {
+        if self.peek_off.is_some() {
+            // Off again, for the reads of the next request. Failing leaves
+            // an offset that only MSG_PEEK reads, which nothing else does.
+            let _ = sockopt::set_peek_offset(self.src.as_raw_fd(), -1);
+        }
+        // A pipe with bytes still in it would hand them to the next body.
+        if let (0, Some(pipe)) = (self.in_pipe, self.pipe.take()) {
+            put_pipe(pipe);
         }
     }
 }

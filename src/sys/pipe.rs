@@ -82,6 +82,20 @@ pub fn splice_from_pipe(pipe: &Pipe, dst: &impl AsRawFd, len: usize) -> io::Resu
     )?)
 }
 
+/// Copies up to `buf.len()` bytes from the front of the socket's receive
+/// queue without consuming them (`MSG_PEEK`), without blocking: a chunked
+/// relay reads the next chunk-size line this way and then splices line and
+/// data together.
+pub fn peek(sock: &impl AsRawFd, buf: &mut [u8]) -> io::Result<usize> {
+    use nix::sys::socket::{recv, MsgFlags};
+    recv(
+        sock.as_raw_fd(),
+        buf,
+        MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT,
+    )
+    .map_err(io::Error::from)
+}
+
 /// Puts a socket in `O_NONBLOCK` mode while it lives and restores its flags
 /// when dropped.
 ///
@@ -184,6 +198,15 @@ mod tests {
         let mut out = [0u8; 12];
         d.read_exact(&mut out).unwrap();
         assert_eq!(&out, b"hello splice");
+        a.write_all(b"peek").unwrap();
+        let mut seen = [0u8; 8];
+        let mut n = 0;
+        while n < 4 {
+            n = peek(&b, &mut seen).unwrap_or(0);
+        }
+        assert_eq!(&seen[..n], b"peek");
+        assert_eq!(peek(&b, &mut seen).unwrap(), 4, "peeking consumes nothing");
+        assert_eq!(splice_to_pipe(&b, &pipe, 100).unwrap(), 4);
         drop(a);
         assert_eq!(splice_to_pipe(&b, &pipe, 100).unwrap(), 0, "end of stream");
     }

@@ -9,6 +9,20 @@ use std::os::fd::RawFd;
 /// honours it for TCP since 2.6.28.
 pub fn set_recv_lowat(fd: RawFd, bytes: usize) -> io::Result<()> {
     let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    set_int(fd, libc::SO_RCVLOWAT, value)
+}
+
+/// Sets `SO_PEEK_OFF`: the next `MSG_PEEK` read starts `offset` bytes past
+/// the front of the receive queue (and moves it on by what it copied);
+/// -1 turns peeking at an offset off. Consuming with `recv` moves it back,
+/// splice(2) does not. Linux supports it for TCP since 6.10; before, this
+/// fails with `EOPNOTSUPP`.
+pub fn set_peek_offset(fd: RawFd, offset: i32) -> io::Result<()> {
+    set_int(fd, libc::SO_PEEK_OFF, offset)
+}
+
+/// One `SOL_SOCKET` option of type `int`.
+fn set_int(fd: RawFd, option: libc::c_int, value: libc::c_int) -> io::Result<()> {
     // SAFETY: `fd` is a socket the caller keeps open for the call; the
     // option value is a live `c_int` passed with its exact size, and
     // setsockopt copies it without keeping the pointer.
@@ -16,7 +30,7 @@ pub fn set_recv_lowat(fd: RawFd, bytes: usize) -> io::Result<()> {
         libc::setsockopt(
             fd,
             libc::SOL_SOCKET,
-            libc::SO_RCVLOWAT,
+            option,
             (&value as *const libc::c_int).cast(),
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         )

@@ -90,20 +90,22 @@ impl TlsStream {
         }
     }
 
-    /// Appends up to `buf`'s spare capacity of plaintext to `buf`. Waits for
+    /// Appends up to `max` bytes and `buf`'s spare capacity of plaintext to
+    /// `buf`. Waits for
     /// the socket only when nothing at all is buffered. `Ok(0)`: the client
     /// closed (cleanly, with `close_notify`; without one it is an
     /// `UnexpectedEof` error, as a truncated body must be).
-    pub async fn read_vec(&mut self, mut buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
+    pub async fn read_vec(&mut self, mut buf: Vec<u8>, max: usize) -> (io::Result<usize>, Vec<u8>) {
         let start = buf.len();
+        let limit = start + (buf.capacity() - start).min(max);
         loop {
-            let room = buf.capacity() - buf.len();
+            let room = limit - buf.len();
             match self.conn.reader().fill_buf() {
                 Ok(data) if !data.is_empty() => {
                     let n = data.len().min(room);
                     buf.extend_from_slice(&data[..n]);
                     self.conn.reader().consume(n);
-                    if buf.len() == buf.capacity() {
+                    if buf.len() == limit {
                         return (Ok(buf.len() - start), buf);
                     }
                     continue;

@@ -45,6 +45,8 @@ pub struct Request {
     pub headers: Vec<(String, String)>,
     /// The decoded body.
     pub body: Vec<u8>,
+    /// The body as it came, chunked framing included.
+    pub raw_body: Vec<u8>,
     /// The body came chunked.
     pub chunked: bool,
 }
@@ -383,6 +385,7 @@ impl Reader {
             head: head.clone(),
             headers: Vec::new(),
             body: Vec::new(),
+            raw_body: Vec::new(),
             chunked: false,
         };
         for line in lines.filter(|l| !l.is_empty()) {
@@ -397,7 +400,7 @@ impl Reader {
             loop {
                 if let Some((body, used)) = decode_chunked(&self.buf)? {
                     req.body = body;
-                    self.buf.drain(..used);
+                    req.raw_body = self.buf.drain(..used).collect();
                     break;
                 }
                 if !self.fill(stream, stop)? {
@@ -412,6 +415,7 @@ impl Reader {
                 }
             }
             req.body = self.buf.drain(..n).collect();
+            req.raw_body.clone_from(&req.body);
         }
         Ok(Some(req))
     }
