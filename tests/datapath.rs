@@ -275,6 +275,83 @@ fn curl_chunked_upload_is_spliced_chunk_lines_and_all() {
     assert!(r.body == data, "the blob read back differs");
 }
 
+/// CPU seconds (user + system) `pid` has used, from `/proc/PID/stat`.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    // utime and stime are fields 14 and 15; `fields` starts at field 3.
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    ticks / 100.0
+}
+
+/// A chunk line that arrives cut in two, the rest 300 ms later, between
+/// large spliced chunks: regproxy waits for the rest without spinning on
+/// the bytes already there (SO_RCVLOWAT), passes the line unchanged, and
+/// splices the chunk after it.
+#[test]
+fn a_chunk_line_cut_in_two_is_waited_for_not_spun_on() {
+    let o = blob_origin(Vec::new());
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = start(o.addr(), "", dir.path());
+    let data = pattern(4 << 16);
+    let mut c = TcpStream::connect(proxy.addr()).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let head = http::build_request(
+        "PATCH",
+        "/v2/big/blobs/uploads/x",
+        Some(USER),
+        &[("Transfer-Encoding", "chunked")],
+        b"",
+    );
+    // Chunks of 64 KiB in upper-case hex; the third line is cut after
+    // "1", and the relay has spliced two chunks by then.
+    let mut first = head;
+    for piece in data.chunks(1 << 16).take(2) {
+        first.extend_from_slice(b"10000\r\n");
+        first.extend_from_slice(piece);
+        first.extend_from_slice(b"\r\n");
+    }
+    first.extend_from_slice(b"1");
+    c.write_all(&first).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let cpu_before = cpu_seconds(proxy.pid());
+    std::thread::sleep(Duration::from_millis(300));
+    let spun = cpu_seconds(proxy.pid()) - cpu_before;
+    let mut rest = b"0000\r\n".to_vec();
+    for (i, piece) in data.chunks(1 << 16).skip(2).enumerate() {
+        if i > 0 {
+            rest.extend_from_slice(b"10000\r\n");
+        }
+        rest.extend_from_slice(piece);
+        rest.extend_from_slice(b"\r\n");
+    }
+    rest.extend_from_slice(b"0\r\n\r\n");
+    c.write_all(&rest).unwrap();
+    let mut got = [0u8; 12];
+    c.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"HTTP/1.1 201", "{}", String::from_utf8_lossy(&got));
+    assert!(spun < 0.1, "{spun} CPU-s while a chunk line was cut");
+    let reqs = o.wait_requests(1, Duration::from_secs(10));
+    assert!(reqs[0].body == data, "the origin got a different body");
+    let mut want = Vec::new();
+    for piece in data.chunks(1 << 16) {
+        want.extend_from_slice(b"10000\r\n");
+        want.extend_from_slice(piece);
+        want.extend_from_slice(b"\r\n");
+    }
+    want.extend_from_slice(b"0\r\n\r\n");
+    assert!(
+        reqs[0].raw_body == want,
+        "the chunk lines were not passed unchanged"
+    );
+    assert!(proxy.metric("regproxy_spliced_bytes_total") >= 3 << 16);
+}
+
 #[test]
 fn oversized_splice_pipe_is_capped_and_logged() {
     let Some(max) = std::fs::read_to_string("/proc/sys/fs/pipe-max-size")

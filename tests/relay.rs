@@ -1125,7 +1125,11 @@ fn chunked_request_body_reaches_the_origin_re_chunked_and_intact() {
         at += n;
     }
     want.extend_from_slice(b"0\r\n\r\n");
-    assert!(reqs[0].raw_body == want, "{:?}", String::from_utf8_lossy(&reqs[0].raw_body[..40]));
+    assert!(
+        reqs[0].raw_body == want,
+        "{:?}",
+        String::from_utf8_lossy(&reqs[0].raw_body[..40])
+    );
     assert_eq!(reqs[1].raw_body, b"1\r\nx\r\n0\r\n\r\n");
     // Both uploads went over one pooled origin connection, in order.
     assert_eq!((reqs[1].conn, reqs[1].index), (0, 1));

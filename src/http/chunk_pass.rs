@@ -62,13 +62,21 @@ pub enum Step {
 /// chunk, its `size` data bytes, all unchanged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Start {
-    Chunk { framing: usize, size: u64 },
+    Chunk {
+        framing: usize,
+        size: u64,
+    },
     /// Only the CRLF ending the previous chunk's data is there yet (a
     /// sender that writes each chunk with its CRLF, as curl does, and
     /// whose next chunk has not arrived): forward those 2 bytes.
     Crlf,
+    /// Framing shorter than any plain framing and undecided yet: a chunk
+    /// line whose first bytes arrived without the rest. Wait for more.
+    NeedMore,
     /// The last chunk: the body ends after `framing` bytes.
-    End { framing: usize },
+    End {
+        framing: usize,
+    },
 }
 
 // === impl ChunkPass ===
@@ -156,12 +164,7 @@ impl ChunkPass {
     /// One decoder step's worth of `input`, written canonically: the
     /// pending CRLF and a `{size:x}` line once a size line has ended, the
     /// data copied, `0 CRLF CRLF` at the end.
-    fn rewrite(
-        &mut self,
-        input: &[u8],
-        p: &super::body::Progress,
-        out: &mut Vec<u8>,
-    ) -> Step {
+    fn rewrite(&mut self, input: &[u8], p: &super::body::Progress, out: &mut Vec<u8>) -> Step {
         if p.done {
             self.take_crlf(out);
             out.extend_from_slice(LAST_CHUNK);
@@ -197,8 +200,8 @@ impl ChunkPass {
     /// plain framing at the start of `peeked`, when it starts a chunk of at
     /// least `min` bytes or ends the body. It is then taken as passed (the
     /// caller must forward exactly those bytes, and for a chunk its data,
-    /// then call [`Self::skip_data`]). `None`: not plain, not whole in
-    /// `peeked`, or a smaller chunk; nothing was taken.
+    /// then call [`Self::skip_data`]). [`Start::NeedMore`]: too short to
+    /// tell yet. `None`: not plain, or a smaller chunk; nothing was taken.
     pub fn plain_start(&mut self, peeked: &[u8], min: u64) -> Result<Option<Start>, ChunkError> {
         if !self.at_framing() {
             return Ok(None);
@@ -214,6 +217,9 @@ impl ChunkPass {
                 self.dec.decode(CHUNK_TERMINATOR)?;
                 self.pending_crlf = false;
                 return Ok(Some(Start::Crlf));
+            }
+            if peeked.len() < PLAIN_FRAMING_MAX {
+                return Ok(Some(Start::NeedMore));
             }
             return Ok(None);
         }
@@ -266,8 +272,7 @@ pub fn is_plain(framing: &[u8], after_data: bool, last: bool) -> bool {
         return line == LAST_CHUNK;
     }
     line.strip_suffix(CHUNK_TERMINATOR).is_some_and(|digits| {
-        (1..=MAX_PLAIN_DIGITS).contains(&digits.len())
-            && digits.iter().all(u8::is_ascii_hexdigit)
+        (1..=MAX_PLAIN_DIGITS).contains(&digits.len()) && digits.iter().all(u8::is_ascii_hexdigit)
     })
 }
 
@@ -294,7 +299,11 @@ pub fn pass_in_pieces(data: &[u8], pieces: &[usize]) -> (Vec<u8>, u64, Result<bo
                 return (sent, body, Ok(false));
             }
             let piece = pieces.get(i % pieces.len().max(1)).copied().unwrap_or(0);
-            end = if piece == 0 { data.len() } else { (end + piece).min(data.len()) };
+            end = if piece == 0 {
+                data.len()
+            } else {
+                (end + piece).min(data.len())
+            };
             (i, more) = (i + 1, false);
         }
         let step = match pass.step(&data[start..end], &mut out) {
@@ -313,7 +322,11 @@ pub fn pass_in_pieces(data: &[u8], pieces: &[usize]) -> (Vec<u8>, u64, Result<bo
                     return (sent, body, Ok(true));
                 }
             }
-            Step::Rewritten { consumed, data: n, done } => {
+            Step::Rewritten {
+                consumed,
+                data: n,
+                done,
+            } => {
                 (start, body) = (start + consumed, body + n);
                 if done {
                     sent.append(&mut out);

@@ -50,7 +50,10 @@ pub async fn relay<S: Io, D: Io>(
             }
         }
         if !need_more && !src.unconsumed().is_empty() {
-            match pass.step(src.unconsumed(), out).map_err(RelayError::Framing)? {
+            match pass
+                .step(src.unconsumed(), out)
+                .map_err(RelayError::Framing)?
+            {
                 Step::Verbatim { len, data, done } => {
                     moved.body += data;
                     forward(src, dst, out, len, t).await?;
@@ -80,7 +83,7 @@ pub async fn relay<S: Io, D: Io>(
         }
         // Pass on what we have before blocking on the sender.
         flush(dst, out, t.dst).await?;
-        let got = read_more(src, dst, &pass, t).await?;
+        let got = read_more(src, dst, &pass, need_more, t).await?;
         if got == 0 {
             return Err(RelayError::Src(io::ErrorKind::UnexpectedEof.into()));
         }
@@ -115,22 +118,24 @@ async fn forward<S: Io, D: Io>(
     src.forward_buffered(dst, len, t.dst).await
 }
 
-/// Reads more of the body. After the data of a large chunk that arrived
-/// split across reads, the read stops at the chunk's end, so that the next
-/// chunk lines up for splicing again instead of every read straddling two
-/// chunks.
+/// Reads more of the body. Between plain TCP ends with large chunks, a
+/// read stops where the splicing can take over again: at the end of the
+/// current chunk's data, or, when a chunk line is cut short, after at most
+/// the rest of a plain line. Otherwise reads a chunk boundary straddles
+/// would keep straddling one, and every chunk would be copied.
 async fn read_more<S: Io, D: Io>(
     src: &mut Buffered<S>,
     dst: &mut D,
     pass: &ChunkPass,
+    line_cut: bool,
     t: Timeouts,
 ) -> Result<usize, RelayError> {
-    let realign = src.unconsumed().is_empty()
-        && pass.last_size() >= SPLICE_MIN_CHUNK
-        && src.io.as_tcp().is_some()
-        && dst.as_tcp().is_some();
+    let realign =
+        pass.last_size() >= SPLICE_MIN_CHUNK && src.io.as_tcp().is_some() && dst.as_tcp().is_some();
     let max = match pass.data_left() {
-        Some(left) if realign => usize::try_from(left).unwrap_or(usize::MAX),
+        _ if !realign => usize::MAX,
+        _ if line_cut => PLAIN_FRAMING_MAX,
+        Some(left) if src.unconsumed().is_empty() => usize::try_from(left).unwrap_or(usize::MAX),
         _ => usize::MAX,
     };
     src.fill_at_most(t.src, max).await.map_err(RelayError::Src)
@@ -179,6 +184,12 @@ async fn splice_chunks(
             }
             Err(e) => return Err(e),
         };
+        if n == 0 {
+            // The end of the stream, which the buffered read reports.
+            s.pass(checked).await?;
+            s.flush().await?;
+            return Ok(false);
+        }
         let start = pass
             .plain_start(&peeked[..n], SPLICE_MIN_CHUNK)
             .map_err(RelayError::Framing)?;
@@ -190,13 +201,18 @@ async fn splice_chunks(
                 moved.spliced += size;
             }
             Some(Start::Crlf) => checked += 2,
+            // Part of a chunk line: under backpressure a sender's writes
+            // arrive cut at any byte. Wait for the rest, not read it.
+            Some(Start::NeedMore) => {
+                s.pass(std::mem::take(&mut checked)).await?;
+                s.wait_src_beyond(n).await?;
+            }
             Some(Start::End { framing }) => {
                 s.pass(checked + framing as u64).await?;
                 s.flush().await?;
                 return Ok(true);
             }
-            // Framing to read, or (n == 0) the end of the stream, which the
-            // read reports.
+            // Framing to read and rewrite, or a small chunk to copy.
             None => {
                 s.pass(checked).await?;
                 s.flush().await?;

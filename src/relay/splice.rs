@@ -212,6 +212,22 @@ impl<'a> Session<'a> {
         Ok(())
     }
 
+    /// Waits until more than `queued` bytes are at the front of the
+    /// source's queue (`SO_RCVLOWAT`; readiness alone would fire at once
+    /// for the bytes already there), having written out the pipe first.
+    pub async fn wait_src_beyond(&mut self, queued: usize) -> Result<(), RelayError> {
+        self.flush().await?;
+        let fd = self.src.as_raw_fd();
+        sockopt::set_recv_lowat(fd, queued + 1).map_err(RelayError::Src)?;
+        let waited = wait(self.src.readable(false), self.t.src).await;
+        // Back to the default, whatever happened: later reads and polls of
+        // this socket expect it.
+        let reset = sockopt::set_recv_lowat(fd, 1);
+        waited.and(reset).map_err(RelayError::Src)?;
+        self.src_ready = true;
+        Ok(())
+    }
+
     /// Writes out what the pipe holds until it is empty or the destination
     /// is full; waits for the destination only when nothing went out.
     async fn write_out(&mut self) -> Result<(), RelayError> {
@@ -237,7 +253,9 @@ impl<'a> Session<'a> {
 
     fn pipe(&self) -> &Pipe {
         // Present from `open` until `drop`.
-        self.pipe.as_ref().unwrap_or_else(|| unreachable!("pipe taken before drop"))
+        self.pipe
+            .as_ref()
+            .unwrap_or_else(|| unreachable!("pipe taken before drop"))
     }
 }
 

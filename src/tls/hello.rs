@@ -55,17 +55,11 @@ pub async fn first_record_queued(stream: &TcpStream) -> io::Result<()> {
     set_recv_lowat(fd, 1)
 }
 
-/// One non-blocking `MSG_PEEK`.
+/// One non-blocking `MSG_PEEK`; nothing queued yet reads as 0 bytes.
 fn peek(stream: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
-    use nix::sys::socket::{recv, MsgFlags};
-    match recv(
-        stream.as_raw_fd(),
-        buf,
-        MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT,
-    ) {
-        Ok(n) => Ok(n),
-        Err(nix::errno::Errno::EAGAIN) => Ok(0),
-        Err(e) => Err(e.into()),
+    match crate::sys::pipe::peek(stream, buf) {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+        r => r,
     }
 }
 

@@ -57,7 +57,12 @@ fn plain_framing_passes_unchanged_however_it_is_cut() {
     for pieces in cuts(PLAIN.len()) {
         let (sent, body, end) = pass_in_pieces(PLAIN, &pieces);
         assert_eq!(end, Ok(true), "{pieces:?}");
-        assert_eq!(sent, PLAIN, "{pieces:?}: {}", String::from_utf8_lossy(&sent));
+        assert_eq!(
+            sent,
+            PLAIN,
+            "{pieces:?}: {}",
+            String::from_utf8_lossy(&sent)
+        );
         assert_eq!(body, DATA.len() as u64);
     }
 }
@@ -65,14 +70,18 @@ fn plain_framing_passes_unchanged_however_it_is_cut() {
 #[test]
 fn framing_that_is_not_plain_is_rewritten_and_the_rest_passes() {
     // Extensions, whitespace, 17 digits, a trailer section.
-    let input: &[u8] = b"4;ext=1\r\nWiki\r\n5 \r\npedia\r\n0000000000000000E\r\n in\r\n\r\nchunks.\r\n\
+    let input: &[u8] =
+        b"4;ext=1\r\nWiki\r\n5 \r\npedia\r\n0000000000000000E\r\n in\r\n\r\nchunks.\r\n\
         3\r\nabc\r\n0\r\nX-T: 1\r\n\r\n";
     let want: &[u8] =
         b"4\r\nWiki\r\n5\r\npedia\r\ne\r\n in\r\n\r\nchunks.\r\n3\r\nabc\r\n0\r\n\r\n";
     for pieces in cuts(input.len()) {
         let (sent, _, end) = pass_in_pieces(input, &pieces);
         assert_eq!(end, Ok(true), "{pieces:?}");
-        assert_eq!(decoded(&sent).as_deref(), Some(&b"Wikipedia in\r\n\r\nchunks.abc"[..]));
+        assert_eq!(
+            decoded(&sent).as_deref(),
+            Some(&b"Wikipedia in\r\n\r\nchunks.abc"[..])
+        );
         if pieces.is_empty() {
             assert_eq!(sent, want, "{}", String::from_utf8_lossy(&sent));
         }
@@ -178,11 +187,7 @@ fn plain_start_takes_large_chunks_and_the_end() {
     pass.skip_data(0x10000);
     assert!(pass.at_framing());
     // Too small, not whole, or not plain: nothing is taken.
-    for peeked in [
-        &b"\r\n10\r\nabc"[..],
-        b"\r\n10000;x\r\n",
-        b"\r\n10000 \r\n",
-    ] {
+    for peeked in [&b"\r\n10\r\nabc"[..], b"\r\n10000;x\r\n", b"\r\n10000 \r\n"] {
         assert_eq!(pass.plain_start(peeked, 0x8000).unwrap(), None);
         assert!(pass.at_framing());
     }
@@ -191,7 +196,14 @@ fn plain_start_takes_large_chunks_and_the_end() {
         pass.plain_start(b"\r\n80", 0x8000).unwrap(),
         Some(Start::Crlf)
     );
-    assert_eq!(pass.plain_start(b"80", 0x8000).unwrap(), None);
+    assert_eq!(
+        pass.plain_start(b"80", 0x8000).unwrap(),
+        Some(Start::NeedMore)
+    );
+    assert_eq!(
+        pass.plain_start(b"", 0x8000).unwrap(),
+        Some(Start::NeedMore)
+    );
     assert_eq!(
         pass.plain_start(b"8000\r\n", 0x8000).unwrap(),
         Some(Start::Chunk {
