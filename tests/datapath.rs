@@ -352,6 +352,44 @@ fn a_chunk_line_cut_in_two_is_waited_for_not_spun_on() {
     assert!(proxy.metric("regproxy_spliced_bytes_total") >= 3 << 16);
 }
 
+/// A chunk declaring 2^64 - 1 bytes, spliced until the client gives up:
+/// the upload fails, nothing overflows, and the worker serves on.
+#[test]
+fn a_chunk_of_two_to_the_64_bytes_fails_cleanly() {
+    let o = blob_origin(Vec::new());
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = start(o.addr(), "", dir.path());
+    let mut c = TcpStream::connect(proxy.addr()).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut req = http::build_request(
+        "PATCH",
+        "/v2/big/blobs/uploads/x",
+        Some(USER),
+        &[("Transfer-Encoding", "chunked")],
+        b"",
+    );
+    req.extend_from_slice(b"10000\r\n");
+    req.extend_from_slice(&pattern(1 << 16));
+    req.extend_from_slice(b"\r\nFFFFFFFFFFFFFFFF\r\n");
+    req.extend_from_slice(&pattern(1 << 17));
+    c.write_all(&req).unwrap();
+    c.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut got = Vec::new();
+    let _ = c.read_to_end(&mut got);
+    assert!(
+        !got.starts_with(b"HTTP/1.1 2"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+    let r = http::get(proxy.addr(), "/v2/", Some(USER), &[]).unwrap();
+    assert_eq!(r.status, 200, "the worker no longer serves");
+    assert!(
+        !proxy.stderr_text().contains("panicked"),
+        "{}",
+        proxy.stderr_text()
+    );
+}
+
 #[test]
 fn oversized_splice_pipe_is_capped_and_logged() {
     let Some(max) = std::fs::read_to_string("/proc/sys/fs/pipe-max-size")

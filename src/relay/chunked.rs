@@ -55,7 +55,7 @@ pub async fn relay<S: Io, D: Io>(
                 .map_err(RelayError::Framing)?
             {
                 Step::Verbatim { len, data, done } => {
-                    moved.body += data;
+                    moved.body = moved.body.saturating_add(data);
                     forward(src, dst, out, len, t).await?;
                     if done {
                         flush(dst, out, t.dst).await?;
@@ -67,7 +67,7 @@ pub async fn relay<S: Io, D: Io>(
                     data,
                     done,
                 } => {
-                    moved.body += data;
+                    moved.body = moved.body.saturating_add(data);
                     src.consume(consumed);
                     if done {
                         flush(dst, out, t.dst).await?;
@@ -167,9 +167,10 @@ async fn splice_chunks(
     loop {
         if let Some(left) = pass.data_left() {
             pass.skip_data(left);
-            checked += left;
-            moved.body += left;
-            moved.spliced += left;
+            // A chunk may declare up to 2^64 - 1 bytes: never overflow.
+            checked = checked.saturating_add(left);
+            moved.body = moved.body.saturating_add(left);
+            moved.spliced = moved.spliced.saturating_add(left);
         }
         if checked > 0 && (!ahead || checked >= s.room() as u64) {
             s.pass(std::mem::take(&mut checked)).await?;
@@ -195,12 +196,12 @@ async fn splice_chunks(
             .map_err(RelayError::Framing)?;
         match start {
             Some(Start::Chunk { framing, size }) => {
-                checked += framing as u64 + size;
+                checked = checked.saturating_add(framing as u64).saturating_add(size);
                 pass.skip_data(size);
-                moved.body += size;
-                moved.spliced += size;
+                moved.body = moved.body.saturating_add(size);
+                moved.spliced = moved.spliced.saturating_add(size);
             }
-            Some(Start::Crlf) => checked += 2,
+            Some(Start::Crlf) => checked = checked.saturating_add(2),
             // Part of a chunk line: under backpressure a sender's writes
             // arrive cut at any byte. Wait for the rest, not read it.
             Some(Start::NeedMore) => {
