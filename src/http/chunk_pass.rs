@@ -123,7 +123,12 @@ impl ChunkPass {
             let framing_len = p.data.as_ref().map_or(p.consumed, |r| r.start);
             let framing = &rest[..framing_len];
             let whole = p.data.is_some() || p.done;
-            if whole && (framing.is_empty() || is_plain(framing, self.pending_crlf, p.done)) {
+            // Plain framing starts at a chunk boundary: the tail of a line
+            // whose start was rewritten (`;ext=1\r\n` cut after `=`) can
+            // look like a whole plain line.
+            let plain = framing.is_empty()
+                || saved.at_framing() && is_plain(framing, self.pending_crlf, p.done);
+            if whole && plain {
                 if !framing.is_empty() {
                     self.pending_crlf = false;
                     self.note_size(p.data.as_ref().map_or(0, |r| r.len()));

@@ -249,3 +249,20 @@ fn chunk_lines_are_canonical_hex() {
         assert_eq!(out, line.as_bytes());
     }
 }
+
+#[test]
+fn the_tail_of_a_rewritten_line_is_not_taken_for_a_plain_line() {
+    // Found by the fuzzer: a line cut after "xt=" ends in "1\r\n", which
+    // alone looks plain; passed unchanged it told the registry 1 byte.
+    let input: &[u8] = b"a;e*e^^^^^^^^^^^^^^^^^^^^^^xt=1\r\n0123456749\r\n3 \r\nabm\r\n0\r\n\r\n";
+    for pieces in [vec![1, 1, 9, 1], vec![27], vec![30], vec![31]] {
+        let (sent, _, end) = pass_in_pieces(input, &pieces);
+        assert_eq!(end, Ok(true));
+        assert_eq!(
+            sent,
+            b"a\r\n0123456749\r\n3\r\nabm\r\n0\r\n\r\n",
+            "{pieces:?}: {}",
+            String::from_utf8_lossy(&sent)
+        );
+    }
+}
