@@ -18,6 +18,7 @@ use support::skopeo::{
     docker_ref, make_image_dir, pulled_layer_digests, sha256_file, skopeo_copy, verify_dir_blobs,
     CopyOpts, ImageDir,
 };
+use support::stack::{self, TlsStack};
 use support::tls::Tls;
 
 const KIB: u64 = 1 << 10;
@@ -26,35 +27,9 @@ const MIB: u64 = 1 << 20;
 const WAIT: Duration = Duration::from_secs(15);
 
 /// A registry, a TLS regproxy in front of it, and the test's files.
-struct Stack {
-    dir: tempfile::TempDir,
-    registry: Registry,
-    tls: Tls,
-    proxy: Proxy,
-}
+type Stack = TlsStack;
 
 impl Stack {
-    /// `users` go to `DIR/users` (bcrypt, made by `htpasswd -B`); `auth` is
-    /// added to `[auth]`, `tail` (groups, rules) after `[upstream]`.
-    fn start(users: &[(&str, &str)], auth: &str, tail: &str) -> Stack {
-        let dir = tempfile::tempdir().unwrap();
-        let registry = Registry::start();
-        let tls = Tls::generate(&dir.path().join("tls"));
-        support::write_htpasswd(&dir.path().join("users"), users);
-        let config = config_text(&registry, &tls, auth, tail);
-        let proxy = Proxy::start(&config, dir.path());
-        Stack {
-            dir,
-            registry,
-            tls,
-            proxy,
-        }
-    }
-
-    fn ep(&self) -> Endpoint {
-        self.tls.endpoint(self.proxy.addr())
-    }
-
     fn status(&self, method: &str, path: &str, creds: Option<(&str, &str)>) -> u16 {
         send(&self.ep(), method, path, creds).status
     }
@@ -119,24 +94,6 @@ impl Stack {
     fn wait_stderr_count(&self, needle: &str, before: usize) -> bool {
         support::wait_for(WAIT, || (self.count_stderr(needle) > before).then_some(())).is_some()
     }
-}
-
-fn config_text(registry: &Registry, tls: &Tls, auth: &str, tail: &str) -> String {
-    format!(
-        r#"listen = "127.0.0.1:0"
-[tls]
-cert = "{cert}"
-key = "{key}"
-[auth]
-htpasswd = "users"
-{auth}
-[upstream]
-servers = ["{upstream}"]
-{tail}"#,
-        cert = tls.server_cert().display(),
-        key = tls.server_key().display(),
-        upstream = registry.addr(),
-    )
 }
 
 /// One `[[access]]` table.
@@ -413,7 +370,7 @@ fn broken_reload_keeps_the_old_rules_and_says_where() {
     // Fixed, with a change: team-a now belongs to bob.
     let v2 =
         rule("team-a/**", &["bob"], &["pull", "push"]) + &rule("**", &["authenticated"], &["pull"]);
-    replace_file(&config, &config_text(&s.registry, &s.tls, auth, &v2));
+    replace_file(&config, &stack::config(&s.registry, &s.tls, auth, &v2));
     let applied = support::wait_for(WAIT, || {
         (s.status("POST", &team_a, Some(BOB)) == 202).then_some(())
     });

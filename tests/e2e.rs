@@ -12,53 +12,20 @@ use support::registry::Registry;
 use support::skopeo::{
     docker_ref, make_image_dir, pulled_layer_digests, skopeo_copy, verify_dir_blobs, CopyOpts,
 };
-use support::tls::Tls;
+use support::stack::TlsStack;
 
 const GIB: u64 = 1 << 30;
 const MIB: u64 = 1 << 20;
 /// regproxy's peak RSS while a GiB layer goes through it both ways.
 const RSS_CEILING_KIB: u64 = 64 * 1024;
 
-/// A registry and a TLS regproxy in front, with `testuser` (may push) and
-/// `reader` (may pull).
-struct Stack {
-    _dir: tempfile::TempDir,
-    registry: Registry,
-    tls: Tls,
-    proxy: Proxy,
-}
-
-fn stack() -> Stack {
-    let dir = tempfile::tempdir().unwrap();
-    let registry = Registry::start();
-    let tls = Tls::generate(&dir.path().join("tls"));
-    support::write_htpasswd(
-        &dir.path().join("users"),
+/// The real registry and a TLS regproxy (testuser may push, reader pull).
+fn stack() -> TlsStack {
+    TlsStack::start(
         &[("testuser", "testpassword"), ("reader", "readerpassword")],
-    );
-    let config = format!(
-        r#"
-listen = "127.0.0.1:0"
-[tls]
-cert = "{cert}"
-key = "{key}"
-[auth]
-htpasswd = "users"
-push_users = ["testuser"]
-[upstream]
-servers = ["{upstream}"]
-"#,
-        cert = tls.server_cert().display(),
-        key = tls.server_key().display(),
-        upstream = registry.addr(),
-    );
-    let proxy = Proxy::start(&config, dir.path());
-    Stack {
-        _dir: dir,
-        registry,
-        tls,
-        proxy,
-    }
+        "push_users = [\"testuser\"]",
+        "",
+    )
 }
 
 fn workdir() -> tempfile::TempDir {

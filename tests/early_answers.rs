@@ -12,9 +12,8 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::http::{self, assert_registry_error, Conn, Endpoint, RawResponse};
-use support::proxy::Proxy;
-use support::registry::Registry;
+use support::http::{self, assert_registry_error, Conn, RawResponse};
+use support::stack::TlsStack;
 use support::tls::Tls;
 
 const MIB: usize = 1 << 20;
@@ -28,52 +27,15 @@ const BOB: (&str, &str) = ("bob", "bob-pw");
 
 /// A registry, a TLS regproxy (alice may push, bob may pull) with an admin
 /// port, and the test's files.
-struct Stack {
-    _dir: tempfile::TempDir,
-    registry: Registry,
-    tls: Tls,
-    proxy: Proxy,
+type Stack = TlsStack;
+
+/// `client` goes into the `[client]` table.
+fn stack(client: &str) -> Stack {
+    let tail = format!("[admin]\nlisten = \"127.0.0.1:0\"\n[client]\n{client}\n");
+    TlsStack::start(&[ALICE, BOB], "push_users = [\"alice\"]", &tail)
 }
 
 impl Stack {
-    /// `client` goes into the `[client]` table.
-    fn start(client: &str) -> Stack {
-        let dir = tempfile::tempdir().unwrap();
-        let registry = Registry::start();
-        let tls = Tls::generate(&dir.path().join("tls"));
-        support::write_htpasswd(&dir.path().join("users"), &[ALICE, BOB]);
-        let config = format!(
-            r#"listen = "127.0.0.1:0"
-[tls]
-cert = "{cert}"
-key = "{key}"
-[auth]
-htpasswd = "users"
-push_users = ["alice"]
-[upstream]
-servers = ["{upstream}"]
-[admin]
-listen = "127.0.0.1:0"
-[client]
-{client}
-"#,
-            cert = tls.server_cert().display(),
-            key = tls.server_key().display(),
-            upstream = registry.addr(),
-        );
-        let proxy = Proxy::start(&config, dir.path());
-        Stack {
-            _dir: dir,
-            registry,
-            tls,
-            proxy,
-        }
-    }
-
-    fn ep(&self) -> Endpoint {
-        self.tls.endpoint(self.proxy.addr())
-    }
-
     /// Opens an upload session as alice; the path of its `Location`.
     fn start_upload(&self, repo: &str) -> String {
         let r = http::request(
@@ -162,7 +124,7 @@ fn send_then_read(conn: &mut Conn, request: &[u8]) -> RawResponse {
 
 #[test]
 fn unauthenticated_upload_is_drained_answered_and_retried_on_the_same_connection() {
-    let s = Stack::start("");
+    let s = stack("");
     let body = random_body(SMALL_BODY);
     let digest = format!("sha256:{}", sha256_hex(&body));
 
@@ -216,7 +178,7 @@ fn unauthenticated_upload_is_drained_answered_and_retried_on_the_same_connection
 
 #[test]
 fn a_rule_refusal_drains_the_body_too() {
-    let s = Stack::start("");
+    let s = stack("");
     let upload = s.start_upload("early/denied");
     let body = random_body(SMALL_BODY);
     let digest = format!("sha256:{}", sha256_hex(&body));
@@ -235,7 +197,7 @@ fn a_rule_refusal_drains_the_body_too() {
 
 #[test]
 fn a_pipelined_request_after_a_drained_body_is_answered_as_itself() {
-    let s = Stack::start("");
+    let s = stack("");
     let seen = s.registry.settle(Duration::from_millis(200));
     // The refused body looks like a request: it must never be parsed as one.
     let smuggled = b"GET /v2/_catalog HTTP/1.1\r\nHost: localhost\r\n\r\n";
@@ -279,7 +241,7 @@ fn a_pipelined_request_after_a_drained_body_is_answered_as_itself() {
 
 #[test]
 fn expect_continue_without_a_go_ahead_is_answered_and_closed_in_stages() {
-    let s = Stack::start("");
+    let s = stack("");
     let len = SMALL_BODY.to_string();
     let mut conn = Conn::connect(s.ep()).unwrap();
     let request = head(
@@ -391,9 +353,7 @@ impl FloodIo {
 fn a_declared_huge_body_gets_its_401_then_a_bounded_lingering_close() {
     let limit = MIB as u64;
     let lingering_time = Duration::from_secs(10);
-    let s = Stack::start(
-        "discard_limit = \"1MiB\"\nlingering_time = \"10s\"\nlingering_timeout = \"2s\"",
-    );
+    let s = stack("discard_limit = \"1MiB\"\nlingering_time = \"10s\"\nlingering_timeout = \"2s\"");
     let request = head(
         "PUT",
         "/v2/early/huge/blobs/uploads/x?digest=sha256:00",
@@ -437,7 +397,7 @@ fn a_declared_huge_body_gets_its_401_then_a_bounded_lingering_close() {
 
 #[test]
 fn with_discarding_off_a_small_body_still_gets_its_answer() {
-    let s = Stack::start("discard_limit = 0\nlingering_timeout = \"2s\"");
+    let s = stack("discard_limit = 0\nlingering_timeout = \"2s\"");
     let request = head(
         "PUT",
         "/v2/early/off/blobs/uploads/x?digest=sha256:00",
@@ -477,7 +437,7 @@ fn curl(s: &Stack, args: &[&str]) -> String {
 
 #[test]
 fn curl_with_an_empty_form_body_opens_an_upload() {
-    let s = Stack::start("");
+    let s = stack("");
     assert_eq!(curl(&s, &["-d", ""]), "202", "curl -X POST -d ''");
     // A form body with content could carry parameters the rules never saw.
     assert_eq!(curl(&s, &["-d", "mount=sha256:00&from=other/repo"]), "400");

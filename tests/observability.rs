@@ -14,11 +14,12 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::http::{self, Endpoint};
+use support::http;
 use support::origin::{self, Origin, Step};
 use support::proxy::Proxy;
 use support::registry::Registry;
 use support::skopeo::{docker_ref, make_image_dir, sha256_digest, skopeo_copy, CopyOpts};
+use support::stack::TlsStack;
 use support::tls::Tls;
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -27,52 +28,15 @@ const READER: (&str, &str) = ("reader", "readerpassword");
 const MANIFEST_V2: &str = "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json";
 
 /// A TLS regproxy with a JSON access log in front of the real registry.
-struct Stack {
-    dir: tempfile::TempDir,
-    registry: Registry,
-    tls: Tls,
-    proxy: Proxy,
+type Stack = TlsStack;
+
+fn stack() -> Stack {
+    let tail =
+        "[log]\nformat = \"json\"\n[admin]\nlisten = \"127.0.0.1:0\"\ntop_repositories = 5\n";
+    TlsStack::start(&[PUSHER, READER], "push_users = [\"pusher\"]", tail)
 }
 
 impl Stack {
-    fn start() -> Stack {
-        let dir = tempfile::tempdir().unwrap();
-        let registry = Registry::start();
-        let tls = Tls::generate(&dir.path().join("tls"));
-        support::write_htpasswd(&dir.path().join("users"), &[PUSHER, READER]);
-        let config = format!(
-            r#"listen = "127.0.0.1:0"
-[tls]
-cert = "{cert}"
-key = "{key}"
-[auth]
-htpasswd = "users"
-push_users = ["pusher"]
-[upstream]
-servers = ["{upstream}"]
-[log]
-format = "json"
-[admin]
-listen = "127.0.0.1:0"
-top_repositories = 5
-"#,
-            cert = tls.server_cert().display(),
-            key = tls.server_key().display(),
-            upstream = registry.addr(),
-        );
-        let proxy = Proxy::start(&config, dir.path());
-        Stack {
-            dir,
-            registry,
-            tls,
-            proxy,
-        }
-    }
-
-    fn ep(&self) -> Endpoint {
-        self.tls.endpoint(self.proxy.addr())
-    }
-
     /// The JSON lines logged so far; panics on a line that is not JSON.
     fn lines(&self) -> Vec<Value> {
         self.proxy
@@ -191,7 +155,7 @@ fn path_of(url: &str) -> String {
 
 #[test]
 fn json_log_fields_for_pull_push_mount_refusal_and_401() {
-    let s = Stack::start();
+    let s = stack();
 
     // A push by skopeo, so there is an image to pull and a layer to mount.
     let image = make_image_dir(&s.dir.path().join("image"), &[64 * 1024, 32 * 1024]);

@@ -4,6 +4,8 @@
 //!   free loopback port with throwaway storage, and a count of the requests
 //!   that reached it.
 //! - [`proxy`]: the `regproxy` binary under test, started from a TOML string.
+//! - [`stack`]: the usual end-to-end stack, the real registry behind a TLS
+//!   regproxy with an htpasswd file, and the config it is started with.
 //! - [`tls`]: a test CA and a `localhost`/`127.0.0.1` server certificate.
 //! - [`http`]: a tiny blocking HTTP/1.1 client (plain or TLS) that can send
 //!   arbitrary bytes and report how the server framed and closed.
@@ -35,6 +37,7 @@ pub mod podman;
 pub mod proxy;
 pub mod registry;
 pub mod skopeo;
+pub mod stack;
 pub mod tap;
 pub mod tls;
 
