@@ -36,6 +36,31 @@ const RECORD_OVERHEAD: usize = 32;
 /// head and a small response, too little to matter on an idle connection.
 const IDLE_KEEP: usize = 20 * 1024;
 
+/// rustls cuts plaintext into records of at most this many bytes.
+const MAX_FRAGMENT: usize = 16 * 1024;
+/// Where in a cache line a record's plaintext may start for rustls' copy of
+/// it to run at full speed: rustls copies it to 5 bytes past the start of a
+/// fresh, cache-line-aligned block (`sys::malloc::BulkAligned`), and a
+/// source 5 to 37 bytes into its line keeps the distance modulo 4 KiB out of
+/// 1..=31, where `REP MOVSB` on AMD Zen 4 is 2 to 25 times slower.
+const GOOD_START: std::ops::RangeInclusive<usize> = 5..=37;
+/// The middle of [`GOOD_START`].
+const AIM: usize = 21;
+
+/// How much of a plaintext batch at `addr` goes into the first record, so
+/// that every later full record starts at [`AIM`] within its cache line.
+/// The relay reads bodies into cache-line-aligned buffers, so without this
+/// each record's copy sat 5 bytes before its destination modulo 64, and
+/// whenever the two blocks also shared a page offset, at 5 modulo 4 KiB:
+/// TLS downloads then cost up to 0.15 CPU-s/GiB more, run to run.
+fn first_record_len(addr: usize, len: usize) -> usize {
+    let at = addr % 64;
+    if len <= MAX_FRAGMENT || GOOD_START.contains(&at) {
+        return len;
+    }
+    MAX_FRAGMENT - (at + 64 - AIM) % 64
+}
+
 /// A TLS 1.2/1.3 server connection after its handshake.
 pub struct TlsStream {
     io: TcpStream,
@@ -140,10 +165,13 @@ impl TlsStream {
         data: Slice<Vec<u8>>,
     ) -> (io::Result<()>, Slice<Vec<u8>>) {
         let (mut off, end) = (data.begin(), data.end());
+        let first = first_record_len(data.get_ref()[off..].as_ptr() as usize, end - off);
+        let cut = off + first;
         while off < end {
             // rustls takes as much plaintext as its 64 KiB of sendable
             // records allow; draining them into `wbuf` makes room again.
-            match self.conn.writer().write(&data.get_ref()[off..end]) {
+            let stop = if off < cut { cut } else { end };
+            match self.conn.writer().write(&data.get_ref()[off..stop]) {
                 Ok(n) => off += n,
                 Err(e) => return (Err(e), data),
             }
@@ -217,5 +245,38 @@ impl TlsStream {
             return Err(io::Error::new(io::ErrorKind::InvalidData, e));
         }
         Ok(got)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_full_record_after_the_first_starts_where_the_copy_is_fast() {
+        for base in [0x1000usize, 0x1005, 0x1010, 0x1015, 0x1025, 0x103f] {
+            for len in [MAX_FRAGMENT + 1, 64 * 1024, 256 * 1024] {
+                let first = first_record_len(base, len);
+                // Either no cut (already well placed) or a short first record.
+                let mut at = if first == len {
+                    assert!(GOOD_START.contains(&(base % 64)), "{base:#x}");
+                    base
+                } else {
+                    assert!(first > 0 && first < MAX_FRAGMENT, "{base:#x} {len}");
+                    base + first
+                };
+                while at + MAX_FRAGMENT <= base + len {
+                    assert!(GOOD_START.contains(&(at % 64)), "{base:#x} {len} {at:#x}");
+                    at += MAX_FRAGMENT;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn small_writes_and_well_placed_batches_are_not_cut() {
+        assert_eq!(first_record_len(0x1000, 100), 100);
+        assert_eq!(first_record_len(0x1000, MAX_FRAGMENT), MAX_FRAGMENT);
+        assert_eq!(first_record_len(0x1000 + AIM, 256 * 1024), 256 * 1024);
     }
 }
