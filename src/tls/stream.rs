@@ -4,11 +4,11 @@
 //! monoio-rustls moved ciphertext through fixed 16 KiB buffers: one read or
 //! write system call per TLS record, about 65,000 per GiB each way, which
 //! made most of a TLS transfer's CPU system time (issue 8). Here the socket
-//! is read and written in batches as large as the caller's request: an
-//! upload's relay reads up to 64 KiB at a time (`relay::READ_BUF_BYTES`),
-//! so one `recv` brings in about four records for rustls to decrypt, and a
-//! download writes up to `relay::BULK_BUF_BYTES` (256 KiB), so one `send`
-//! carries all sixteen records it was encrypted into.
+//! is read and written in batches as large as the caller's request: a
+//! body's relay reads and writes up to `relay::BULK_BUF_BYTES` (256 KiB) at
+//! a time, so one `recv` brings in sixteen records for rustls to decrypt,
+//! and one `send` carries all sixteen records a download batch was
+//! encrypted into.
 //!
 //! Memory per connection: rustls' own buffers (at most one record being
 //! deframed, 16 KiB of received plaintext, 64 KiB of sendable records), plus

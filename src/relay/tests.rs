@@ -1,0 +1,125 @@
+//! The relay over in-memory ends that are not TCP, as a TLS end is not:
+//! how large its reads and writes are, and what it keeps afterwards.
+
+use std::time::Duration;
+
+use monoio::buf::Slice;
+use monoio::net::TcpStream;
+
+use super::*;
+
+/// A sender in memory: serves `data` to reads and records their room.
+#[derive(Default)]
+struct Mem {
+    data: Vec<u8>,
+    pos: usize,
+    /// Room each read offered (spare capacity, capped by `max`).
+    reads: Vec<usize>,
+}
+
+impl Io for Mem {
+    fn as_tcp(&mut self) -> Option<&mut TcpStream> {
+        None
+    }
+
+    async fn read_vec(&mut self, mut buf: Vec<u8>, max: usize) -> (io::Result<usize>, Vec<u8>) {
+        let room = (buf.capacity() - buf.len()).min(max);
+        self.reads.push(room);
+        let n = room.min(self.data.len() - self.pos);
+        buf.extend_from_slice(&self.data[self.pos..self.pos + n]);
+        self.pos += n;
+        (Ok(n), buf)
+    }
+
+    async fn write_all_slice(&mut self, buf: Slice<Vec<u8>>) -> (io::Result<()>, Slice<Vec<u8>>) {
+        (Err(io::ErrorKind::Unsupported.into()), buf)
+    }
+
+    async fn shutdown(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+        .enable_timer()
+        .build()
+        .expect("runtime")
+        .block_on(f)
+}
+
+const T: Timeouts = Timeouts {
+    src: Duration::from_secs(5),
+    dst: Duration::from_secs(5),
+};
+
+fn body(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i % 251) as u8).collect()
+}
+
+/// `data` as plain chunks of 64 KiB (curl's size, roughly).
+fn chunked(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for c in data.chunks(64 * 1024) {
+        out.extend_from_slice(format!("{:x}\r\n", c.len()).as_bytes());
+        out.extend_from_slice(c);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"0\r\n\r\n");
+    out
+}
+
+/// Relays `wire` from an in-memory sender (not TCP, as a TLS client is
+/// not) to a plain TCP receiver (as the registry is), which a thread reads
+/// to the end. Returns the sender, what arrived, and the buffer kept.
+fn relay(wire: Vec<u8>, framing: Framing) -> (Mem, Vec<u8>, Vec<u8>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let reader = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().expect("accept");
+        let mut got = Vec::new();
+        std::io::Read::read_to_end(&mut s, &mut got).expect("read");
+        got
+    });
+    let (src, kept) = block_on(async move {
+        let mut src = Buffered::new(Mem {
+            data: wire,
+            ..Mem::default()
+        });
+        let mut dst = TcpStream::connect(addr).await.expect("connect");
+        let mut out = Vec::new();
+        relay_body(&mut src, &mut dst, framing, Encode::Chunked, T, &mut out)
+            .await
+            .expect("relay");
+        drop(dst);
+        src.into_parts()
+    });
+    (src, reader.join().expect("reader"), kept)
+}
+
+/// An upload from a TLS client: every byte is copied through the relay's
+/// buffer, and a bulk batch per read and write keeps system calls per GiB
+/// low (issue 8). With 64 KiB batches uploads cost 8% more CPU per GiB.
+#[test]
+fn an_upload_from_an_end_that_is_not_tcp_moves_in_bulk_batches() {
+    let data = body(4 << 20);
+    let (src, got, kept) = relay(data.clone(), Framing::Length(data.len() as u64));
+    assert!(got == data, "the body arrives intact");
+    assert!(
+        src.reads.iter().all(|&r| r >= BULK_BUF_BYTES),
+        "{:?}",
+        src.reads
+    );
+    assert!(kept.capacity() <= READ_BUF_BYTES, "{}", kept.capacity());
+
+    let wire = chunked(&data);
+    let (src, got, kept) = relay(wire.clone(), Framing::Chunked);
+    assert!(got == wire, "plain chunk lines pass unchanged");
+    let large = src
+        .reads
+        .iter()
+        .filter(|&&r| r >= BULK_BUF_BYTES / 2)
+        .count();
+    assert!(large + 1 >= src.reads.len(), "{:?}", src.reads);
+    assert!(kept.capacity() <= READ_BUF_BYTES, "{}", kept.capacity());
+}
