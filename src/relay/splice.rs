@@ -13,7 +13,7 @@
 //! moves up to that much, and pipes are pooled per worker rather than made
 //! per connection: an idle connection holds none.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -39,6 +39,16 @@ static PIPE_SIZE: AtomicUsize = AtomicUsize::new(DEFAULT_PIPE_SIZE);
 thread_local! {
     /// This worker's idle pipes, all empty.
     static POOL: RefCell<Vec<Pipe>> = const { RefCell::new(Vec::new()) };
+    /// Whether sessions on this thread may peek past the front of the
+    /// source's queue where the kernel can ([`Session::peek_ahead`]).
+    static PEEK_AHEAD: Cell<bool> = const { Cell::new(true) };
+}
+
+/// Off: sessions on this thread never peek ahead, and splice chunk by
+/// chunk as on kernels without TCP `SO_PEEK_OFF` (before 6.10). Tests use
+/// it to cover that path on any kernel.
+pub fn set_peek_ahead(on: bool) {
+    PEEK_AHEAD.with(|p| p.set(on));
 }
 
 /// Sets the pipe size from the config, capped by the kernel's
@@ -123,7 +133,10 @@ impl<'a> Session<'a> {
     /// ([`Session::peek_at`]); `false` where the kernel cannot (TCP
     /// `SO_PEEK_OFF` needs Linux 6.10).
     pub fn peek_ahead(&mut self) -> bool {
-        if self.peek_off.is_none() && sockopt::set_peek_offset(self.src.as_raw_fd(), 0).is_ok() {
+        if self.peek_off.is_none()
+            && PEEK_AHEAD.with(Cell::get)
+            && sockopt::set_peek_offset(self.src.as_raw_fd(), 0).is_ok()
+        {
             self.peek_off = Some(0);
         }
         self.peek_off.is_some()

@@ -123,3 +123,66 @@ fn an_upload_from_an_end_that_is_not_tcp_moves_in_bulk_batches() {
     assert!(large + 1 >= src.reads.len(), "{:?}", src.reads);
     assert!(kept.capacity() <= READ_BUF_BYTES, "{}", kept.capacity());
 }
+
+/// Relays `wire` as a chunked body between plain TCP ends: a thread writes
+/// it to the relay's source, another reads the destination to the end.
+fn relay_tcp(wire: Vec<u8>, peek_ahead: bool) -> (Moved, Vec<u8>) {
+    let sink = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let sink_addr = sink.local_addr().expect("addr");
+    let reader = std::thread::spawn(move || {
+        let (mut s, _) = sink.accept().expect("accept");
+        let mut got = Vec::new();
+        std::io::Read::read_to_end(&mut s, &mut got).expect("read");
+        got
+    });
+    let moved = block_on(async move {
+        super::splice::set_peek_ahead(peek_ahead);
+        let listener = monoio::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let writer = std::thread::spawn(move || {
+            let mut c = std::net::TcpStream::connect(addr).expect("connect");
+            std::io::Write::write_all(&mut c, &wire).expect("write");
+            c
+        });
+        let (s, _) = listener.accept().await.expect("accept");
+        let mut src = Buffered::new(s);
+        let mut dst = TcpStream::connect(sink_addr).await.expect("connect");
+        let mut out = Vec::new();
+        let moved = relay_body(
+            &mut src,
+            &mut dst,
+            Framing::Chunked,
+            Encode::Chunked,
+            T,
+            &mut out,
+        )
+        .await
+        .expect("relay");
+        drop(dst);
+        drop(writer.join().expect("writer"));
+        super::splice::set_peek_ahead(true);
+        moved
+    });
+    (moved, reader.join().expect("reader"))
+}
+
+/// Both ways of splicing a chunked body: peeking past the chunks already
+/// checked (TCP `SO_PEEK_OFF`, Linux 6.10 and later), and chunk by chunk,
+/// which older kernels take and this kernel never would on its own.
+#[test]
+fn chunked_bodies_splice_with_and_without_peeking_ahead() {
+    let data = body(4 << 20);
+    let wire = chunked(&data);
+    for peek_ahead in [true, false] {
+        let (moved, got) = relay_tcp(wire.clone(), peek_ahead);
+        assert!(
+            got == wire,
+            "peek ahead {peek_ahead}: the chunk lines and data pass unchanged"
+        );
+        assert_eq!(moved.body, data.len() as u64);
+        assert!(
+            moved.spliced * 10 >= moved.body * 9,
+            "peek ahead {peek_ahead}: {moved:?}"
+        );
+    }
+}
