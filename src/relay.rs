@@ -406,8 +406,10 @@ pub async fn relay_body<S: Io, D: Io>(
 ) -> Result<Moved, RelayError> {
     src.for_body();
     // With TLS on either end every body byte is copied through the buffer
-    // (between plain ends it is spliced): a bulk batch per read and write.
-    let bulk = src.io.as_tcp().is_none() || dst.as_tcp().is_none();
+    // (between plain ends it is spliced): a bulk batch per read and write,
+    // unless one read buffer holds the whole body (most responses).
+    let tls = src.io.as_tcp().is_none() || dst.as_tcp().is_none();
+    let bulk = tls && !matches!(framing, Framing::Length(n) if n <= READ_BUF_BYTES as u64);
     if bulk {
         src.grow_bulk();
     }

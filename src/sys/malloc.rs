@@ -97,16 +97,47 @@ unsafe impl GlobalAlloc for BulkAligned {
             // and fits `isize` once aligned (checked by `from_size_align`).
             return unsafe { System.realloc(ptr, old, new_size) };
         }
-        // A bulk-sized block: glibc's `realloc` may move it to 16 bytes,
-        // so allocate aligned and copy.
-        // SAFETY: `new` has a non-zero size.
-        let fresh = unsafe { System.alloc(new) };
+        if new_size <= layout.size() && layout.size() >= BULK_MIN {
+            // Shrinking an aligned block: glibc does it in place (a heap
+            // block keeps its address), where copying would move the whole
+            // old block each time a large buffer is given back.
+            // SAFETY: `ptr` is a live block of `layout.size()` bytes; glibc
+            // `realloc` accepts blocks from `posix_memalign`, and the layout
+            // passed (the caller's alignment, at most 16 bytes here since
+            // widening applied) makes `System` call it directly.
+            let shrunk = unsafe { System.realloc(ptr, layout, new_size) };
+            if shrunk.is_null() || (shrunk as usize) % BULK_ALIGN == 0 {
+                return shrunk;
+            }
+            // Moved off a cache line (an `mmap`ped block remapped): realign.
+            // SAFETY: `shrunk` is a live block of `new_size` bytes.
+            return unsafe {
+                Self::move_to(shrunk, Layout::from_size_align_unchecked(new_size, 1), new)
+            };
+        }
+        // Growing into a bulk-sized block: glibc's `realloc` may move it to
+        // a 16-byte boundary, so allocate aligned and copy.
+        // SAFETY: `ptr` is a live block allocated with `old`.
+        unsafe { Self::move_to(ptr, old, new) }
+    }
+}
+
+impl BulkAligned {
+    /// Moves a live block allocated with `from` into a fresh one of layout
+    /// `to` (as much as both hold) and frees it; null, keeping the old
+    /// block, when memory is short.
+    ///
+    /// # Safety
+    /// `ptr` must be a live block of this allocator allocated with `from`.
+    unsafe fn move_to(ptr: *mut u8, from: Layout, to: Layout) -> *mut u8 {
+        // SAFETY: `to` has a non-zero size (a caller's `new_size`).
+        let fresh = unsafe { System.alloc(to) };
         if !fresh.is_null() {
             // SAFETY: both blocks are valid for the smaller of the two sizes
-            // and distinct; `ptr` was allocated with `old`.
+            // and distinct; `ptr` was allocated with `from`.
             unsafe {
-                std::ptr::copy_nonoverlapping(ptr, fresh, layout.size().min(new_size));
-                System.dealloc(ptr, old);
+                std::ptr::copy_nonoverlapping(ptr, fresh, from.size().min(to.size()));
+                System.dealloc(ptr, from);
             }
         }
         fresh
@@ -119,7 +150,7 @@ mod tests {
     use super::*;
 
     fn aligned(p: *mut u8) -> bool {
-        (p as usize).is_multiple_of(BULK_ALIGN)
+        (p as usize) % BULK_ALIGN == 0
     }
 
     #[test]
@@ -149,6 +180,21 @@ mod tests {
             for p in blocks {
                 a.dealloc(p, bulk);
             }
+        }
+    }
+
+    /// A bulk buffer given back after a body (`Vec::shrink_to`) must not be
+    /// copied: that cost a 64 KiB copy per small TLS response.
+    #[test]
+    fn shrinking_a_bulk_block_keeps_it_in_place() {
+        let a = BulkAligned;
+        let big = Layout::from_size_align(64 * 1024, 1).unwrap();
+        // SAFETY: non-zero sizes; the block is freed with its last layout.
+        unsafe {
+            let p = a.alloc(big);
+            let q = a.realloc(p, big, 8 * 1024);
+            assert_eq!(q, p);
+            a.dealloc(q, Layout::from_size_align(8 * 1024, 1).unwrap());
         }
     }
 
