@@ -408,9 +408,16 @@ pub async fn relay_body<S: Io, D: Io>(
     // With TLS on either end every body byte is copied through the buffer
     // (between plain ends it is spliced): a bulk batch per read and write,
     // unless one read buffer holds the whole body (most responses).
+    // A worker has a few batches (`bufpool::BulkSlot`); when they are taken
+    // the body moves with the 64 KiB buffer.
     let tls = src.io.as_tcp().is_none() || dst.as_tcp().is_none();
     let bulk = tls && !matches!(framing, Framing::Length(n) if n <= READ_BUF_BYTES as u64);
-    if bulk {
+    let slot = if bulk {
+        bufpool::BulkSlot::take()
+    } else {
+        None
+    };
+    if slot.is_some() {
         src.grow_bulk();
     }
     let moved = match framing {
@@ -419,7 +426,7 @@ pub async fn relay_body<S: Io, D: Io>(
         Framing::Chunked => relay_chunked(src, dst, encode, t, out).await,
         Framing::Close => relay_to_close(src, dst, encode, t, out).await,
     };
-    if bulk {
+    if slot.is_some() {
         src.shrink();
     }
     moved

@@ -124,6 +124,29 @@ fn an_upload_from_an_end_that_is_not_tcp_moves_in_bulk_batches() {
     assert!(kept.capacity() <= READ_BUF_BYTES, "{}", kept.capacity());
 }
 
+/// When the worker's bulk batches are all taken, a large body still moves,
+/// with the 64 KiB buffer: concurrent transfers do not multiply memory.
+#[test]
+fn without_a_free_bulk_slot_a_large_body_moves_in_the_read_buffer() {
+    let held: Vec<_> = std::iter::from_fn(bufpool::BulkSlot::take).collect();
+    assert_eq!(held.len(), bufpool::BULK_SLOTS);
+    let data = body(1 << 20);
+    let (src, got, _) = relay(data.clone(), Framing::Length(data.len() as u64));
+    assert!(got == data, "the body arrives intact");
+    assert!(
+        src.reads.iter().all(|&r| r <= READ_BUF_BYTES),
+        "{:?}",
+        src.reads
+    );
+    drop(held);
+    let (src, _, _) = relay(data.clone(), Framing::Length(data.len() as u64));
+    assert!(
+        src.reads.iter().all(|&r| r >= BULK_BUF_BYTES),
+        "{:?}",
+        src.reads
+    );
+}
+
 /// A body one read buffer holds (most responses) takes no bulk batch:
 /// growing to one and giving it back cost each small TLS response two
 /// 64 KiB copies (callgrind: 177,000 instructions per request, not 45,000).
