@@ -25,10 +25,10 @@ const POOL_KEEP: usize = 16;
 /// Bodies a worker moves with bulk batches at once; more move with the
 /// 64 KiB buffer. Each batch costs about 512 KiB while its body moves (the
 /// relay's 256 KiB and as much again of TLS records in the stream), so
-/// this bounds what concurrent transfers add to a worker: without it eight
-/// CI clients pushing and pulling over TLS peaked at 17.8 MiB RSS, against
-/// 14.5 with 64 KiB uploads (`bench/compare`, CI fleet mix). A lone large
-/// transfer, the case the batch is for, always gets one.
+/// this bounds what concurrent transfers add to a worker (`bench/compare`'s
+/// CI fleet mix over TLS, eight clients: 17.8 MiB peak RSS without it,
+/// 17.0 with it). A lone large transfer, the case the batch is for, always
+/// gets one.
 pub const BULK_SLOTS: usize = 2;
 
 thread_local! {
