@@ -69,10 +69,9 @@ fn chunked(data: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Relays `wire` from an in-memory sender (not TCP, as a TLS client is
-/// not) to a plain TCP receiver (as the registry is), which a thread reads
-/// to the end. Returns the sender, what arrived, and the buffer kept.
-fn relay(wire: Vec<u8>, framing: Framing) -> (Mem, Vec<u8>, Vec<u8>) {
+/// A plain TCP receiver, as the registry is: a thread that accepts one
+/// connection and reads it to the end.
+fn sink() -> (std::net::SocketAddr, std::thread::JoinHandle<Vec<u8>>) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr");
     let reader = std::thread::spawn(move || {
@@ -81,6 +80,14 @@ fn relay(wire: Vec<u8>, framing: Framing) -> (Mem, Vec<u8>, Vec<u8>) {
         std::io::Read::read_to_end(&mut s, &mut got).expect("read");
         got
     });
+    (addr, reader)
+}
+
+/// Relays `wire` from an in-memory sender (not TCP, as a TLS client is
+/// not) to a plain TCP receiver (as the registry is), which a thread reads
+/// to the end. Returns the sender, what arrived, and the buffer kept.
+fn relay(wire: Vec<u8>, framing: Framing) -> (Mem, Vec<u8>, Vec<u8>) {
+    let (addr, reader) = sink();
     let (src, kept) = block_on(async move {
         let mut src = Buffered::new(Mem {
             data: wire,
@@ -166,14 +173,7 @@ fn a_body_that_fits_one_read_buffer_takes_no_bulk_batch() {
 /// Relays `wire` as a chunked body between plain TCP ends: a thread writes
 /// it to the relay's source, another reads the destination to the end.
 fn relay_tcp(wire: Vec<u8>, peek_ahead: bool) -> (Moved, Vec<u8>) {
-    let sink = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let sink_addr = sink.local_addr().expect("addr");
-    let reader = std::thread::spawn(move || {
-        let (mut s, _) = sink.accept().expect("accept");
-        let mut got = Vec::new();
-        std::io::Read::read_to_end(&mut s, &mut got).expect("read");
-        got
-    });
+    let (sink_addr, reader) = sink();
     let moved = block_on(async move {
         super::splice::set_peek_ahead(peek_ahead);
         let listener = monoio::net::TcpListener::bind("127.0.0.1:0").expect("bind");
