@@ -34,8 +34,8 @@ pub const HEAD_BUF_START: usize = 1024;
 /// moves, and given back after ([`Buffered::shrink`]). A download takes one
 /// `recv` from the registry and one `send` of sixteen TLS records instead
 /// of one `send` per record (issue 8); an upload one `recv` of sixteen
-/// records and one `send` to the registry, 8% less CPU per GiB than with
-/// 64 KiB. (An earlier measurement that found uploads dearer with 256 KiB
+/// records and one `send` to the registry, 8–10% less CPU per GiB than
+/// with 64 KiB. (An earlier measurement that found uploads dearer with 256 KiB
 /// was the copy slowdown `sys::malloc::BulkAligned` explains.)
 pub const BULK_BUF_BYTES: usize = 256 * 1024;
 /// Re-encoded chunked output is written once it reaches this size.
@@ -370,8 +370,6 @@ async fn relay_length<S: Io, D: Io>(
         moved.spliced += left;
         return Ok(moved);
     }
-    // Only a download toward a TLS client takes the large batch (see
-    // BULK_BUF_BYTES).
     while left > 0 {
         let got = src.fill(t.src).await.map_err(RelayError::Src)?;
         if got == 0 {

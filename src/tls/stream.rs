@@ -52,7 +52,7 @@ const AIM: usize = 21;
 /// The relay reads bodies into cache-line-aligned buffers, so without this
 /// each record's copy sat 5 bytes before its destination modulo 64, and
 /// whenever the two blocks also shared a page offset, at 5 modulo 4 KiB:
-/// TLS downloads then cost up to 0.15 CPU-s/GiB more, run to run.
+/// in one TLS GET of three that copy took 16% of samples instead of 4–6%.
 fn first_record_len(addr: usize, len: usize) -> usize {
     let at = addr % 64;
     if len <= MAX_FRAGMENT || GOOD_START.contains(&at) {
