@@ -148,21 +148,30 @@ impl<S: Io> Buffered<S> {
         n as u64
     }
 
-    /// Makes room for a batch of [`BULK_BUF_BYTES`] while a body moves.
+    /// Switches to a pooled batch of [`BULK_BUF_BYTES`] while a body
+    /// moves, keeping what is buffered.
     fn grow_bulk(&mut self) {
-        self.buf
-            .reserve(BULK_BUF_BYTES.saturating_sub(self.buf.len()));
+        if self.buf.capacity() < BULK_BUF_BYTES {
+            self.swap_buf(bufpool::take_at_least(BULK_BUF_BYTES));
+        }
     }
 
-    /// Gives back a bulk buffer and the stream's own, once a body has
-    /// moved: what an idle connection holds stays at [`READ_BUF_BYTES`].
+    /// Gives a bulk batch back to the pool, and the stream's own buffers,
+    /// once a body has moved: what an idle connection holds stays at
+    /// [`READ_BUF_BYTES`].
     pub fn shrink(&mut self) {
         self.io.trim();
         if self.buf.capacity() > READ_BUF_BYTES && self.unconsumed().len() <= READ_BUF_BYTES {
-            self.buf.drain(..self.start);
-            self.start = 0;
-            self.buf.shrink_to(READ_BUF_BYTES);
+            self.swap_buf(bufpool::take());
         }
+    }
+
+    /// Moves what is buffered into `fresh` (empty, large enough) and gives
+    /// the old buffer back to the pool.
+    fn swap_buf(&mut self, mut fresh: Vec<u8>) {
+        fresh.extend_from_slice(self.unconsumed());
+        bufpool::give(std::mem::replace(&mut self.buf, fresh));
+        self.start = 0;
     }
 
     /// Read but not yet consumed.
@@ -252,10 +261,7 @@ impl<S: Io> Buffered<S> {
         if self.buf.capacity() >= READ_BUF_BYTES {
             return;
         }
-        let mut big = bufpool::take();
-        big.extend_from_slice(self.unconsumed());
-        self.buf = big;
-        self.start = 0;
+        self.swap_buf(bufpool::take());
     }
 
     /// Between requests: gives a body buffer back to the pool and keeps

@@ -151,6 +151,24 @@ fn without_a_free_bulk_slot_a_large_body_moves_in_the_read_buffer() {
     assert_reads(&src, BULK_BUF_BYTES..=usize::MAX);
 }
 
+/// A bulk batch goes back to the worker's pool after its body, and the
+/// next body takes the same one: freed to glibc instead, batches split by
+/// small allocations grew the heap (`bufpool`'s module note).
+#[test]
+fn a_bulk_batch_goes_back_to_the_pool_and_the_next_body_reuses_it() {
+    let class = bufpool::CLASSES
+        .iter()
+        .position(|&(cap, _)| cap == BULK_BUF_BYTES)
+        .expect("a class for bulk batches");
+    let data = body(1 << 20);
+    for round in 0..3 {
+        let (src, got, _) = relay(data.clone(), Framing::Length(data.len() as u64));
+        assert!(got == data, "the body arrives intact");
+        assert_reads(&src, BULK_BUF_BYTES..=usize::MAX);
+        assert_eq!(bufpool::pooled()[class], 1, "round {round}");
+    }
+}
+
 /// A body one read buffer holds (most responses) takes no bulk batch:
 /// growing to one and giving it back cost each small TLS response two
 /// 64 KiB copies (callgrind: 177,000 instructions per request, not 45,000).

@@ -115,7 +115,8 @@ unsafe impl GlobalAlloc for BulkAligned {
         if new_size <= layout.size() && layout.align() <= MALLOC_ALIGN {
             // Shrinking: C `realloc` does it in place (a heap block keeps
             // its address), where moving would copy the whole old block
-            // each time a body buffer is given back after a body.
+            // (when the relay shrank its body buffer this way, a 64 KiB
+            // copy per small TLS response).
             // SAFETY: `ptr` is a live block from `malloc` or
             // `posix_memalign`, both of which `realloc` takes (POSIX), and
             // what it returns is aligned to `MALLOC_ALIGN`, enough for the
@@ -198,8 +199,9 @@ mod tests {
         }
     }
 
-    /// A bulk buffer given back after a body (`Vec::shrink_to`) must not be
-    /// copied: that cost a 64 KiB copy per small TLS response.
+    /// A bulk block that shrinks (`Vec::shrink_to`) must not be copied: when
+    /// the relay shrank its body buffer that way, that cost a 64 KiB copy
+    /// per small TLS response.
     #[test]
     fn shrinking_a_bulk_block_keeps_it_in_place() {
         let a = BulkAligned;

@@ -13,9 +13,9 @@
 //! Memory per connection: rustls' own buffers (at most one record being
 //! deframed, 16 KiB of received plaintext, 64 KiB of sendable records), plus
 //! `rbuf` and `wbuf` here, each at most one batch (about 256 KiB plus record
-//! overhead) while a body moves. [`TlsStream::trim`] drops batch-sized
-//! buffers between requests, so an idle connection keeps at most
-//! `IDLE_KEEP` bytes of each.
+//! overhead) while a body moves. Those come from the worker's buffer pool
+//! (`relay::bufpool`) and [`TlsStream::trim`] gives them back between
+//! requests, so an idle connection keeps at most `IDLE_KEEP` bytes of each.
 
 use std::io::{self, BufRead, Write};
 use std::sync::Arc;
@@ -24,6 +24,8 @@ use monoio::buf::{IoBufMut, Slice};
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 use rustls::{ServerConfig, ServerConnection};
+
+use crate::relay::bufpool;
 
 /// Socket read size while no caller asks for more (handshakes, heads):
 /// one full record and its header.
@@ -61,6 +63,20 @@ fn first_record_len(addr: usize, len: usize) -> usize {
     MAX_FRAGMENT - (at + 64 - AIM) % 64
 }
 
+/// `buf` with its bytes and room for `want` in all: a body-sized buffer
+/// comes from the worker's pool, where the old one goes back, so batches do
+/// not come and go through the heap (`relay::bufpool`).
+fn regrow(mut buf: Vec<u8>, want: usize) -> Vec<u8> {
+    if want <= IDLE_KEEP {
+        buf.reserve(want.saturating_sub(buf.len()));
+        return buf;
+    }
+    let mut fresh = bufpool::take_at_least(want);
+    fresh.extend_from_slice(&buf);
+    bufpool::give(buf);
+    fresh
+}
+
 /// A TLS 1.2/1.3 server connection after its handshake.
 pub struct TlsStream {
     io: TcpStream,
@@ -77,6 +93,14 @@ impl std::fmt::Debug for TlsStream {
         f.debug_struct("TlsStream")
             .field("buffered_ciphertext", &(self.rbuf.len() - self.rpos))
             .finish_non_exhaustive()
+    }
+}
+
+impl Drop for TlsStream {
+    /// A connection that closes with a body's buffers gives them back too.
+    fn drop(&mut self) {
+        bufpool::give(std::mem::take(&mut self.rbuf));
+        bufpool::give(std::mem::take(&mut self.wbuf));
     }
 }
 
@@ -165,6 +189,13 @@ impl TlsStream {
         data: Slice<Vec<u8>>,
     ) -> (io::Result<()>, Slice<Vec<u8>>) {
         let (mut off, end) = (data.begin(), data.end());
+        // Room for every record at once (one more for the short first).
+        let records = end - off + ((end - off) / MAX_FRAGMENT + 2) * RECORD_OVERHEAD;
+        if self.wbuf.capacity() - self.wbuf.len() < records {
+            let want = self.wbuf.len() + records;
+            let taken = std::mem::take(&mut self.wbuf);
+            self.wbuf = regrow(taken, want);
+        }
         let first = first_record_len(data.get_ref()[off..].as_ptr() as usize, end - off);
         let cut = off + first;
         while off < end {
@@ -193,11 +224,11 @@ impl TlsStream {
     /// connection does not keep them.
     pub fn trim(&mut self) {
         if self.rpos == self.rbuf.len() && self.rbuf.capacity() > IDLE_KEEP {
-            self.rbuf = Vec::new();
+            bufpool::give(std::mem::take(&mut self.rbuf));
             self.rpos = 0;
         }
         if self.wbuf.is_empty() && self.wbuf.capacity() > IDLE_KEEP {
-            self.wbuf = Vec::new();
+            bufpool::give(std::mem::take(&mut self.wbuf));
         }
     }
 
@@ -230,7 +261,9 @@ impl TlsStream {
             let mut buf = std::mem::take(&mut self.rbuf);
             buf.clear();
             self.rpos = 0;
-            buf.reserve(want);
+            if buf.capacity() < want {
+                buf = regrow(buf, want);
+            }
             let (res, slice) = self.io.read(buf.slice_mut(0..want)).await;
             self.rbuf = slice.into_inner();
             got = res?;
