@@ -721,24 +721,34 @@ mod tests {
             .lock()
             .unwrap()
             .record_success(runner, "alice", Instant::now());
+        let job = |check: &PasswordHash| Job {
+            key: [0; 32],
+            password: zeroize::Zeroizing::new(Vec::new()),
+            check: check.clone(),
+            real: false,
+            attempt: v
+                .limiter
+                .lock()
+                .unwrap()
+                .begin(IP, None, Instant::now())
+                .unwrap(),
+        };
+        // Keep the one hash thread busy first (cost 13, hundreds of ms), so
+        // that it cannot take a job off the full lane below before the
+        // stranger's check arrives, however late the thread got going.
+        let busy = IpKey::of("192.0.2.99".parse().unwrap());
+        v.enqueue(Lane::Normal, busy, job(&dummy_hash(13)))
+            .expect("room");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !v.pool.queue.lock().unwrap().jobs.is_empty() {
+            assert!(Instant::now() < deadline, "the hash thread never started");
+            std::thread::sleep(Duration::from_millis(1));
+        }
         {
             let mut state = v.pool.queue.lock().unwrap();
-            // Hold the lock so the pool cannot drain while we look.
             for i in 0..10u32 {
                 let addr = IpKey::of(IpAddr::V4(std::net::Ipv4Addr::from(i)));
-                let job = Job {
-                    key: [0; 32],
-                    password: zeroize::Zeroizing::new(Vec::new()),
-                    check: slow.clone(),
-                    real: false,
-                    attempt: v
-                        .limiter
-                        .lock()
-                        .unwrap()
-                        .begin(IP, None, Instant::now())
-                        .unwrap(),
-                };
-                let _ = state.jobs.push(Lane::Normal, addr, job);
+                let _ = state.jobs.push(Lane::Normal, addr, job(&slow));
             }
             assert_eq!(state.jobs.len(), 3, "a quarter is held back");
         }
