@@ -1,4 +1,5 @@
-//! Thread-per-core workers. Each worker is one OS thread pinned to a core,
+//! Thread-per-core workers. Each worker is one OS thread pinned to a core
+//! (unless `pin_workers` says otherwise, `config::pin_by_default`),
 //! running its own monoio runtime (io_uring, or epoll where io_uring is
 //! unavailable) with its own listening socket, upstream pool, credential
 //! cache tier and access-log buffer. Nothing on a worker's request path is
@@ -85,7 +86,11 @@ pub fn spawn(
     std::thread::Builder::new()
         .name(format!("regproxy-worker-{id}"))
         .spawn(move || {
-            let core = pin(id);
+            let core = if shared.config.pin_workers {
+                pin(id)
+            } else {
+                None
+            };
             let result = match shared.config.driver {
                 Driver::Auto => monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
                     .enable_timer()

@@ -356,3 +356,54 @@ fn help_lists_config_and_check() {
     assert!(out.status.success());
     assert!(text(&out.stdout).contains("--config"));
 }
+
+/// Each worker thread's allowed CPUs, from /proc/PID/task/*/status.
+fn worker_cpus(pid: u32) -> Vec<String> {
+    let mut cpus = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let dir = task.unwrap().path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        if !comm.starts_with("regproxy-worke") {
+            continue;
+        }
+        let status = std::fs::read_to_string(dir.join("status")).unwrap_or_default();
+        if let Some(list) = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        {
+            cpus.push(list.trim().to_owned());
+        }
+    }
+    cpus.sort();
+    cpus
+}
+
+/// `pin_workers` left out: a registry on loopback shares the cores, so
+/// workers may run on any; set, each worker is on one core of its own.
+#[test]
+fn workers_are_pinned_unless_the_registry_is_on_this_host() {
+    let fx = Fixture::new();
+    let ours = std::fs::read_to_string("/proc/self/status").unwrap();
+    let all = ours
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let local = format!("workers = 2\n{GOOD}");
+    let proxy = Proxy::start(&local, fx.dir.path());
+    assert_eq!(worker_cpus(proxy.pid()), vec![all.clone(), all.clone()]);
+    drop(proxy);
+
+    let pinned = format!("workers = 2\npin_workers = true\n{GOOD}");
+    let proxy = Proxy::start(&pinned, fx.dir.path());
+    let cpus = worker_cpus(proxy.pid());
+    assert_eq!(cpus.len(), 2, "{cpus:?}");
+    let single = |c: &String| c.parse::<usize>().is_ok();
+    if all.contains(['-', ',']) {
+        assert!(
+            cpus.iter().all(single) && cpus[0] != cpus[1],
+            "{cpus:?} of {all}"
+        );
+    }
+}

@@ -82,17 +82,29 @@ pub fn convert(tree: &[Directive], source: &str, opts: &Options) -> Conversion {
                     None => cx.out.skip(d, "expected a number or auto"),
                 }
             }
+            "worker_cpu_affinity" => {
+                // nginx pins only when told to; regproxy's default depends
+                // on where the registry is (`config::pin_by_default`).
+                cx.out.mark(d);
+                cx.out
+                    .set(Table::Top, "pin_workers", "true".to_owned(), at(d));
+                if d.args.first().is_some_and(|a| a != "auto") {
+                    cx.out.note(format!(
+                        "{}: CPU masks are not kept: worker i is pinned to the i-th allowed core",
+                        at(d)
+                    ));
+                }
+            }
             "user"
             | "pid"
             | "daemon"
             | "master_process"
             | "worker_rlimit_nofile"
             | "pcre_jit"
-            | "worker_cpu_affinity"
             | "worker_priority"
             | "env" => cx.out.built_in(
                 d,
-                "process setting; regproxy runs as one process, a pinned thread per core",
+                "process setting; regproxy runs as one process, a thread per core",
             ),
             "error_log" => cx
                 .out

@@ -554,7 +554,8 @@ fn governor(f: &HostFacts, _: &Needs) -> Vec<Check> {
     )]
 }
 
-/// The cores the workers are pinned to: worker i on the i-th allowed CPU.
+/// The cores the workers are pinned to (worker i on the i-th allowed CPU),
+/// or may run on when `pin_workers` is off.
 pub fn worker_cores(f: &HostFacts, n: &Needs) -> Vec<usize> {
     if f.cpus.is_empty() {
         return (0..n.workers).collect();

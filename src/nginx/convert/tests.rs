@@ -134,6 +134,7 @@ fn the_recipe_converts_whole() {
 /// two registries with keep-alive, a push group and timeouts.
 const VARIANT: &str = r#"
 worker_processes 2;
+worker_cpu_affinity 01 10;
 events { worker_connections 512; }
 http {
   upstream registries {
@@ -173,16 +174,18 @@ fn elb_variant_two_upstreams_and_push_group() {
     assert_eq!(
         c.not_converted,
         vec![
-            "nginx.conf:7: server parameters weight=2 not converted: regproxy round-robins evenly"
+            "nginx.conf:8: server parameters weight=2 not converted: regproxy round-robins evenly"
         ],
         "{t}"
     );
     for line in [
         "workers = 2",
+        "pin_workers = true",
+        "CPU masks are not kept",
         "listen = \"127.0.0.1:8443\"",
         "(http2 not needed",
         "servers = [\"10.0.0.5:5000\", \"127.0.0.1:5001\"]",
-        "# nginx.conf:8 keepalive 32 (idle connections per worker, as nginx counts them)\nmax_idle_per_worker = 32",
+        "# nginx.conf:9 keepalive 32 (idle connections per worker, as nginx counts them)\nmax_idle_per_worker = 32",
         "read_timeout = \"900s\"",
         "connect_timeout = \"3s\"",
         "push_users = [\"ci-bot\", \"testuser\"]",
