@@ -19,7 +19,7 @@
 //! threshold past a block once one is freed) and small allocations split
 //! them, so the heap only grew: `bench/compare`'s CI fleet mix over TLS
 //! peaked at 16–19 MiB, against 13–14 MiB with the blocks mapped and
-//! unmapped each time, which instead cost 20% more CPU per request (and
+//! unmapped each time, which instead cost 18% more CPU per request (and
 //! TLB shootdowns on the other cores at each `munmap`).
 //!
 //! Thread-local because workers are threads that never share a connection:
@@ -38,7 +38,7 @@ pub const TLS_SLACK: usize = 2 * 1024;
 /// The sizes the pool keeps, smallest first, and how many free buffers of
 /// each a worker keeps: enough for the bodies that move at once on a busy
 /// worker; beyond it they are freed, so a burst's buffers do not stay
-/// resident (3.3 MiB at most per worker, all classes full).
+/// resident (2.5 MiB at most per worker, all classes full).
 pub const CLASSES: [(usize, usize); 4] = [
     // The relay's body buffer.
     (READ_BUF_BYTES, 16),

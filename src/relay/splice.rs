@@ -148,8 +148,9 @@ impl<'a> Session<'a> {
     }
 
     /// Moves the next `n` bytes of `src` toward `dst`. They are read into
-    /// the pipe, which is written out whenever it fills or the source has
-    /// nothing more for now; some may still be in it on return.
+    /// the pipe while it has room and written out while the destination
+    /// takes them, each side waited for only when it alone can move next
+    /// ([`Session::wait_either`]); some may still be in the pipe on return.
     pub async fn pass(&mut self, n: u64) -> Result<(), RelayError> {
         let mut left = n;
         loop {
@@ -170,11 +171,67 @@ impl<'a> Session<'a> {
             if left == 0 {
                 return Ok(());
             }
-            self.write_out().await?;
-            if !self.src_ready {
-                self.wait_src().await?;
+            self.write_ready()?;
+            if !(self.src_ready && self.in_pipe < cap) {
+                self.wait_either().await?;
             }
         }
+    }
+
+    /// Writes out what the pipe holds until it is empty or the destination
+    /// is full, without waiting.
+    fn write_ready(&mut self) -> Result<(), RelayError> {
+        while self.dst_ready && self.in_pipe > 0 {
+            match pipe::splice_from_pipe(self.pipe(), self.dst, self.in_pipe) {
+                Ok(0) => return Err(RelayError::Dst(io::ErrorKind::WriteZero.into())),
+                Ok(put) => self.in_pipe -= put,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.dst_ready = false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(RelayError::Dst(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits for whichever side can move bytes next: the source, when the
+    /// pipe has room; the destination, when the pipe has bytes. Both
+    /// sockets keep moving while the other waits, as in HAProxy's event
+    /// loop, instead of the pipe being written out before the source is
+    /// waited for. (The losing readiness wait is cancelled when dropped:
+    /// monoio's `async-cancel`.)
+    async fn wait_either(&mut self) -> Result<(), RelayError> {
+        let for_src = !self.src_ready && self.in_pipe < self.pipe().capacity();
+        let for_dst = !self.dst_ready && self.in_pipe > 0;
+        let (src, dst, t) = (self.src, self.dst, self.t);
+        match (for_src, for_dst) {
+            (true, true) => {
+                monoio::select! {
+                    r = wait(src.readable(false), t.src) => {
+                        r.map_err(RelayError::Src)?;
+                        self.src_ready = true;
+                    }
+                    r = wait(dst.writable(false), t.dst) => {
+                        r.map_err(RelayError::Dst)?;
+                        self.dst_ready = true;
+                    }
+                }
+            }
+            (true, false) => {
+                wait(src.readable(false), t.src)
+                    .await
+                    .map_err(RelayError::Src)?;
+                self.src_ready = true;
+            }
+            (false, true) => {
+                wait(dst.writable(false), t.dst)
+                    .await
+                    .map_err(RelayError::Dst)?;
+                self.dst_ready = true;
+            }
+            // Not reached: a full pipe has bytes, an empty one room.
+            (false, false) => {}
+        }
+        Ok(())
     }
 
     /// Writes out everything in the pipe.
@@ -244,15 +301,7 @@ impl<'a> Session<'a> {
     /// Writes out what the pipe holds until it is empty or the destination
     /// is full; waits for the destination only when nothing went out.
     async fn write_out(&mut self) -> Result<(), RelayError> {
-        while self.dst_ready && self.in_pipe > 0 {
-            match pipe::splice_from_pipe(self.pipe(), self.dst, self.in_pipe) {
-                Ok(0) => return Err(RelayError::Dst(io::ErrorKind::WriteZero.into())),
-                Ok(put) => self.in_pipe -= put,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.dst_ready = false,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(RelayError::Dst(e)),
-            }
-        }
+        self.write_ready()?;
         // Bytes in the pipe and a full destination: only the receiver can
         // unblock us.
         if self.in_pipe > 0 && !self.dst_ready {
