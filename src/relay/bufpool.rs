@@ -18,7 +18,7 @@
 //! middle of a worker's heap after each body (glibc raises its `mmap`
 //! threshold past a block once one is freed) and small allocations split
 //! them, so the heap only grew: `bench/compare`'s CI fleet mix over TLS
-//! peaked at 16–19 MiB, against 13–14 MiB with the blocks mapped and
+//! peaked at 15–18 MiB, against 13–14 MiB with the blocks mapped and
 //! unmapped each time, which instead cost 18% more CPU per request (and
 //! TLB shootdowns on the other cores at each `munmap`).
 //!

@@ -216,18 +216,8 @@ impl<'a> Session<'a> {
                     }
                 }
             }
-            (true, false) => {
-                wait(src.readable(false), t.src)
-                    .await
-                    .map_err(RelayError::Src)?;
-                self.src_ready = true;
-            }
-            (false, true) => {
-                wait(dst.writable(false), t.dst)
-                    .await
-                    .map_err(RelayError::Dst)?;
-                self.dst_ready = true;
-            }
+            (true, false) => self.src_readable().await?,
+            (false, true) => self.dst_writable().await?,
             // Not reached: a full pipe has bytes, an empty one room.
             (false, false) => {}
         }
@@ -275,10 +265,24 @@ impl<'a> Session<'a> {
     /// what is in it must not wait on the sender.
     pub async fn wait_src(&mut self) -> Result<(), RelayError> {
         self.flush().await?;
+        self.src_readable().await
+    }
+
+    /// One wait, bounded by `t.src`, for the source to have bytes.
+    async fn src_readable(&mut self) -> Result<(), RelayError> {
         wait(self.src.readable(false), self.t.src)
             .await
             .map_err(RelayError::Src)?;
         self.src_ready = true;
+        Ok(())
+    }
+
+    /// One wait, bounded by `t.dst`, for the destination to take bytes.
+    async fn dst_writable(&mut self) -> Result<(), RelayError> {
+        wait(self.dst.writable(false), self.t.dst)
+            .await
+            .map_err(RelayError::Dst)?;
+        self.dst_ready = true;
         Ok(())
     }
 
@@ -305,10 +309,7 @@ impl<'a> Session<'a> {
         // Bytes in the pipe and a full destination: only the receiver can
         // unblock us.
         if self.in_pipe > 0 && !self.dst_ready {
-            wait(self.dst.writable(false), self.t.dst)
-                .await
-                .map_err(RelayError::Dst)?;
-            self.dst_ready = true;
+            self.dst_writable().await?;
         }
         Ok(())
     }
