@@ -282,7 +282,8 @@ enum End {
 }
 
 /// Reads the next request head. `Ok(None)`: the client closed cleanly
-/// between requests, idled out, or the worker is draining.
+/// between requests, idled out, or the worker is draining and the
+/// connection is idle between requests.
 ///
 /// The first head has no timer here: the worker's admission sweep closes a
 /// connection whose first head is not complete within `header_timeout` of
@@ -305,9 +306,13 @@ async fn read_head<S: Io>(
                 return Ok(Some(head));
             }
         }
-        // Only an idle connection is closed by draining; a head in
-        // progress is read and answered.
-        let drain = idle.then(|| ctx.drain.wait());
+        // Only a connection idle between requests is closed by draining.
+        // A head in progress is read and answered, and so is a fresh
+        // connection's first request (nginx does the same): its client
+        // connected before the listener closed and has a request on the
+        // way, which a restart must not lose. The admission sweep still
+        // closes it if the head is not whole within `header_timeout`.
+        let drain = (idle && !first).then(|| ctx.drain.wait());
         let got = if first {
             until_drained(drain, conn.client.fill_untimed()).await
         } else {

@@ -39,9 +39,6 @@ use crate::upstream::pool::Pool;
 const URING_ENTRIES: u32 = 1024;
 /// How often a draining worker checks whether its connections are done.
 const DRAIN_POLL: Duration = Duration::from_millis(20);
-/// How long a stopping worker lets just-accepted connections deliver
-/// their first request before draining closes idle ones.
-const FRESH_GRACE: Duration = Duration::from_millis(500);
 /// Back-off after accept fails (e.g. out of file descriptors).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 /// How often a worker closes connections past their header timeout: the
@@ -401,13 +398,8 @@ async fn run(
     // Draining: no new connections; idle ones close now, busy ones after
     // their current response, and whatever is left at the deadline is cut.
     drop(listener);
-    // A connection accepted just before the stop has its first request on
-    // the way, but conn.rs closes any connection that is idle when draining
-    // starts: let those first requests be read before it does. merge: the
-    // real fix belongs in conn.rs (a fresh connection is not idle).
-    if active.get() > 0 {
-        monoio::time::sleep(FRESH_GRACE).await;
-    }
+    // Connections accepted just before the stop keep waiting for their
+    // first request (conn.rs `read_head`), bounded by the admission sweep.
     ctx.drain.start();
     let deadline = Instant::now() + cfg.shutdown_timeout;
     while active.get() > 0 && Instant::now() < deadline {

@@ -1307,3 +1307,52 @@ fn sigterm_lets_the_in_flight_response_finish_then_exits_zero() {
         f.proxy.stderr_text()
     );
 }
+
+/// A connection accepted before SIGTERM whose first request comes well
+/// after it (a client on a slow link, or one that connected just as a
+/// restart began) is still answered, with `Connection: close`. One that
+/// never sends is closed by `header_timeout`, not held for the whole
+/// `shutdown_timeout`.
+#[test]
+fn sigterm_still_answers_a_fresh_connections_first_request() {
+    let o = Origin::start(|_| vec![Step::Write(ok_json(200))]);
+    let mut f = front(
+        o.addr(),
+        false,
+        "workers = 1\nshutdown_timeout = \"60s\"",
+        "",
+        "[client]\nheader_timeout = \"4s\"",
+    );
+    let mut fresh = f.connect();
+    let silent = f.connect();
+    // Both accepted: the worker counts them before the stop.
+    let open = support::wait_for(PROMPT, || {
+        (f.proxy.metric("regproxy_connections_open{state=\"head\"}") >= 2).then_some(())
+    });
+    assert!(open.is_some(), "connections not accepted");
+    f.proxy.send_signal("TERM");
+    let stopped = Instant::now();
+
+    // Longer than any grace a worker could give before closing.
+    std::thread::sleep(Duration::from_millis(1500));
+    let r = exchange(&mut fresh, &f.req("GET", "/v2/", Some(READER), &[], b""));
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(
+        r.header("connection")
+            .is_some_and(|v| v.eq_ignore_ascii_case("close")),
+        "a draining worker keeps the connection: {r:?}"
+    );
+    assert!(fresh.is_closed(PROMPT), "answered connection left open");
+
+    let status = f
+        .proxy
+        .wait_exit(PROMPT)
+        .expect("regproxy did not exit once the silent connection timed out");
+    assert!(status.success(), "exit status {status}");
+    let waited = stopped.elapsed();
+    assert!(
+        waited < Duration::from_secs(15),
+        "the silent connection held the drain for {waited:?}"
+    );
+    drop(silent);
+}
