@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use support::http::{self, Conn};
 use support::proxy::Proxy;
+use support::stack;
 
 /// regproxy's whole-request deadline on the admin port, plus slack for a
 /// loaded machine.
@@ -25,19 +26,9 @@ const DEADLINE_AND_SLACK: Duration = Duration::from_secs(5 + 5);
 
 fn proxy(dir: &std::path::Path) -> Proxy {
     support::write_htpasswd(&dir.join("users"), &[("alice", "pw")]);
-    Proxy::start(
-        r#"
-listen = "127.0.0.1:0"
-workers = 1
-[auth]
-htpasswd = "users"
-[upstream]
-servers = ["127.0.0.1:9"]
-[admin]
-listen = "127.0.0.1:0"
-"#,
-        dir,
-    )
+    // Nothing answers on the discard port: these tests never reach it.
+    let upstream = SocketAddr::from(([127, 0, 0, 1], 9));
+    Proxy::start(&stack::plain_config(upstream, "workers = 1", "", ""), dir)
 }
 
 fn healthz(admin: SocketAddr) -> u16 {

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use support::http::{self, Conn};
 use support::proxy::Proxy;
-use support::registry::Registry;
+use support::stack::PlainStack;
 use support::tls::Tls;
 
 const USER: &str = "alice";
@@ -33,40 +33,14 @@ const PASS: &str = "wonderland";
 /// The floods need most of the machine's descriptors and ports: one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
 
-struct Stack {
-    _dir: tempfile::TempDir,
-    _registry: Registry,
-    proxy: Proxy,
-}
-
-fn stack(extra: &str, wrapper: &[&str]) -> Stack {
-    let dir = tempfile::tempdir().unwrap();
-    let registry = Registry::start();
-    std::fs::write(
-        dir.path().join("users"),
-        support::htpasswd_bcrypt(USER, PASS),
+fn stack(top: &str, wrapper: &[&str]) -> PlainStack {
+    PlainStack::start_wrapped(
+        &support::htpasswd_text(&[(USER, PASS)]),
+        top,
+        "",
+        "",
+        wrapper,
     )
-    .unwrap();
-    let config = format!(
-        r#"
-listen = "127.0.0.1:0"
-{extra}
-[auth]
-htpasswd = "users"
-[upstream]
-servers = ["{}"]
-[admin]
-listen = "127.0.0.1:0"
-"#,
-        registry.addr()
-    );
-    let proxy = Proxy::try_start_wrapped(&config, dir.path(), wrapper, &[], &[])
-        .unwrap_or_else(|f| panic!("regproxy did not start: {}", f.stderr));
-    Stack {
-        _dir: dir,
-        _registry: registry,
-        proxy,
-    }
 }
 
 /// Holds `count` connections to `port` from 127.`octet`.x.y, each with the
@@ -163,7 +137,7 @@ fn p99(sorted: &[Duration]) -> Duration {
 
 /// The flood: 20,000 waiting connections, then an authenticated client.
 /// Returns (RSS per waiting connection in bytes, connections held).
-fn flood(s: &Stack) -> (u64, u64) {
+fn flood(s: &PlainStack) -> (u64, u64) {
     let proxy = &s.proxy;
     let port = proxy.addr().port();
     // Warm: the credential is cached, the pools exist.

@@ -11,43 +11,14 @@ use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
 use support::http::{self, Conn, RawResponse};
-use support::proxy::Proxy;
-use support::registry::Registry;
+use support::stack::PlainStack;
 
-struct Stack {
-    dir: tempfile::TempDir,
-    registry: Registry,
-    proxy: Proxy,
+fn stack_with(users: &[(&str, &str)], extra_auth: &str) -> PlainStack {
+    let auth = format!("push_users = [\"testuser\"]\nreload_interval = \"100ms\"\n{extra_auth}");
+    PlainStack::start(&support::htpasswd_text(users), "", &auth, "")
 }
 
-fn stack_with(users: &[(&str, &str)], extra_auth: &str) -> Stack {
-    let dir = tempfile::tempdir().unwrap();
-    let registry = Registry::start();
-    support::write_htpasswd(&dir.path().join("users"), users);
-    let config = format!(
-        r#"
-listen = "127.0.0.1:0"
-[auth]
-htpasswd = "users"
-push_users = ["testuser"]
-reload_interval = "100ms"
-{extra_auth}
-[upstream]
-servers = ["{}"]
-[admin]
-listen = "127.0.0.1:0"
-"#,
-        registry.addr()
-    );
-    let proxy = Proxy::start(&config, dir.path());
-    Stack {
-        dir,
-        registry,
-        proxy,
-    }
-}
-
-fn stack() -> Stack {
+fn stack() -> PlainStack {
     stack_with(
         &[("testuser", "testpassword"), ("reader", "readerpassword")],
         "",
@@ -222,18 +193,9 @@ fn push_by_pull_only_user_is_denied_and_never_forwarded() {
 fn hundred_concurrent_first_requests_cost_one_bcrypt() {
     // A production cost, so the first hash is still running while the
     // other 99 requests arrive.
-    let dir = tempfile::tempdir().unwrap();
-    let registry = Registry::start();
-    std::fs::write(
-        dir.path().join("users"),
-        support::htpasswd_bcrypt_cost("ci-robot", "s3cret-token", 12) + "\n",
-    )
-    .unwrap();
-    let config = format!(
-        "listen = \"127.0.0.1:0\"\n[auth]\nhtpasswd = \"users\"\n[upstream]\nservers = [\"{}\"]\n[admin]\nlisten = \"127.0.0.1:0\"\n",
-        registry.addr()
-    );
-    let proxy = Proxy::start(&config, dir.path());
+    let users = support::htpasswd_bcrypt_cost("ci-robot", "s3cret-token", 12) + "\n";
+    let s = PlainStack::start(&users, "", "", "");
+    let proxy = &s.proxy;
     assert_eq!(proxy.metric("regproxy_password_hashes_total"), 0);
 
     const CLIENTS: usize = 100;
@@ -272,18 +234,14 @@ fn hundred_concurrent_first_requests_cost_one_bcrypt() {
 
 #[test]
 fn saturated_hash_pool_sheds_load_with_503() {
-    let dir = tempfile::tempdir().unwrap();
-    let registry = Registry::start();
-    std::fs::write(
-        dir.path().join("users"),
-        support::htpasswd_bcrypt_cost("u", "p", 12) + "\n",
-    )
-    .unwrap();
-    let config = format!(
-        "listen = \"127.0.0.1:0\"\n[auth]\nhtpasswd = \"users\"\nhash_threads = 1\nhash_queue = 1\nmax_failures = 0\n[upstream]\nservers = [\"{}\"]\n",
-        registry.addr()
+    let users = support::htpasswd_bcrypt_cost("u", "p", 12) + "\n";
+    let s = PlainStack::start(
+        &users,
+        "",
+        "hash_threads = 1\nhash_queue = 1\nmax_failures = 0",
+        "",
     );
-    let proxy = Proxy::start(&config, dir.path());
+    let proxy = &s.proxy;
     const CLIENTS: usize = 12;
     let addr = proxy.addr();
     let barrier = Arc::new(Barrier::new(CLIENTS));

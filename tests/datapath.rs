@@ -15,6 +15,7 @@ use support::origin::{self, Origin, Step};
 use support::proxy::Proxy;
 use support::registry::Registry;
 use support::skopeo::sha256_digest;
+use support::stack;
 
 const USER: (&str, &str) = ("testuser", "testpassword");
 const BODY_BYTES: usize = 24 << 20;
@@ -22,19 +23,7 @@ const BODY_BYTES: usize = 24 << 20;
 /// A regproxy in front of `upstream`, plain, one worker, with `top` keys.
 fn start(upstream: std::net::SocketAddr, top: &str, dir: &std::path::Path) -> Proxy {
     support::write_htpasswd(&dir.join("users"), &[USER]);
-    let config = format!(
-        r#"
-listen = "127.0.0.1:0"
-workers = 1
-{top}
-[auth]
-htpasswd = "users"
-[upstream]
-servers = ["{upstream}"]
-[admin]
-listen = "127.0.0.1:0"
-"#
-    );
+    let config = stack::plain_config(upstream, &format!("workers = 1\n{top}"), "", "");
     Proxy::start(&config, dir)
 }
 

@@ -7,12 +7,11 @@ mod support;
 
 use std::path::Path;
 
-use support::proxy::Proxy;
 use support::registry::Registry;
 use support::skopeo::{
     docker_ref, make_image_dir, pulled_layer_digests, skopeo_copy, verify_dir_blobs, CopyOpts,
 };
-use support::stack::TlsStack;
+use support::stack::{PlainStack, TlsStack};
 
 const GIB: u64 = 1 << 30;
 const MIB: u64 = 1 << 20;
@@ -146,22 +145,9 @@ fn assert_nothing_written(registry: &Registry) {
 fn push_then_pull_small_image_over_plain_http_uses_splice() {
     // TLS ends at a load balancer: no [tls] table. Length-delimited bodies
     // then move kernel to kernel.
-    let dir = tempfile::tempdir().unwrap();
-    let registry = Registry::start();
-    support::write_htpasswd(&dir.path().join("users"), &[("testuser", "testpassword")]);
-    let config = format!(
-        r#"
-listen = "127.0.0.1:0"
-[auth]
-htpasswd = "users"
-[upstream]
-servers = ["{}"]
-[admin]
-listen = "127.0.0.1:0"
-"#,
-        registry.addr()
-    );
-    let proxy = Proxy::start(&config, dir.path());
+    let users = support::htpasswd_text(&[("testuser", "testpassword")]);
+    let s = PlainStack::start(&users, "", "", "");
+    let proxy = &s.proxy;
     let work = workdir();
     let image = make_image_dir(&work.path().join("image"), &[16 * MIB]);
     let dest = docker_ref(proxy.addr(), "e2e/plain", "v1");

@@ -17,46 +17,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use support::http::{self, Conn};
-use support::proxy::Proxy;
-use support::registry::Registry;
+use support::stack::PlainStack;
 
-struct Stack {
-    _dir: tempfile::TempDir,
-    _registry: Registry,
-    proxy: Proxy,
-}
-
-fn stack(htpasswd: &str, auth: &str, forwarding: &str) -> Stack {
-    let dir = tempfile::tempdir().unwrap();
-    let registry = Registry::start();
-    std::fs::write(dir.path().join("users"), htpasswd).unwrap();
-    let config = format!(
-        r#"
-listen = "127.0.0.1:0"
-[auth]
-htpasswd = "users"
-{auth}
-[upstream]
-servers = ["{}"]
-[forwarding]
-{forwarding}
-[admin]
-listen = "127.0.0.1:0"
-"#,
-        registry.addr()
-    );
-    let proxy = Proxy::start(&config, dir.path());
-    Stack {
-        _dir: dir,
-        _registry: registry,
-        proxy,
-    }
-}
-
-fn users(list: &[(&str, &str)]) -> String {
-    list.iter()
-        .map(|(u, p)| support::htpasswd_bcrypt(u, p) + "\n")
-        .collect()
+fn stack(htpasswd: &str, auth: &str, forwarding: &str) -> PlainStack {
+    PlainStack::start(htpasswd, "", auth, &format!("[forwarding]\n{forwarding}"))
 }
 
 /// `GET /v2/` as `user` through a balancer that says the client is `xff`.
@@ -74,7 +38,7 @@ fn login_via(addr: SocketAddr, xff: &str, user: &str, pass: &str) -> u16 {
 #[test]
 fn behind_a_balancer_the_forwarded_client_is_counted_not_the_balancer() {
     let s = stack(
-        &users(&[("alice", "pw"), ("bob", "pw2")]),
+        &support::htpasswd_text(&[("alice", "pw"), ("bob", "pw2")]),
         "max_failures = 3\ncache_ttl = \"0s\"",
         "trust_forwarded_headers = true",
     );
@@ -105,7 +69,7 @@ fn behind_a_balancer_the_forwarded_client_is_counted_not_the_balancer() {
 #[test]
 fn a_strangers_guesses_cannot_lock_alice_out_of_her_runner() {
     let s = stack(
-        &users(&[("alice", "pw")]),
+        &support::htpasswd_text(&[("alice", "pw")]),
         "max_failures = 3\ncache_ttl = \"0s\"",
         "trust_forwarded_headers = true",
     );

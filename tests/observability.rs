@@ -19,7 +19,7 @@ use support::origin::{self, Origin, Step};
 use support::proxy::Proxy;
 use support::registry::Registry;
 use support::skopeo::{docker_ref, make_image_dir, sha256_digest, skopeo_copy, CopyOpts};
-use support::stack::TlsStack;
+use support::stack::{PlainStack, TlsStack};
 use support::tls::Tls;
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -453,28 +453,14 @@ fn scrape(p: &Proxy) -> String {
 }
 
 /// A plain regproxy with an admin port in front of the real registry.
-fn plain_stack(dir: &Path, registry: &Registry, admin_extra: &str) -> Proxy {
-    support::write_htpasswd(&dir.join("users"), &[READER]);
-    let config = format!(
-        r#"listen = "127.0.0.1:0"
-[auth]
-htpasswd = "users"
-[upstream]
-servers = ["{}"]
-[admin]
-listen = "127.0.0.1:0"
-{admin_extra}
-"#,
-        registry.addr()
-    );
-    Proxy::start(&config, dir)
+fn plain_stack(admin: &str) -> PlainStack {
+    PlainStack::start(&support::htpasswd_text(&[READER]), "", "", admin)
 }
 
 #[test]
 fn histogram_counts_match_known_traffic() {
-    let dir = tempfile::tempdir().unwrap();
-    let registry = Registry::start();
-    let proxy = plain_stack(dir.path(), &registry, "");
+    let s = plain_stack("");
+    let proxy = &s.proxy;
     let (pings, pulls, refused) = (7u64, 4u64, 3u64);
     for _ in 0..pings {
         assert_eq!(
@@ -503,7 +489,7 @@ fn histogram_counts_match_known_traffic() {
             .map_or(0, |(_, _, v)| v as u64)
     };
     let text = support::wait_for(WAIT, || {
-        let text = scrape(&proxy);
+        let text = scrape(proxy);
         let all: f64 = samples(&text)
             .iter()
             .filter(|(n, _, _)| n == "regproxy_request_duration_seconds_count")
@@ -511,7 +497,7 @@ fn histogram_counts_match_known_traffic() {
             .sum();
         (all as u64 == total).then_some(text)
     })
-    .unwrap_or_else(|| panic!("counts never reached {total}:\n{}", scrape(&proxy)));
+    .unwrap_or_else(|| panic!("counts never reached {total}:\n{}", scrape(proxy)));
     let d = "regproxy_request_duration_seconds_count";
     let t = "regproxy_upstream_ttfb_seconds_count";
     assert_eq!(count(&text, d, r#"action="ping",status="2xx""#), pings);
@@ -596,9 +582,8 @@ fn dashboard_metric_names() -> Vec<String> {
 fn every_dashboard_metric_exists_in_a_real_scrape() {
     let names = dashboard_metric_names();
     assert!(names.len() >= 15, "{names:?}");
-    let dir = tempfile::tempdir().unwrap();
-    let registry = Registry::start();
-    let proxy = plain_stack(dir.path(), &registry, "top_repositories = 3");
+    let s = plain_stack("top_repositories = 3");
+    let proxy = &s.proxy;
     // Traffic that makes every labelled family appear: pings (twice with
     // the same credentials: a cache hit), a pull the registry answers.
     for _ in 0..3 {
@@ -613,8 +598,8 @@ fn every_dashboard_metric_exists_in_a_real_scrape() {
             .cloned()
             .collect()
     };
-    let ok = support::wait_for(WAIT, || missing(&scrape(&proxy)).is_empty().then_some(()));
-    let text = scrape(&proxy);
+    let ok = support::wait_for(WAIT, || missing(&scrape(proxy)).is_empty().then_some(()));
+    let text = scrape(proxy);
     assert!(
         ok.is_some(),
         "not in /metrics: {:?}\n{text}",

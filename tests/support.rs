@@ -92,12 +92,15 @@ pub fn htpasswd_bcrypt_cost(user: &str, pass: &str, cost: u32) -> String {
 
 /// Writes an htpasswd file with one bcrypt line per `(user, password)`.
 pub fn write_htpasswd(path: &Path, users: &[(&str, &str)]) {
-    let mut text = String::new();
-    for (user, pass) in users {
-        text.push_str(&htpasswd_bcrypt(user, pass));
-        text.push('\n');
-    }
-    std::fs::write(path, text).expect("write htpasswd file");
+    std::fs::write(path, htpasswd_text(users)).expect("write htpasswd file");
+}
+
+/// An htpasswd file's text: a bcrypt line per user ([`htpasswd_bcrypt`]).
+pub fn htpasswd_text(users: &[(&str, &str)]) -> String {
+    users
+        .iter()
+        .map(|(user, pass)| htpasswd_bcrypt(user, pass) + "\n")
+        .collect()
 }
 
 /// Polls `check` every 20 ms until it returns `Some` or `timeout` passes.

@@ -50,7 +50,12 @@ impl Proxy {
     /// Starts the proxy and waits for its listening line; panics with its
     /// stderr if it exits or stays silent for 30 s.
     pub fn start(config_toml: &str, workdir: &Path) -> Proxy {
-        match Self::try_start(config_toml, workdir) {
+        Self::start_wrapped(config_toml, workdir, &[])
+    }
+
+    /// [`Proxy::start`] run through `wrapper` ([`Proxy::try_start_wrapped`]).
+    pub fn start_wrapped(config_toml: &str, workdir: &Path, wrapper: &[&str]) -> Proxy {
+        match Self::try_start_wrapped(config_toml, workdir, wrapper, &[], &[]) {
             Ok(p) => p,
             Err(f) => panic!(
                 "regproxy did not start (exit: {:?})\n--- stderr ---\n{}\n--- stdout ---\n{}",
