@@ -27,16 +27,20 @@ use rustls::{ServerConfig, ServerConnection};
 
 use crate::relay::bufpool;
 
-/// Socket read size while no caller asks for more (handshakes, heads):
-/// one full record and its header.
-const MIN_READ: usize = 17 * 1024;
+/// Socket read size while no caller asks for more (handshakes, heads): a
+/// request head's record or a client's handshake flight in one read.
+/// rustls' deframer joins a larger record from several reads, so this need
+/// not hold a full 16 KiB record; an idle keep-alive connection holds this
+/// buffer while it waits, and at 17 KiB it was most of what one cost.
+const MIN_READ: usize = 4 * 1024;
 /// Record overhead allowed per 16 KiB of plaintext when sizing a socket
 /// read for a caller's buffer (header, tag, content type; 5 + 16 + 1,
 /// rounded up), so that a full batch of records fits one read.
 const RECORD_OVERHEAD: usize = 32;
 /// Buffers at most this large survive [`TlsStream::trim`]: enough for a
 /// head and a small response, too little to matter on an idle connection.
-const IDLE_KEEP: usize = 20 * 1024;
+/// Larger ones come from the worker's pool and go back to it.
+const IDLE_KEEP: usize = MIN_READ;
 
 /// rustls cuts plaintext into records of at most this many bytes.
 const MAX_FRAGMENT: usize = 16 * 1024;
@@ -126,6 +130,8 @@ pub async fn accept(config: Arc<ServerConfig>, io: TcpStream) -> io::Result<TlsS
     }
     // TLS 1.3 session tickets follow the handshake.
     s.send_records().await?;
+    // The handshake's flight (the certificate chain) need not stay.
+    s.trim();
     Ok(s)
 }
 
@@ -282,6 +288,7 @@ impl TlsStream {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -311,5 +318,73 @@ mod tests {
         assert_eq!(first_record_len(0x1000, 100), 100);
         assert_eq!(first_record_len(0x1000, MAX_FRAGMENT), MAX_FRAGMENT);
         assert_eq!(first_record_len(0x1000 + AIM, 256 * 1024), 256 * 1024);
+    }
+
+    /// A TLS client on a std thread that sends `head` and then holds the
+    /// connection open until `done` is dropped.
+    fn client(
+        addr: std::net::SocketAddr,
+        cert: rustls::pki_types::CertificateDer<'static>,
+        head: &'static [u8],
+        done: std::sync::mpsc::Receiver<()>,
+    ) -> std::thread::JoinHandle<()> {
+        std::thread::spawn(move || {
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add(cert).unwrap();
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let config = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            let name = "localhost".try_into().unwrap();
+            let conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+            let sock = std::net::TcpStream::connect(addr).unwrap();
+            let mut tls = rustls::StreamOwned::new(conn, sock);
+            tls.write_all(head).unwrap();
+            tls.flush().unwrap();
+            let _ = done.recv();
+        })
+    }
+
+    #[test]
+    fn a_connection_waiting_for_its_next_head_holds_a_small_read_buffer() {
+        let key = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let cert = key.cert.der().clone();
+        let der = rustls::pki_types::PrivatePkcs8KeyDer::from(key.signing_key.serialize_der());
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.clone()], der.into())
+            .unwrap();
+        let head: &[u8] =
+            b"GET /v2/ HTTP/1.1\r\nHost: localhost\r\nAuthorization: Basic dTpw\r\n\r\n";
+        monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .build()
+            .unwrap()
+            .block_on(async move {
+                let listener = monoio::net::TcpListener::bind("127.0.0.1:0").unwrap();
+                let (done, wait) = std::sync::mpsc::channel();
+                let peer = client(listener.local_addr().unwrap(), cert, head, wait);
+                let (io, _) = listener.accept().await.unwrap();
+                let mut s = accept(Arc::new(config), io).await.unwrap();
+                let mut got = Vec::with_capacity(1024);
+                while got.len() < head.len() {
+                    let (r, buf) = s.read_vec(got, usize::MAX).await;
+                    assert!(r.unwrap() > 0, "client closed");
+                    got = buf;
+                }
+                assert_eq!(got, head);
+                s.trim();
+                // What the read for the next head holds while the client
+                // stays idle: 17 KiB, room for a full record, before.
+                let held = s.rbuf.capacity();
+                assert!(held <= 4096, "{held} bytes held for the next read");
+                assert!(s.wbuf.capacity() <= 4096, "{}", s.wbuf.capacity());
+                drop(done);
+                peer.join().unwrap();
+            });
     }
 }
