@@ -84,7 +84,7 @@ impl Io for TcpStream {
     }
 }
 
-impl Io for crate::tls::TlsStream {
+impl Io for Box<crate::tls::TlsStream> {
     fn as_tcp(&mut self) -> Option<&mut TcpStream> {
         None
     }

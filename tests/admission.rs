@@ -417,6 +417,58 @@ fn the_open_connection_gauges_follow_states() {
     let _ = std::io::stderr().flush();
 }
 
+/// Idle TLS keep-alive connections: what a CI fleet's docker clients leave
+/// open between jobs, and what anyone may hold after one refused request.
+#[test]
+fn idle_tls_keep_alive_connections_cost_under_21_kib_each() {
+    const CONNS: u64 = 1_000;
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let tls = Tls::generate(dir.path());
+    let s = stack(
+        &format!(
+            "workers = 1\n[tls]\ncert = \"{}\"\nkey = \"{}\"",
+            tls.server_cert().display(),
+            tls.server_key().display()
+        ),
+        &[],
+    );
+    let ep = http::Endpoint::tls(s.proxy.addr(), tls.client_config());
+    let request = |c: &mut Conn, auth| {
+        c.send(&keep_alive_get(auth)).unwrap();
+        c.read_response().unwrap().status
+    };
+    let mut warm = Conn::connect(ep.clone()).unwrap();
+    assert_eq!(request(&mut warm, Some((USER, PASS))), 200);
+    drop(warm);
+    std::thread::sleep(Duration::from_millis(300));
+    let base = s.proxy.vm_rss_kib();
+    // Half with a cached login, half refused: both stay open.
+    let open: Vec<Conn> = (0..CONNS)
+        .map(|i| {
+            let mut c = Conn::connect(ep.clone()).unwrap();
+            let (auth, want) = if i % 2 == 0 {
+                (Some((USER, PASS)), 200)
+            } else {
+                (None, 401)
+            };
+            assert_eq!(request(&mut c, auth), want);
+            c
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(gauge(&s.proxy, "idle"), CONNS);
+    let per_conn = (s.proxy.vm_rss_kib().saturating_sub(base) * 1024) / CONNS;
+    eprintln!("{CONNS} idle TLS keep-alive connections: {per_conn} B each");
+    // 23.5 KiB when each held a read buffer with room for a whole record
+    // and its task held three copies of the TLS stream.
+    assert!(
+        per_conn <= 21 * 1024,
+        "{per_conn} bytes per idle TLS keep-alive connection"
+    );
+    drop(open);
+}
+
 #[test]
 fn tls_connections_waiting_for_a_client_hello_hold_no_tls_state() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
