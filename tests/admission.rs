@@ -417,23 +417,30 @@ fn the_open_connection_gauges_follow_states() {
     let _ = std::io::stderr().flush();
 }
 
-/// Idle TLS keep-alive connections: what a CI fleet's docker clients leave
-/// open between jobs, and what anyone may hold after one refused request.
-#[test]
-fn idle_tls_keep_alive_connections_cost_under_21_kib_each() {
-    const CONNS: u64 = 1_000;
-    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+/// A stack with TLS on its listener (`top` before the tables) and an
+/// endpoint that trusts it; the certificate files live in the returned dir.
+fn tls_stack(top: &str) -> (tempfile::TempDir, PlainStack, http::Endpoint) {
     let dir = tempfile::tempdir().unwrap();
     let tls = Tls::generate(dir.path());
     let s = stack(
         &format!(
-            "workers = 1\n[tls]\ncert = \"{}\"\nkey = \"{}\"",
+            "{top}\n[tls]\ncert = \"{}\"\nkey = \"{}\"",
             tls.server_cert().display(),
             tls.server_key().display()
         ),
         &[],
     );
     let ep = http::Endpoint::tls(s.proxy.addr(), tls.client_config());
+    (dir, s, ep)
+}
+
+/// Idle TLS keep-alive connections: what a CI fleet's docker clients leave
+/// open between jobs, and what anyone may hold after one refused request.
+#[test]
+fn idle_tls_keep_alive_connections_cost_under_21_kib_each() {
+    const CONNS: u64 = 1_000;
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let (_certs, s, ep) = tls_stack("workers = 1");
     let request = |c: &mut Conn, auth| {
         c.send(&keep_alive_get(auth)).unwrap();
         c.read_response().unwrap().status
@@ -472,17 +479,7 @@ fn idle_tls_keep_alive_connections_cost_under_21_kib_each() {
 #[test]
 fn tls_connections_waiting_for_a_client_hello_hold_no_tls_state() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    let dir = tempfile::tempdir().unwrap();
-    let tls = Tls::generate(dir.path());
-    let s = stack(
-        &format!(
-            "[tls]\ncert = \"{}\"\nkey = \"{}\"",
-            tls.server_cert().display(),
-            tls.server_key().display()
-        ),
-        &[],
-    );
-    let ep = http::Endpoint::tls(s.proxy.addr(), tls.client_config());
+    let (_certs, s, ep) = tls_stack("");
     let get = || {
         http::get(ep.clone(), "/v2/", Some((USER, PASS)), &[])
             .unwrap()
