@@ -303,7 +303,7 @@ impl<'a> Session<'a> {
     }
 
     /// Writes out what the pipe holds until it is empty or the destination
-    /// is full; waits for the destination only when nothing went out.
+    /// is full; then, if bytes are left, waits once for the destination.
     async fn write_out(&mut self) -> Result<(), RelayError> {
         self.write_ready()?;
         // Bytes in the pipe and a full destination: only the receiver can
