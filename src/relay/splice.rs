@@ -162,6 +162,11 @@ impl<'a> Session<'a> {
                     Ok(got) => {
                         left -= got as u64;
                         self.in_pipe += got;
+                        // A non-blocking splice takes all the queue holds
+                        // (up to `want`, or until the pipe's slots run
+                        // out): a short one means the next would say
+                        // EAGAIN. Skip that call.
+                        self.src_ready = got == want;
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.src_ready = false,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -184,7 +189,11 @@ impl<'a> Session<'a> {
         while self.dst_ready && self.in_pipe > 0 {
             match pipe::splice_from_pipe(self.pipe(), self.dst, self.in_pipe) {
                 Ok(0) => return Err(RelayError::Dst(io::ErrorKind::WriteZero.into())),
-                Ok(put) => self.in_pipe -= put,
+                Ok(put) => {
+                    // Short: the send buffer is full, as EAGAIN would say.
+                    self.dst_ready = put == self.in_pipe;
+                    self.in_pipe -= put;
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.dst_ready = false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(RelayError::Dst(e)),
