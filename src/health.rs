@@ -26,6 +26,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::UpstreamConfig;
+use crate::metrics::histogram::{Histogram, Snapshot};
 
 /// A health-check answer longer than this is not read further: the status
 /// line is all we need.
@@ -60,8 +61,8 @@ struct ServerState {
 pub struct ServerStats {
     pub requests: AtomicU64,
     pub errors: AtomicU64,
-    /// Sum of times from sending a request to its response head, in µs.
-    pub latency_us: AtomicU64,
+    /// Times from picking the server to its response head.
+    pub latency: Histogram,
     /// Requests in flight right now (a gauge).
     pub outstanding: AtomicU64,
 }
@@ -73,7 +74,7 @@ pub struct ServerReport {
     pub up: bool,
     pub requests: u64,
     pub errors: u64,
-    pub latency_us: u64,
+    pub latency: Snapshot,
     pub outstanding: u64,
 }
 
@@ -165,7 +166,10 @@ impl Board {
                 up: self.is_up(i),
                 requests: sum(i, |s| &s.requests),
                 errors: sum(i, |s| &s.errors),
-                latency_us: sum(i, |s| &s.latency_us),
+                latency: self.stats.iter().fold(Snapshot::default(), |mut all, w| {
+                    all.add(&w[i].latency.snapshot());
+                    all
+                }),
                 outstanding: sum(i, |s| &s.outstanding),
             })
             .collect()

@@ -168,15 +168,35 @@ impl Registry {
         }
     }
 
-    /// Per registry server: health, requests, errors, latency, in flight.
+    /// Per registry server: health, requests, errors, in flight, and the
+    /// latency histogram.
     fn render_servers(&self, out: &mut String) {
         let rows = self.health.report();
-        let families: [Family; 5] = [
-            ("upstream_server_up", "gauge", "1 when the server takes traffic, 0 when health checks or ejection took it out.", |r| u8::from(r.up).to_string()),
-            ("upstream_server_requests_total", "counter", "Requests sent to the server.", |r| r.requests.to_string()),
-            ("upstream_server_errors_total", "counter", "Connect failures, broken exchanges and 5xx answers from the server.", |r| r.errors.to_string()),
-            ("upstream_server_response_seconds_sum", "counter", "Time from picking the server to its response head, summed; divide by requests_total.", |r| format!("{:.6}", r.latency_us as f64 / 1e6)),
-            ("upstream_server_outstanding", "gauge", "Requests in flight on the server.", |r| r.outstanding.to_string()),
+        let families: [Family; 4] = [
+            (
+                "upstream_server_up",
+                "gauge",
+                "1 when the server takes traffic, 0 when health checks or ejection took it out.",
+                |r| u8::from(r.up).to_string(),
+            ),
+            (
+                "upstream_server_requests_total",
+                "counter",
+                "Requests sent to the server.",
+                |r| r.requests.to_string(),
+            ),
+            (
+                "upstream_server_errors_total",
+                "counter",
+                "Connect failures, broken exchanges and 5xx answers from the server.",
+                |r| r.errors.to_string(),
+            ),
+            (
+                "upstream_server_outstanding",
+                "gauge",
+                "Requests in flight on the server.",
+                |r| r.outstanding.to_string(),
+            ),
         ];
         for (name, kind, help, value) in families {
             out.push_str(&format!(
@@ -189,6 +209,16 @@ impl Registry {
                     value(r)
                 ));
             }
+        }
+        // Every configured server, answered or not: a server that never
+        // responds is what this family is for.
+        let name = "regproxy_upstream_server_response_seconds";
+        out.push_str(&format!(
+            "# HELP {name} Time from picking the server to its response head (upload bodies included); _count is responses, requests_total less failures.\n# TYPE {name} histogram\n"
+        ));
+        for r in &rows {
+            r.latency
+                .render(name, &format!("server=\"{}\"", r.server), out);
         }
     }
 }

@@ -517,6 +517,7 @@ fn histogram_counts_match_known_traffic() {
     for family in [
         "regproxy_request_duration_seconds",
         "regproxy_upstream_ttfb_seconds",
+        "regproxy_upstream_server_response_seconds",
     ] {
         let mut by_labels: BTreeMap<String, Vec<(String, f64)>> = BTreeMap::new();
         for (name, labels, v) in samples(&text) {
@@ -545,6 +546,17 @@ fn histogram_counts_match_known_traffic() {
             );
         }
     }
+    // Per server: every forwarded request's response head, none refused.
+    let server = format!("server=\"{}\"", s.registry.addr());
+    assert_eq!(
+        count(
+            &text,
+            "regproxy_upstream_server_response_seconds_count",
+            &server
+        ),
+        pings + pulls,
+        "{text}"
+    );
     // Bytes by action: the pings' `{}` bodies.
     let ping_bytes = count(
         &text,
@@ -552,6 +564,47 @@ fn histogram_counts_match_known_traffic() {
         r#"action="ping""#,
     );
     assert_eq!(ping_bytes, 2 * pings, "{text}");
+}
+
+/// A registry that stalls shows in its server's upper latency buckets, as
+/// a sum alone would hide: four quick answers and one held back 700 ms.
+#[test]
+fn a_stalled_registry_answer_lands_in_its_servers_upper_buckets() {
+    let s = plain_stack("");
+    let proxy = &s.proxy;
+    for _ in 0..4 {
+        let r = http::get(proxy.addr(), "/v2/", Some(READER), &[]).unwrap();
+        assert_eq!(r.status, 200);
+    }
+    support::cmd::signal(s.registry.pid(), "STOP");
+    let addr = proxy.addr();
+    let slow = std::thread::spawn(move || http::get(addr, "/v2/", Some(READER), &[]));
+    std::thread::sleep(Duration::from_millis(700));
+    support::cmd::signal(s.registry.pid(), "CONT");
+    assert_eq!(slow.join().unwrap().unwrap().status, 200);
+
+    let server = format!("server=\"{}\"", s.registry.addr());
+    let bucket = |text: &str, le: &str| {
+        let labels = format!("{server},le=\"{le}\"");
+        samples(text)
+            .into_iter()
+            .find(|(n, l, _)| {
+                n == "regproxy_upstream_server_response_seconds_bucket" && *l == labels
+            })
+            .map(|(_, _, v)| v as u64)
+    };
+    let text = scrape(proxy);
+    assert_eq!(bucket(&text, "+Inf"), Some(5), "{text}");
+    assert_eq!(
+        bucket(&text, "0.5"),
+        Some(4),
+        "the stalled answer is slower: {text}"
+    );
+    let sum = samples(&text)
+        .into_iter()
+        .find(|(n, l, _)| n == "regproxy_upstream_server_response_seconds_sum" && *l == server)
+        .map(|(_, _, v)| v);
+    assert!(sum.is_some_and(|v| v >= 0.7), "{text}");
 }
 
 /// Every `regproxy_*` name in the dashboard's PromQL.

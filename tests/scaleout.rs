@@ -12,6 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use socket2::{Domain, Socket, Type};
+use support::cmd::signal;
 use support::http::{basic_auth_value, get, request};
 use support::proxy::Proxy;
 use support::registry::Registry;
@@ -244,18 +245,6 @@ listen = "127.0.0.1:0"
 }
 
 // === health checks ===
-
-/// Pauses a process (it keeps its sockets but answers nothing), as a hung
-/// replica does; `SIGCONT` resumes it.
-fn signal(pid: u32, sig: &str) {
-    let ok = Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(pid.to_string())
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "kill -{sig} {pid}");
-}
 
 /// `regproxy_upstream_server_<name>{server="addr"}` from /metrics.
 fn server_metric(proxy: &Proxy, name: &str, server: SocketAddr) -> u64 {

@@ -268,9 +268,8 @@ impl Lease<'_> {
     /// The response head arrived: records latency, and a 5xx as a failure
     /// towards passive ejection.
     pub fn responded(&self, status: u16) {
-        let us = u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX);
         let stats = self.pool.board.stats(self.pool.worker, self.i);
-        stats.latency_us.fetch_add(us, Ordering::Relaxed);
+        stats.latency.observe(self.started.elapsed());
         if status >= 500 {
             stats.errors.fetch_add(1, Ordering::Relaxed);
             self.pool.board.note_failure(self.i);

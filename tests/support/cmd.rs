@@ -131,6 +131,17 @@ pub fn stop_pid(pid: u32, grace: Duration) {
     }
 }
 
+/// Sends `sig` (`STOP`, `CONT`, …) to `pid`. `STOP` pauses a process, which
+/// keeps its sockets but answers nothing, as a hung server does.
+pub fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "kill -{sig} {pid}");
+}
+
 /// The first line of `cmd`'s stdout (e.g. `tool --version`), or `None` if
 /// it cannot run.
 pub fn version_line(cmd: &mut Command) -> Option<String> {
