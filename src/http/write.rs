@@ -121,9 +121,10 @@ pub fn request_head(req: &RequestHead, fwd: &Forwarding, out: &mut Vec<u8>) {
         header(out, name, value);
     }
 
-    let ip = fwd.client_ip.to_string();
+    let ip = IpText::new(fwd.client_ip);
+    let ip = ip.as_bytes();
     if !has_real_ip {
-        header(out, "X-Real-IP", ip.as_bytes());
+        header(out, "X-Real-IP", ip);
     }
     // nginx's $proxy_add_x_forwarded_for: the incoming chain plus our peer.
     match incoming_xff {
@@ -131,10 +132,10 @@ pub fn request_head(req: &RequestHead, fwd: &Forwarding, out: &mut Vec<u8>) {
             out.extend_from_slice(b"X-Forwarded-For: ");
             out.extend_from_slice(chain);
             out.extend_from_slice(b", ");
-            out.extend_from_slice(ip.as_bytes());
+            out.extend_from_slice(ip);
             out.extend_from_slice(b"\r\n");
         }
-        _ => header(out, "X-Forwarded-For", ip.as_bytes()),
+        _ => header(out, "X-Forwarded-For", ip),
     }
     if !has_proto {
         let proto: &[u8] = if fwd.tls { b"https" } else { b"http" };
@@ -146,7 +147,11 @@ pub fn request_head(req: &RequestHead, fwd: &Forwarding, out: &mut Vec<u8>) {
         _ if fwd.drop_body => {}
         RequestBody::None => {}
         RequestBody::Length(n) => {
-            let _ = write!(out, "Content-Length: {n}\r\n");
+            header(
+                out,
+                "Content-Length",
+                itoa::Buffer::new().format(n).as_bytes(),
+            );
         }
         RequestBody::Chunked => header(out, "Transfer-Encoding", b"chunked"),
     }
@@ -173,7 +178,7 @@ pub fn response_head(
     request_id: &str,
     out: &mut Vec<u8>,
 ) {
-    let _ = write!(out, "HTTP/1.1 {} {}\r\n", resp.status, resp.reason());
+    status_line(out, resp.status, resp.reason());
     let mut has_api_version = false;
     for (name, value) in resp.headers() {
         if resp.is_connection_header(name) {
@@ -204,7 +209,11 @@ pub fn response_head(
     match framing {
         ClientFraming::NoBody | ClientFraming::Close => {}
         ClientFraming::Length(n) => {
-            let _ = write!(out, "Content-Length: {n}\r\n");
+            header(
+                out,
+                "Content-Length",
+                itoa::Buffer::new().format(n).as_bytes(),
+            );
         }
         ClientFraming::Chunked => header(out, "Transfer-Encoding", b"chunked"),
     }
@@ -239,9 +248,13 @@ pub fn error_response(
 ) {
     let body = err.json_body();
     let status = err.status();
-    let _ = write!(out, "HTTP/1.1 {status} {}\r\n", reason(status));
+    status_line(out, status, reason(status));
     header(out, "Content-Type", b"application/json; charset=utf-8");
-    let _ = write!(out, "Content-Length: {}\r\n", body.len());
+    header(
+        out,
+        "Content-Length",
+        itoa::Buffer::new().format(body.len()).as_bytes(),
+    );
     header(out, API_VERSION_HEADER, API_VERSION.as_bytes());
     header(out, REQUEST_ID, request_id.as_bytes());
     if status == 401 {
@@ -262,6 +275,65 @@ pub fn error_response(
     // RFC 9110 §9.3.2: a HEAD answer carries the headers of a GET, no body.
     if !head_only {
         out.extend_from_slice(body.as_bytes());
+    }
+}
+
+// The heads below are written without `core::fmt`: through it, the
+// numbers and the client's address (with the request id's) cost about 8%
+// of a small request's instructions (`bench/profile`: 34,170 → 31,363 per
+// plain request, 42,885 → 39,718 over TLS).
+
+/// `HTTP/1.1 {status} {reason}` and its CRLF.
+fn status_line(out: &mut Vec<u8>, status: u16, reason: &str) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(itoa::Buffer::new().format(status).as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(reason.as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// An address as text, on the stack: what `IpAddr`'s `Display` writes.
+struct IpText {
+    /// The longest IPv6 text, `ffff:…:255.255.255.255`, is 45 bytes.
+    buf: [u8; 45],
+    len: usize,
+}
+
+impl IpText {
+    fn new(ip: IpAddr) -> IpText {
+        let mut t = IpText {
+            buf: [0; 45],
+            len: 0,
+        };
+        match ip {
+            IpAddr::V4(v4) => {
+                for (i, octet) in v4.octets().into_iter().enumerate() {
+                    if i > 0 {
+                        t.push(b".");
+                    }
+                    t.push(itoa::Buffer::new().format(octet).as_bytes());
+                }
+            }
+            // Rare behind most fleets; `Display` knows the zero-run rules.
+            IpAddr::V6(v6) => {
+                let mut rest = &mut t.buf[..];
+                let _ = write!(rest, "{v6}");
+                t.len = 45 - rest.len();
+            }
+        }
+        t
+    }
+
+    fn push(&mut self, bytes: &[u8]) {
+        let end = self.len + bytes.len();
+        if let Some(dst) = self.buf.get_mut(self.len..end) {
+            dst.copy_from_slice(bytes);
+            self.len = end;
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
     }
 }
 
@@ -315,6 +387,23 @@ mod tests {
             drop_body: false,
             default_host: "registry:5000",
             request_id: "rid-1",
+        }
+    }
+
+    #[test]
+    fn ip_text_is_what_display_writes() {
+        for ip in [
+            "0.0.0.0",
+            "10.1.2.3",
+            "255.255.255.255",
+            "::",
+            "::1",
+            "2001:db8::8a2e:370:7334",
+            "::ffff:10.1.2.3",
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+        ] {
+            let ip: IpAddr = ip.parse().expect("ip");
+            assert_eq!(IpText::new(ip).as_bytes(), ip.to_string().as_bytes());
         }
     }
 
