@@ -37,6 +37,15 @@ pub fn trim() -> bool {
 pub const BULK_MIN: usize = 16 * 1024;
 /// One cache line.
 pub const BULK_ALIGN: usize = 64;
+/// Blocks below [`BULK_MIN`] that ask for more than C `malloc`'s alignment,
+/// up to this, come from `malloc` with room to align them and a header.
+/// Why: monoio's timer entries are cache-padded (`align(128)` on x86-64),
+/// so every boxed future that holds a timeout is 128-aligned, and a small
+/// request boxes two (its read of the next head, and the request itself).
+/// Through glibc's `posix_memalign` they cost 1,700 instructions per
+/// request; through `malloc`, 900 fewer (`bench/profile`: 31,503 → 30,586
+/// per plain small request, 39,734 → 39,015 over TLS).
+const HEADER_ALIGN_MAX: usize = 128;
 
 /// The system allocator, with blocks of [`BULK_MIN`] bytes or more aligned
 /// to a cache line instead of glibc's 16 bytes.
@@ -73,6 +82,66 @@ impl BulkAligned {
         }
     }
 
+    /// Whether a block of `layout` is served by [`BulkAligned::alloc_headered`].
+    /// Depends only on size and alignment, like [`BulkAligned::widen`].
+    fn headered(layout: Layout) -> bool {
+        layout.size() < BULK_MIN
+            && layout.align() > MALLOC_ALIGN
+            && layout.align() <= HEADER_ALIGN_MAX
+    }
+
+    /// The `malloc` block behind a headered block of `layout`: its size plus
+    /// its alignment, which covers both the way to the next aligned address
+    /// and the header (`malloc`'s blocks are 16-aligned, so the aligned start
+    /// is 16 to `align` bytes in).
+    fn outer(layout: Layout) -> Option<Layout> {
+        let size = layout.size().checked_add(layout.align())?;
+        Layout::from_size_align(size, MALLOC_ALIGN).ok()
+    }
+
+    /// An over-aligned small block: `malloc`, then the first address past
+    /// the start that is aligned, with the `malloc` pointer stored in the
+    /// word before it for [`BulkAligned::dealloc_headered`].
+    ///
+    /// # Safety
+    /// `layout` has a non-zero size and [`BulkAligned::headered`] holds.
+    unsafe fn alloc_headered(layout: Layout) -> *mut u8 {
+        let Some(outer) = Self::outer(layout) else {
+            return std::ptr::null_mut();
+        };
+        // SAFETY: `outer` is larger than `layout`, so non-zero.
+        let raw = unsafe { System.alloc(outer) };
+        if raw.is_null() {
+            return raw;
+        }
+        let offset = layout.align() - (raw as usize) % layout.align();
+        // SAFETY: `raw` is 16-aligned and `align` a larger power of two, so
+        // `offset` is 16 to `align`: the block (`offset + size` bytes from
+        // `raw`) ends within `outer`, and the word before it lies inside
+        // `outer` too and is pointer-aligned (the block is 32-aligned).
+        unsafe {
+            let block = raw.add(offset);
+            block.cast::<*mut u8>().sub(1).write(raw);
+            block
+        }
+    }
+
+    /// Frees a block from [`BulkAligned::alloc_headered`].
+    ///
+    /// # Safety
+    /// `ptr` came from `alloc_headered(layout)` and is live.
+    unsafe fn dealloc_headered(ptr: *mut u8, layout: Layout) {
+        // SAFETY: `alloc_headered` wrote the `malloc` pointer in the word
+        // before `ptr`, and allocated it with `outer(layout)`, which was
+        // `Some` then and is the same now.
+        unsafe {
+            let raw = ptr.cast::<*mut u8>().sub(1).read();
+            if let Some(outer) = Self::outer(layout) {
+                System.dealloc(raw, outer);
+            }
+        }
+    }
+
     /// `layout` with C `malloc`'s alignment, for a block `realloc` returned.
     fn narrow(layout: Layout) -> Layout {
         Layout::from_size_align(layout.size(), MALLOC_ALIGN.min(layout.align())).unwrap_or(layout)
@@ -86,16 +155,34 @@ impl BulkAligned {
 // alignment, which the caller must pass unchanged.
 unsafe impl GlobalAlloc for BulkAligned {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if Self::headered(layout) {
+            // SAFETY: the caller's contract (non-zero size) carries over.
+            return unsafe { Self::alloc_headered(layout) };
+        }
         // SAFETY: the caller's contract (non-zero size) carries over.
         unsafe { System.alloc(Self::widen(layout)) }
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        if Self::headered(layout) {
+            // SAFETY: as for `alloc`; the block is `layout.size()` bytes.
+            unsafe {
+                let p = Self::alloc_headered(layout);
+                if !p.is_null() {
+                    p.write_bytes(0, layout.size());
+                }
+                return p;
+            }
+        }
         // SAFETY: as for `alloc`.
         unsafe { System.alloc_zeroed(Self::widen(layout)) }
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        if Self::headered(layout) {
+            // SAFETY: `alloc` took the headered path for this same layout.
+            return unsafe { Self::dealloc_headered(ptr, layout) };
+        }
         // SAFETY: `ptr` came from `alloc` with this same widened layout.
         unsafe { System.dealloc(ptr, Self::widen(layout)) }
     }
@@ -105,6 +192,21 @@ unsafe impl GlobalAlloc for BulkAligned {
         let Ok(new) = Layout::from_size_align(new_size, layout.align()) else {
             return std::ptr::null_mut();
         };
+        if Self::headered(layout) || Self::headered(new) {
+            // Rare (a growing collection of over-aligned items): a fresh
+            // block and a copy, each side through its own path.
+            // SAFETY: `new` has a non-zero size; `ptr` is live with
+            // `layout` and distinct from the fresh block; both hold the
+            // smaller of the two sizes.
+            unsafe {
+                let fresh = self.alloc(new);
+                if !fresh.is_null() {
+                    std::ptr::copy_nonoverlapping(ptr, fresh, layout.size().min(new_size));
+                    self.dealloc(ptr, layout);
+                }
+                return fresh;
+            }
+        }
         let new = Self::widen(new);
         if old == layout && new.align() == layout.align() {
             // No bulk block on either side: the system's own `realloc`.
@@ -195,6 +297,58 @@ mod tests {
             a.dealloc(z, bulk);
             for p in blocks {
                 a.dealloc(p, bulk);
+            }
+        }
+    }
+
+    #[test]
+    fn over_aligned_small_blocks_are_aligned_whole_and_keep_contents() {
+        let a = BulkAligned;
+        // SAFETY: non-zero sizes; each block is written only within its
+        // size and freed with the layout it was last (re)allocated with.
+        unsafe {
+            let mut live = Vec::new();
+            for align in [32, 64, 128] {
+                for size in [1, 8, 100, 1152, 4608, BULK_MIN - 1] {
+                    let l = Layout::from_size_align(size, align).unwrap();
+                    assert!(BulkAligned::headered(l));
+                    let p = a.alloc(l);
+                    assert_eq!(p as usize % align, 0, "{size}/{align}");
+                    p.write_bytes(0xa5, size);
+                    let z = a.alloc_zeroed(l);
+                    assert_eq!(z as usize % align, 0, "{size}/{align}");
+                    assert!(std::slice::from_raw_parts(z, size).iter().all(|&b| b == 0));
+                    live.push((p, l));
+                    live.push((z, l));
+                }
+            }
+            // Every block still holds what was written: none overlaps
+            // another's header.
+            for &(p, l) in &live {
+                let bytes = std::slice::from_raw_parts(p, l.size());
+                assert!(bytes.iter().all(|&b| b == bytes[0]), "{l:?}");
+            }
+            // Growing one across BULK_MIN and back keeps its bytes and its
+            // alignment.
+            let (mut p, mut l) = live.pop().unwrap();
+            for (i, b) in std::slice::from_raw_parts_mut(p, l.size())
+                .iter_mut()
+                .enumerate()
+            {
+                *b = i as u8;
+            }
+            let keep = l.size().min(100);
+            for size in [BULK_MIN * 2, 100] {
+                p = a.realloc(p, l, size);
+                assert_eq!(p as usize % l.align(), 0, "{size}");
+                for i in 0..keep {
+                    assert_eq!(*p.add(i), i as u8, "{size}");
+                }
+                l = Layout::from_size_align(size, l.align()).unwrap();
+            }
+            a.dealloc(p, l);
+            for (p, l) in live {
+                a.dealloc(p, l);
             }
         }
     }
