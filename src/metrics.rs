@@ -214,7 +214,7 @@ impl Registry {
         // responds is what this family is for.
         let name = "regproxy_upstream_server_response_seconds";
         out.push_str(&format!(
-            "# HELP {name} Time from picking the server to its response head (upload bodies included); _count is responses, requests_total less failures.\n# TYPE {name} histogram\n"
+            "# HELP {name} Time from picking the server to its response head (upload bodies included); _count is the responses, requests_total less those that got none.\n# TYPE {name} histogram\n"
         ));
         for r in &rows {
             r.latency
