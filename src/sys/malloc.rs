@@ -1,5 +1,5 @@
-//! The heap: block alignment for bulk copies, and giving freed memory back
-//! to the kernel.
+//! The heap: block alignment for bulk copies, cheap over-aligned small
+//! blocks, and giving freed memory back to the kernel.
 //!
 //! glibc keeps what a burst of connections freed in its arenas: after a
 //! flood of 20,000 connections closes, RSS would otherwise stay at the
