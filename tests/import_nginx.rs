@@ -338,7 +338,9 @@ impl Nginx {
 
 impl Drop for Nginx {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        // SIGTERM first: the master stops its workers before it exits.
+        // SIGKILL alone left each run's worker running, orphaned.
+        support::cmd::stop_pid(self.child.id(), Duration::from_secs(5));
         let _ = self.child.wait();
     }
 }
@@ -489,4 +491,33 @@ fn the_recipe_and_its_conversion_answer_alike() {
             regproxy.stderr_text()
         );
     }
+    // Stopping nginx stops its workers too: none may outlive the test.
+    let log = nginx.prefix.join("error.log");
+    drop(nginx);
+    let holders = support::wait_for(Duration::from_secs(5), || {
+        let left = processes_writing(&log);
+        left.is_empty().then_some(())
+    });
+    assert!(
+        holders.is_some(),
+        "nginx processes left running: {:?}",
+        processes_writing(&log)
+    );
+}
+
+/// PIDs of the processes that hold `path` open.
+fn processes_writing(path: &Path) -> Vec<u32> {
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    procs
+        .flatten()
+        .filter_map(|p| p.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|fds| {
+                fds.flatten()
+                    .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|t| t == path))
+            })
+        })
+        .collect()
 }
