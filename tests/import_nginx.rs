@@ -495,18 +495,18 @@ fn the_recipe_and_its_conversion_answer_alike() {
     let log = nginx.prefix.join("error.log");
     drop(nginx);
     let holders = support::wait_for(Duration::from_secs(5), || {
-        let left = processes_writing(&log);
+        let left = processes_holding(&log);
         left.is_empty().then_some(())
     });
     assert!(
         holders.is_some(),
         "nginx processes left running: {:?}",
-        processes_writing(&log)
+        processes_holding(&log)
     );
 }
 
 /// PIDs of the processes that hold `path` open.
-fn processes_writing(path: &Path) -> Vec<u32> {
+fn processes_holding(path: &Path) -> Vec<u32> {
     let Ok(procs) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };

@@ -579,11 +579,22 @@ fn a_stalled_registry_answer_lands_in_its_servers_upper_buckets() {
     support::cmd::signal(s.registry.pid(), "STOP");
     let addr = proxy.addr();
     let slow = std::thread::spawn(move || http::get(addr, "/v2/", Some(READER), &[]));
+    // The 700 ms count from when the request is on the server, however
+    // late the thread got there.
+    let server = format!("server=\"{}\"", s.registry.addr());
+    let in_flight = support::wait_for(WAIT, || {
+        samples(&scrape(proxy))
+            .iter()
+            .any(|(n, l, v)| {
+                n == "regproxy_upstream_server_outstanding" && *l == server && *v == 1.0
+            })
+            .then_some(())
+    });
+    assert!(in_flight.is_some(), "the request never reached the server");
     std::thread::sleep(Duration::from_millis(700));
     support::cmd::signal(s.registry.pid(), "CONT");
     assert_eq!(slow.join().unwrap().unwrap().status, 200);
 
-    let server = format!("server=\"{}\"", s.registry.addr());
     let bucket = |text: &str, le: &str| {
         let labels = format!("{server},le=\"{le}\"");
         samples(text)
