@@ -355,6 +355,9 @@ def bulk_summary(runs):
                         "iouwrk": (r["iouwrk_s"] + r["exited_s"]) / gib,
                         "other": r["other_s"] / gib,
                         "rss_mib": r.get("rss_kib", 0.0) / 1024,
+                        # Older tables lack these two columns.
+                        "registry": r.get("registry_s", 0.0) / gib,
+                        "client": r.get("client_s", 0.0) / gib,
                     }
                 )
             out.setdefault(row, {})[target] = {k: median([p[k] for p in per]) for k in per[0]} | {
@@ -365,7 +368,7 @@ def bulk_summary(runs):
     return out
 
 
-def bulk_tables(b):
+def bulk_tables(b, storage=""):
     md = [
         "### Bulk transfers with curl (`curl --http1.1`, real registry, one client)",
         "",
@@ -373,9 +376,13 @@ def bulk_tables(b):
         "kind (worker, hash, io_uring io-wq `iou-wrk` including workers that exited during the "
         "transfer). The ratio compares regproxy with the best peer of the same mode (TLS or plain) "
         "by CPU-s/GiB. Peak RSS is the sum of VmHWM over the front's processes, reset before each "
-        "transfer, highest over the repetitions (HAProxy's plain and TLS fronts are one process).",
+        "transfer, highest over the repetitions (HAProxy's plain and TLS fronts are one process). "
+        "Registry and curl: their CPU-s/GiB during the same transfer. An upload whose registry "
+        "CPU-seconds come close to its seconds is bounded by the registry, not the front.",
         "",
     ]
+    if storage:
+        md += [f"The registry's storage for these rows: {storage}.", ""]
     for row, title in BULK_ROWS.items():
         if row not in b:
             continue
@@ -383,8 +390,8 @@ def bulk_tables(b):
         md += [
             f"#### {title}",
             "",
-            "| front | MiB/s | CPU-s/GiB | user | sys | regproxy worker / hash / iou-wrk | vs best peer | peak RSS MiB |",
-            "|---|---:|---:|---:|---:|---|---:|---:|",
+            "| front | MiB/s | CPU-s/GiB | user | sys | regproxy worker / hash / iou-wrk | vs best peer | peak RSS MiB | registry | curl |",
+            "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|",
         ]
         for t in BULK_TARGETS:
             if t not in rows:
@@ -402,7 +409,11 @@ def bulk_tables(b):
             user = "–" if t == "direct" else fmt(r["user"], 2)
             sys_ = "–" if t == "direct" else fmt(r["sys"], 2)
             rss = "–" if t == "direct" else fmt(r["rss_mib"], 1)
-            md.append(f"| {BULK_LABELS[t]} | {fmt(r['mib_s'], 0)} | {cpu} | {user} | {sys_} | {kinds} | {vs} | {rss} |")
+            reg = fmt(r["registry"], 2) if r["registry"] else "–"
+            client = fmt(r["client"], 2) if r["client"] else "–"
+            md.append(
+                f"| {BULK_LABELS[t]} | {fmt(r['mib_s'], 0)} | {cpu} | {user} | {sys_} | {kinds} | {vs} | {rss} | {reg} | {client} |"
+            )
         md.append("")
     return md
 
@@ -463,6 +474,7 @@ def main():
     ap.add_argument("--elapsed", required=True)
     ap.add_argument("--load", default="")
     ap.add_argument("--bulk", default=None)
+    ap.add_argument("--bulk-storage", default="")
     a = ap.parse_args()
     s = summarize(load(a.results))
     md = [
@@ -481,7 +493,7 @@ def main():
         if key in s:
             md += table(key, s[key])
     bulk = bulk_summary(load_bulk(a.bulk)) if a.bulk else {}
-    md += bulk_tables(bulk)
+    md += bulk_tables(bulk, a.bulk_storage)
     if s:
         md += ["### Goals (issue 3)", "", "| goal | measured | met |", "|---|---|---|"]
         for goal, measured, ok in goals(s):
