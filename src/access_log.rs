@@ -23,8 +23,7 @@
 //! authenticated. No credential is ever written: the Authorization header
 //! is not part of any field.
 
-use std::cell::RefCell;
-use std::fmt::Write as _;
+use std::cell::{Cell, RefCell};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::Arc;
@@ -34,6 +33,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::config::{AccessLogTarget, LogFormat};
 use crate::metrics::WorkerMetrics;
 use crate::route::summary::Summary;
+use crate::text::{push_byte_escape, push_duration, push_int, push_padded, IpText, Unit};
 
 pub mod json;
 pub mod lines;
@@ -189,10 +189,16 @@ impl AccessLog {
     }
 }
 
-/// Appends one line for `e` to `out`.
+/// Appends one line for `e` to `out`. Written without `core::fmt`
+/// ([`crate::text`]): the line is formatted on the worker for every
+/// request.
 pub fn format_entry(e: &Entry<'_>, now: SystemTime, out: &mut String) {
     rfc3339_millis(now, out);
-    let _ = write!(out, " {} {} \"", e.client, e.user.unwrap_or("-"));
+    out.push(' ');
+    out.push_str(IpText::new(e.client).as_str());
+    out.push(' ');
+    out.push_str(e.user.unwrap_or("-"));
+    out.push_str(" \"");
     out.push_str(e.method);
     out.push(' ');
     escape_into(e.target.as_bytes(), usize::MAX, out);
@@ -201,14 +207,12 @@ pub fn format_entry(e: &Entry<'_>, now: SystemTime, out: &mut String) {
     } else {
         " HTTP/1.1\" "
     });
-    let _ = write!(
-        out,
-        "{} {} {} {:.6} \"",
-        e.status,
-        e.bytes_in,
-        e.bytes_out,
-        e.duration.as_secs_f64()
-    );
+    for n in [u64::from(e.status), e.bytes_in, e.bytes_out] {
+        push_int(out, n);
+        out.push(' ');
+    }
+    push_duration(out, e.duration, Unit::Seconds);
+    out.push_str(" \"");
     escape_into(e.user_agent.unwrap_or(b"-"), MAX_UA_CHARS, out);
     out.push_str("\" request_id=");
     escape_into(e.request_id.as_bytes(), usize::MAX, out);
@@ -221,26 +225,47 @@ pub fn format_entry(e: &Entry<'_>, now: SystemTime, out: &mut String) {
 }
 
 /// Printable ASCII passes; quotes, backslashes, controls and non-ASCII
-/// become `\xHH`, so a client cannot forge log lines.
+/// become `\xHH`, so a client cannot forge log lines. At most `max` bytes
+/// of `bytes` are written. (Copying runs between escapes, as the JSON
+/// format does, measured no faster for these short fields.)
 fn escape_into(bytes: &[u8], max: usize, out: &mut String) {
     for &b in bytes.iter().take(max) {
-        match b {
-            b'"' | b'\\' => {
-                let _ = write!(out, "\\x{b:02X}");
-            }
-            0x20..=0x7e => out.push(char::from(b)),
-            _ => {
-                let _ = write!(out, "\\x{b:02X}");
-            }
+        if matches!(b, 0x20..=0x7e) && b != b'"' && b != b'\\' {
+            out.push(char::from(b));
+        } else {
+            push_byte_escape(out, b);
         }
     }
 }
 
-/// `2026-11-29T04:24:23.123Z`, from the civil-from-days algorithm
-/// (H. Hinnant), to keep a date crate out of the hot path.
+/// `2026-11-29T04:24:23.123Z`. The part up to the seconds changes once a
+/// second, so each thread keeps the last one it wrote and only the
+/// milliseconds are new per line.
 pub(crate) fn rfc3339_millis(t: SystemTime, out: &mut String) {
+    thread_local! {
+        static LAST: Cell<(u64, [u8; SECONDS_LEN])> = const { Cell::new((u64::MAX, [0; SECONDS_LEN])) };
+    }
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = d.as_secs();
+    let (at, mut text) = LAST.get();
+    if at != secs {
+        text = rfc3339_seconds(secs);
+        LAST.set((secs, text));
+    }
+    out.push_str(std::str::from_utf8(&text).unwrap_or_default());
+    out.push('.');
+    push_padded(out, u64::from(d.subsec_millis()), 3);
+    out.push('Z');
+}
+
+/// Length of `2026-11-29T04:24:23`.
+const SECONDS_LEN: usize = 19;
+
+/// `2026-11-29T04:24:23` for `secs` since the epoch, from the
+/// civil-from-days algorithm (H. Hinnant), to keep a date crate out of the
+/// hot path. Years past 9999 are cut (`SystemTime` will not reach them
+/// here).
+fn rfc3339_seconds(secs: u64) -> [u8; SECONDS_LEN] {
     let days = (secs / 86_400) as i64;
     let rem = secs % 86_400;
     let z = days + 719_468;
@@ -252,14 +277,22 @@ pub(crate) fn rfc3339_millis(t: SystemTime, out: &mut String) {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    let _ = write!(
-        out,
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60,
-        d.subsec_millis()
-    );
+    let mut s = String::with_capacity(SECONDS_LEN);
+    push_padded(&mut s, u64::try_from(year).unwrap_or(0), 4);
+    for (sep, n) in [
+        ('-', month as u64),
+        ('-', day as u64),
+        ('T', rem / 3600),
+        (':', rem / 60 % 60),
+        (':', rem % 60),
+    ] {
+        s.push(sep);
+        push_padded(&mut s, n, 2);
+    }
+    let mut text = [b'0'; SECONDS_LEN];
+    let n = s.len().min(SECONDS_LEN);
+    text[..n].copy_from_slice(&s.as_bytes()[..n]);
+    text
 }
 
 #[cfg(test)]
@@ -299,6 +332,24 @@ mod tests {
     }
 
     #[test]
+    fn the_cached_second_follows_the_clock() {
+        let mut s = String::new();
+        for ms in [
+            1_795_926_263_123,
+            1_795_926_263_999,
+            1_795_926_264_000,
+            1_795_926_263_001,
+        ] {
+            rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms), &mut s);
+            s.push(' ');
+        }
+        assert_eq!(
+            s,
+            "2026-11-29T04:24:23.123Z 2026-11-29T04:24:23.999Z 2026-11-29T04:24:24.000Z 2026-11-29T04:24:23.001Z "
+        );
+    }
+
+    #[test]
     fn dates_across_eras() {
         for (secs, want) in [
             (0u64, "1970-01-01T00:00:00.000Z"),
@@ -316,5 +367,22 @@ mod tests {
         let mut s = String::new();
         escape_into(b"a\nb\xff", usize::MAX, &mut s);
         assert_eq!(s, "a\\x0Ab\\xFF");
+    }
+
+    #[test]
+    fn every_byte_is_escaped_as_core_fmt_writes_it_and_max_cuts() {
+        for b in 0..=255u8 {
+            let mut s = String::new();
+            escape_into(&[b'a', b, b'z'], usize::MAX, &mut s);
+            let want = if (0x20..=0x7e).contains(&b) && b != b'"' && b != b'\\' {
+                format!("a{}z", char::from(b))
+            } else {
+                format!("a\\x{b:02X}z")
+            };
+            assert_eq!(s, want);
+        }
+        let mut s = String::new();
+        escape_into(b"ab\"cd", 3, &mut s);
+        assert_eq!(s, "ab\\x22");
     }
 }

@@ -32,6 +32,7 @@ pub mod request_id;
 pub mod route;
 pub mod shutdown;
 pub mod sys;
+pub mod text;
 pub mod tls;
 pub mod tuning;
 pub mod upstream;

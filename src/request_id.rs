@@ -14,6 +14,8 @@
 use std::cell::Cell;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::text::push_hex;
+
 /// Longest id taken from a client; longer ones are replaced.
 pub const MAX_ID_LEN: usize = 200;
 
@@ -69,18 +71,6 @@ impl Generator {
     }
 }
 
-/// `n` in lowercase hex, zero-padded to at least `width` digits, as
-/// `format!("{n:0width$x}")` writes it.
-fn push_hex(out: &mut String, n: u64, width: usize) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let significant = (64 - n.leading_zeros() as usize).div_ceil(4).max(1);
-    for i in (0..significant.max(width)).rev() {
-        // Past the 16 digits a u64 has, only padding.
-        let nibble = if i < 16 { (n >> (4 * i)) & 0xf } else { 0 };
-        out.push(char::from(DIGITS[nibble as usize]));
-    }
-}
-
 /// 1 to [`MAX_ID_LEN`] bytes of visible ASCII (no spaces, no controls): safe
 /// in a header, a log line and a JSON string without escaping surprises.
 pub fn acceptable(v: &[u8]) -> bool {
@@ -98,17 +88,6 @@ mod tests {
         assert_eq!(g.generate(), "6a3f9c2e-1-00000001");
         let other = Generator::starting_at(0x6a3f_9c2e, 2);
         assert_eq!(other.generate(), "6a3f9c2e-2-00000000");
-    }
-
-    #[test]
-    fn hex_matches_core_fmt() {
-        for n in [0, 1, 0xf, 0x10, 0xdead_beef, 0x1_0000_0000, u64::MAX] {
-            for width in [0, 1, 8, 20] {
-                let mut s = String::new();
-                push_hex(&mut s, n, width);
-                assert_eq!(s, format!("{n:0width$x}"), "{n:#x} width {width}");
-            }
-        }
     }
 
     #[test]

@@ -23,17 +23,19 @@
 //! allocation, and the escaping needed (quote, backslash, controls, invalid
 //! UTF-8 as U+FFFD) is a dozen lines.
 
-use std::fmt::Write as _;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use super::{rfc3339_millis, Entry, MAX_UA_CHARS};
 use crate::route::summary::Reference;
+use crate::text::{push_duration, push_hex, push_int, push_socket_addr, IpText, Unit};
 
 /// Appends one JSON line for `e` to `out`.
 pub fn format_entry(e: &Entry<'_>, now: SystemTime, out: &mut String) {
     out.push_str("{\"time\":\"");
     rfc3339_millis(now, out);
-    let _ = write!(out, "\",\"client\":\"{}\"", e.client);
+    out.push_str("\",\"client\":\"");
+    out.push_str(IpText::new(e.client).as_str());
+    out.push('"');
     if let Some(user) = e.user {
         field_str(out, "user", user.as_bytes());
     }
@@ -52,22 +54,27 @@ pub fn format_entry(e: &Entry<'_>, now: SystemTime, out: &mut String) {
     if let Some(from) = s.mount_from {
         field_str(out, "mount_from", from.as_bytes());
     }
-    let _ = write!(
-        out,
-        ",\"status\":{},\"bytes_in\":{},\"bytes_out\":{},\"duration_ms\":{}",
-        e.status,
-        e.bytes_in,
-        e.bytes_out,
-        millis(e.duration)
-    );
+    for (name, n) in [
+        (",\"status\":", u64::from(e.status)),
+        (",\"bytes_in\":", e.bytes_in),
+        (",\"bytes_out\":", e.bytes_out),
+    ] {
+        out.push_str(name);
+        push_int(out, n);
+    }
+    out.push_str(",\"duration_ms\":");
+    push_duration(out, e.duration, Unit::Millis);
     if let Some(ttfb) = e.upstream_ttfb {
-        let _ = write!(out, ",\"upstream_ttfb_ms\":{}", millis(ttfb));
+        out.push_str(",\"upstream_ttfb_ms\":");
+        push_duration(out, ttfb, Unit::Millis);
     }
     if let Some(up) = e.upstream {
-        let _ = write!(out, ",\"upstream\":\"{up}\"");
+        out.push_str(",\"upstream\":\"");
+        push_socket_addr(out, up);
+        out.push('"');
     }
     if let Some(version) = e.tls {
-        let _ = write!(out, ",\"tls\":\"{version}\"");
+        field_str(out, "tls", version.as_bytes());
     }
     if let Some(ua) = e.user_agent {
         let cut = ua.len().min(MAX_UA_CHARS);
@@ -78,11 +85,6 @@ pub fn format_entry(e: &Entry<'_>, now: SystemTime, out: &mut String) {
         field_str(out, "error", err.as_bytes());
     }
     out.push_str("}\n");
-}
-
-/// Milliseconds with three decimals (microseconds).
-fn millis(d: Duration) -> String {
-    format!("{:.3}", d.as_secs_f64() * 1000.0)
 }
 
 /// `,"name":"value"` with `value` escaped.
@@ -97,26 +99,43 @@ fn field_str(out: &mut String, name: &str, value: &[u8]) {
 /// RFC 8259 §7: quote, backslash and controls escaped; bytes that are not
 /// UTF-8 become U+FFFD, so the line is always valid JSON.
 pub fn escape(value: &[u8], out: &mut String) {
-    for c in String::from_utf8_lossy(value).chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if c < ' ' || c == '\u{7f}' => {
-                let _ = write!(out, "\\u{:04x}", u32::from(c));
-            }
-            c => out.push(c),
-        }
+    match std::str::from_utf8(value) {
+        Ok(s) => escape_str(s, out),
+        Err(_) => escape_str(&String::from_utf8_lossy(value), out),
     }
+}
+
+/// Copies `s` in runs between the bytes that need an escape; all of those
+/// are ASCII, so every cut falls on a character boundary.
+fn escape_str(s: &str, out: &mut String) {
+    let mut run = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let escaped = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0..=0x1f | 0x7f => "",
+            _ => continue,
+        };
+        out.push_str(s.get(run..i).unwrap_or_default());
+        if escaped.is_empty() {
+            out.push_str("\\u");
+            push_hex(out, u64::from(b), 4);
+        } else {
+            out.push_str(escaped);
+        }
+        run = i + 1;
+    }
+    out.push_str(s.get(run..).unwrap_or_default());
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::route::summary::{Kind, Summary};
-    use std::time::UNIX_EPOCH;
+    use std::time::{Duration, UNIX_EPOCH};
 
     #[test]
     fn a_pull_line_is_valid_json_with_every_field() {
@@ -168,5 +187,46 @@ mod tests {
         let mut s = String::new();
         escape(b"a\x01\x7fb", &mut s);
         assert_eq!(s, "a\\u0001\\u007fb");
+    }
+
+    /// The escape as first written, one character at a time: the oracle
+    /// for the run-copying one.
+    fn escape_by_char(value: &[u8]) -> String {
+        let mut out = String::new();
+        for c in String::from_utf8_lossy(value).chars() {
+            match c {
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                '\t' => out.push_str("\\t"),
+                c if c < ' ' || c == '\u{7f}' => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+                c => out.push(c),
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn escaping_matches_the_character_at_a_time_oracle() {
+        let mut inputs: Vec<Vec<u8>> = vec![
+            b"".to_vec(),
+            b"plain".to_vec(),
+            b"\"quoted\" \\ back".to_vec(),
+            "caf\u{e9} \u{1f600}\n".as_bytes().to_vec(),
+            b"bad \xff\xfe utf-8 \xc3".to_vec(),
+            b"\x00\x1f\x7f\x80".to_vec(),
+        ];
+        // Every byte at the start, the middle and the end of a string.
+        for b in 0..=255u8 {
+            inputs.push(vec![b]);
+            inputs.push(vec![b'a', b, b'z']);
+            inputs.push(vec![b'\xc3', b]);
+        }
+        for input in inputs {
+            let mut s = String::new();
+            escape(&input, &mut s);
+            assert_eq!(s, escape_by_char(&input), "{input:?}");
+        }
     }
 }

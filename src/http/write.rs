@@ -12,6 +12,7 @@ use std::net::IpAddr;
 use super::head::{RequestBody, RequestHead, ResponseHead, Version};
 use crate::error::ProxyError;
 use crate::request_id::HEADER as REQUEST_ID;
+use crate::text::IpText;
 
 /// The interim answer for `Expect: 100-continue` (RFC 9110 §10.1.1), sent
 /// once the request is authorized, so a rejected client never uploads. It
@@ -292,51 +293,6 @@ fn status_line(out: &mut Vec<u8>, status: u16, reason: &str) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// An address as text, on the stack: what `IpAddr`'s `Display` writes.
-struct IpText {
-    /// The longest IPv6 text, `ffff:…:255.255.255.255`, is 45 bytes.
-    buf: [u8; 45],
-    len: usize,
-}
-
-impl IpText {
-    fn new(ip: IpAddr) -> IpText {
-        let mut t = IpText {
-            buf: [0; 45],
-            len: 0,
-        };
-        match ip {
-            IpAddr::V4(v4) => {
-                for (i, octet) in v4.octets().into_iter().enumerate() {
-                    if i > 0 {
-                        t.push(b".");
-                    }
-                    t.push(itoa::Buffer::new().format(octet).as_bytes());
-                }
-            }
-            // Rare behind most fleets; `Display` knows the zero-run rules.
-            IpAddr::V6(v6) => {
-                let mut rest = &mut t.buf[..];
-                let _ = write!(rest, "{v6}");
-                t.len = 45 - rest.len();
-            }
-        }
-        t
-    }
-
-    fn push(&mut self, bytes: &[u8]) {
-        let end = self.len + bytes.len();
-        if let Some(dst) = self.buf.get_mut(self.len..end) {
-            dst.copy_from_slice(bytes);
-            self.len = end;
-        }
-    }
-
-    fn as_bytes(&self) -> &[u8] {
-        &self.buf[..self.len]
-    }
-}
-
 fn header(out: &mut Vec<u8>, name: &str, value: &[u8]) {
     out.extend_from_slice(name.as_bytes());
     out.extend_from_slice(b": ");
@@ -387,23 +343,6 @@ mod tests {
             drop_body: false,
             default_host: "registry:5000",
             request_id: "rid-1",
-        }
-    }
-
-    #[test]
-    fn ip_text_is_what_display_writes() {
-        for ip in [
-            "0.0.0.0",
-            "10.1.2.3",
-            "255.255.255.255",
-            "::",
-            "::1",
-            "2001:db8::8a2e:370:7334",
-            "::ffff:10.1.2.3",
-            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
-        ] {
-            let ip: IpAddr = ip.parse().expect("ip");
-            assert_eq!(IpText::new(ip).as_bytes(), ip.to_string().as_bytes());
         }
     }
 
