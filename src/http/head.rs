@@ -170,6 +170,9 @@ struct Span {
 struct Fields {
     raw: Box<[u8]>,
     lines: Vec<(Span, Span)>,
+    /// Whether any line is a `Connection` field: most heads have none, and
+    /// then no forwarded field needs the scan for the options it names.
+    connection: bool,
 }
 
 /// Where a request target's parts sit, relative to the target.
@@ -289,8 +292,14 @@ impl RequestHead {
         self.fields.iter()
     }
 
+    /// [`RequestHead::headers`] with names as bytes (they are tokens, so
+    /// ASCII), for the head writer: no UTF-8 check per name.
+    pub fn raw_headers(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.fields.raw_iter()
+    }
+
     /// Whether `name` must not be forwarded (RFC 9110 §7.6.1).
-    pub fn is_connection_header(&self, name: &str) -> bool {
+    pub fn is_connection_header(&self, name: &[u8]) -> bool {
         self.fields.is_connection_header(name)
     }
 }
@@ -326,7 +335,11 @@ impl ResponseHead {
         self.fields.iter()
     }
 
-    pub fn is_connection_header(&self, name: &str) -> bool {
+    pub fn raw_headers(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.fields.raw_iter()
+    }
+
+    pub fn is_connection_header(&self, name: &[u8]) -> bool {
         self.fields.is_connection_header(name)
     }
 }
@@ -373,9 +386,14 @@ impl Fields {
         let mut raw = Vec::with_capacity(len + suffix.iter().map(|s| s.len()).sum::<usize>());
         raw.extend_from_slice(buf.get(..len)?);
         suffix.iter().for_each(|s| raw.extend_from_slice(s));
+        let connection = lines.iter().any(|&(n, _)| {
+            raw.get(n.start..n.end)
+                .is_some_and(|n| n.eq_ignore_ascii_case(b"connection"))
+        });
         Some(Self {
             raw: raw.into(),
             lines,
+            connection,
         })
     }
 
@@ -395,8 +413,8 @@ impl Fields {
             .map(|&(n, v)| (self.str(n), self.bytes(v)))
     }
 
-    /// Names as bytes: lookups compare them without a UTF-8 check per
-    /// field per call (they run once per forwarded field).
+    /// Names as bytes: lookups and the head writers compare them without a
+    /// UTF-8 check per field per call.
     fn raw_iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
         self.lines
             .iter()
@@ -409,13 +427,16 @@ impl Fields {
             .map(|(_, v)| v)
     }
 
-    fn is_connection_header(&self, name: &str) -> bool {
-        HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(name))
-            || self
-                .raw_iter()
-                .filter(|(n, _)| n.eq_ignore_ascii_case(b"connection"))
-                .flat_map(|(_, v)| list_elements(v))
-                .any(|option| option.eq_ignore_ascii_case(name.as_bytes()))
+    fn is_connection_header(&self, name: &[u8]) -> bool {
+        HOP_BY_HOP
+            .iter()
+            .any(|h| h.as_bytes().eq_ignore_ascii_case(name))
+            || self.connection
+                && self
+                    .raw_iter()
+                    .filter(|(n, _)| n.eq_ignore_ascii_case(b"connection"))
+                    .flat_map(|(_, v)| list_elements(v))
+                    .any(|option| option.eq_ignore_ascii_case(name))
     }
 }
 

@@ -71,8 +71,9 @@ const FORWARDING_HEADERS: [&str; 6] = [
     "forwarded",
 ];
 
-fn eq(a: &str, b: &str) -> bool {
-    a.eq_ignore_ascii_case(b)
+/// A field name (bytes: names are tokens) against one of ours.
+fn eq(a: &[u8], b: &str) -> bool {
+    a.eq_ignore_ascii_case(b.as_bytes())
 }
 
 /// Writes the head forwarded to the registry for `req`, whose body will be
@@ -92,7 +93,7 @@ pub fn request_head(req: &RequestHead, fwd: &Forwarding, out: &mut Vec<u8>) {
     let mut incoming_xff: Option<&[u8]> = None;
     let mut has_real_ip = false;
     let mut has_proto = false;
-    for (name, value) in req.headers() {
+    for (name, value) in req.raw_headers() {
         if eq(name, "host")
             || eq(name, "content-length")
             || eq(name, REQUEST_ID)
@@ -181,7 +182,7 @@ pub fn response_head(
 ) {
     status_line(out, resp.status, resp.reason());
     let mut has_api_version = false;
-    for (name, value) in resp.headers() {
+    for (name, value) in resp.raw_headers() {
         if resp.is_connection_header(name) {
             continue;
         }
@@ -293,8 +294,8 @@ fn status_line(out: &mut Vec<u8>, status: u16, reason: &str) {
     out.extend_from_slice(b"\r\n");
 }
 
-fn header(out: &mut Vec<u8>, name: &str, value: &[u8]) {
-    out.extend_from_slice(name.as_bytes());
+fn header(out: &mut Vec<u8>, name: impl AsRef<[u8]>, value: &[u8]) {
+    out.extend_from_slice(name.as_ref());
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);
     out.extend_from_slice(b"\r\n");
