@@ -23,7 +23,7 @@
 //! authenticated. No credential is ever written: the Authorization header
 //! is not part of any field.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::Arc;
@@ -243,29 +243,27 @@ fn escape_into(bytes: &[u8], max: usize, out: &mut String) {
 /// milliseconds are new per line.
 pub(crate) fn rfc3339_millis(t: SystemTime, out: &mut String) {
     thread_local! {
-        static LAST: Cell<(u64, [u8; SECONDS_LEN])> = const { Cell::new((u64::MAX, [0; SECONDS_LEN])) };
+        static LAST: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
     }
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = d.as_secs();
-    let (at, mut text) = LAST.get();
-    if at != secs {
-        text = rfc3339_seconds(secs);
-        LAST.set((secs, text));
-    }
-    out.push_str(std::str::from_utf8(&text).unwrap_or_default());
+    LAST.with_borrow_mut(|(at, text)| {
+        if *at != secs {
+            text.clear();
+            rfc3339_seconds(secs, text);
+            *at = secs;
+        }
+        out.push_str(text);
+    });
     out.push('.');
     push_padded(out, u64::from(d.subsec_millis()), 3);
     out.push('Z');
 }
 
-/// Length of `2026-11-29T04:24:23`.
-const SECONDS_LEN: usize = 19;
-
 /// `2026-11-29T04:24:23` for `secs` since the epoch, from the
 /// civil-from-days algorithm (H. Hinnant), to keep a date crate out of the
-/// hot path. Years past 9999 are cut (`SystemTime` will not reach them
-/// here).
-fn rfc3339_seconds(secs: u64) -> [u8; SECONDS_LEN] {
+/// hot path.
+fn rfc3339_seconds(secs: u64, out: &mut String) {
     let days = (secs / 86_400) as i64;
     let rem = secs % 86_400;
     let z = days + 719_468;
@@ -277,8 +275,8 @@ fn rfc3339_seconds(secs: u64) -> [u8; SECONDS_LEN] {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    let mut s = String::with_capacity(SECONDS_LEN);
-    push_padded(&mut s, u64::try_from(year).unwrap_or(0), 4);
+    // Never before 1970: the time is clamped to the epoch above.
+    push_padded(out, u64::try_from(year).unwrap_or(0), 4);
     for (sep, n) in [
         ('-', month as u64),
         ('-', day as u64),
@@ -286,13 +284,9 @@ fn rfc3339_seconds(secs: u64) -> [u8; SECONDS_LEN] {
         (':', rem / 60 % 60),
         (':', rem % 60),
     ] {
-        s.push(sep);
-        push_padded(&mut s, n, 2);
+        out.push(sep);
+        push_padded(out, n, 2);
     }
-    let mut text = [b'0'; SECONDS_LEN];
-    let n = s.len().min(SECONDS_LEN);
-    text[..n].copy_from_slice(&s.as_bytes()[..n]);
-    text
 }
 
 #[cfg(test)]
