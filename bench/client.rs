@@ -27,7 +27,7 @@ use rustls_pki_types::ServerName;
 
 use regproxy::http::body::{write_chunk_header, ChunkedDecoder, CHUNK_TERMINATOR, LAST_CHUNK};
 use regproxy::http::head::{parse_response, Method, Parse, ResponseBody, ResponseHead};
-use regproxy::relay::{write_all, Buffered};
+use regproxy::relay::{write_all, Buffered, Timer};
 
 use crate::content::{Generated, Hasher};
 
@@ -228,6 +228,8 @@ impl regproxy::relay::Io for Stream {
 /// One keep-alive connection.
 pub struct Conn {
     io: Buffered<Stream>,
+    /// Bounds each read and write, as regproxy's connections do.
+    timer: Timer,
     /// Reused buffer for request heads and generated bodies.
     out: Vec<u8>,
     /// False once a response said close, or framing was cut short.
@@ -315,6 +317,7 @@ impl Connector {
             };
             return Ok(Conn {
                 io: Buffered::with_buf(stream, Vec::with_capacity(READ_BUF_BYTES)),
+                timer: Timer::new(),
                 out: Vec::with_capacity(WRITE_CHUNK_BYTES + 64),
                 reusable: true,
                 served: 0,
@@ -530,7 +533,13 @@ impl Conn {
         if out.is_empty() {
             return Ok(());
         }
-        let (res, mut buf) = write_all(&mut self.io.io, std::mem::take(out), s.timeout).await;
+        let (res, mut buf) = write_all(
+            &mut self.io.io,
+            std::mem::take(out),
+            &mut self.timer,
+            s.timeout,
+        )
+        .await;
         res.map_err(|e| Failure::io("write", &e))?;
         buf.clear();
         *out = buf;
@@ -555,7 +564,7 @@ impl Conn {
     }
 
     async fn fill(&mut self, s: &Settings) -> Result<(), Failure> {
-        match self.io.fill(s.timeout).await {
+        match self.io.fill(&mut self.timer, s.timeout).await {
             Ok(0) => Err(Failure::io("read", &io::ErrorKind::UnexpectedEof.into())),
             Ok(_) => Ok(()),
             Err(e) => Err(Failure::io("read", &e)),
@@ -607,7 +616,7 @@ impl Conn {
                 let n = self.io.unconsumed().len();
                 sink.take(self.io.unconsumed());
                 self.io.consume(n);
-                match self.io.fill(s.timeout).await {
+                match self.io.fill(&mut self.timer, s.timeout).await {
                     Ok(0) => return Ok(false),
                     Ok(_) => {}
                     Err(e) => return Err(Failure::io("read", &e)),

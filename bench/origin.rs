@@ -34,7 +34,7 @@ use regproxy::http::body::ChunkedDecoder;
 use regproxy::http::head::{
     parse_request, HeadError, Method, Parse, RequestBody, RequestHead, MAX_HEAD_BYTES,
 };
-use regproxy::relay::Buffered;
+use regproxy::relay::{Buffered, Timer};
 
 use crate::content::{Hasher, PATTERN_BYTES};
 use crate::registry::MANIFEST_TYPE;
@@ -172,6 +172,8 @@ impl Reply {
 
 struct Conn {
     io: Buffered<TcpStream>,
+    /// Bounds each read, as regproxy's connections do.
+    timer: Timer,
     out: Vec<u8>,
 }
 
@@ -187,6 +189,7 @@ impl Worker {
                     monoio::spawn(async move {
                         let mut conn = Conn {
                             io: Buffered::with_buf(stream, Vec::with_capacity(READ_BUF_BYTES)),
+                            timer: Timer::new(),
                             out: Vec::with_capacity(4096),
                         };
                         // Any I/O error just ends this connection.
@@ -252,7 +255,7 @@ impl Worker {
                     return Ok(Err(HeadError::HeadTooLarge))
                 }
                 Ok(Parse::Partial) => {
-                    if conn.io.fill(self.timeout).await? == 0 {
+                    if conn.io.fill(&mut conn.timer, self.timeout).await? == 0 {
                         return Ok(Ok(None));
                     }
                 }
@@ -387,7 +390,7 @@ impl Conn {
                     if left == 0 {
                         break;
                     }
-                    if self.io.fill(timeout).await? == 0 {
+                    if self.io.fill(&mut self.timer, timeout).await? == 0 {
                         return Err(io::ErrorKind::UnexpectedEof.into());
                     }
                 }
@@ -405,7 +408,7 @@ impl Conn {
                     if p.done {
                         break;
                     }
-                    if p.data.is_none() && self.io.fill(timeout).await? == 0 {
+                    if p.data.is_none() && self.io.fill(&mut self.timer, timeout).await? == 0 {
                         return Err(io::ErrorKind::UnexpectedEof.into());
                     }
                 }

@@ -31,7 +31,7 @@ use crate::live::AuthState;
 use crate::metrics::top::TopTable;
 use crate::metrics::WorkerMetrics;
 use crate::policy::{self, Route};
-use crate::relay::{self, bufpool, Buffered, Encode, Framing, Io, Moved, Timeouts};
+use crate::relay::{self, bufpool, Buffered, Encode, Framing, Io, Moved, Timeouts, Timer};
 use crate::reload::Snapshot;
 use crate::request_id::Generator;
 use crate::route::{self, Target};
@@ -77,6 +77,8 @@ struct Conn<S> {
     tls_version: Option<&'static str>,
     /// Scratch for heads and re-encoded chunks.
     out: Vec<u8>,
+    /// Bounds every timed wait of the connection's requests, on either side.
+    timer: Timer,
 }
 
 impl<S: Io> Conn<S> {
@@ -150,6 +152,7 @@ pub async fn serve<S: Io>(ctx: Rc<Ctx>, io: S, peer: SocketAddr, tls: bool, slot
         peer,
         tls,
         out: Vec::new(),
+        timer: Timer::new(),
     };
     let mut first = true;
     let end = loop {
@@ -178,7 +181,13 @@ pub async fn serve<S: Io>(ctx: Rc<Ctx>, io: S, peer: SocketAddr, tls: bool, slot
         End::Linger(budget) => {
             let lingering = &ctx.config.client.lingering;
             WorkerMetrics::inc(&ctx.m().lingering_closes_total);
-            let read = Box::pin(lingering::close(&mut conn.client, budget, lingering)).await;
+            let read = Box::pin(lingering::close(
+                &mut conn.client,
+                &mut conn.timer,
+                budget,
+                lingering,
+            ))
+            .await;
             WorkerMetrics::add(&ctx.m().discarded_bytes_total, read);
         }
     }
@@ -253,7 +262,8 @@ async fn request<S: Io>(
     match (plan, keep_alive) {
         (Plan::Clean, true) => None,
         (Plan::Discard, true) => {
-            match lingering::discard(&mut conn.client, head.body, &lingering).await {
+            match lingering::discard(&mut conn.client, &mut conn.timer, head.body, &lingering).await
+            {
                 Ok(read) => {
                     WorkerMetrics::add(&ctx.m().discarded_bytes_total, read);
                     WorkerMetrics::inc(&ctx.m().discarded_bodies_total);
@@ -324,8 +334,7 @@ async fn read_head<S: Io>(
                 }
                 Some(d) => d.saturating_duration_since(Instant::now()),
             };
-            // Boxed: the timer's state lives only while this read waits.
-            until_drained(drain, Box::pin(conn.client.fill(timeout))).await
+            until_drained(drain, conn.client.fill(&mut conn.timer, timeout)).await
         };
         let Some(got) = got else {
             return Ok(None);
@@ -433,6 +442,7 @@ async fn exchange<S: Io>(
         let (res, buf) = relay::write_all(
             &mut conn.client.io,
             CONTINUE_100.to_vec(),
+            &mut conn.timer,
             ctx.config.client.body_timeout,
         )
         .await;
@@ -470,7 +480,7 @@ async fn check_ignored_body<S: Io>(
         time: timeout,
         timeout,
     };
-    match lingering::discard(&mut conn.client, head.body, &limits).await {
+    match lingering::discard(&mut conn.client, &mut conn.timer, head.body, &limits).await {
         Ok(read) => {
             ex.body = BodyState::Done;
             ex.bytes_in = read;
@@ -590,7 +600,13 @@ async fn forward<S: Io>(
 
         let result = match send_request(ctx, conn, body, &mut upstream.io, to_upstream, ex).await {
             Ok(()) => {
-                read_response_head(&mut upstream, &head.method, cfg.upstream.read_timeout).await
+                read_response_head(
+                    &mut upstream,
+                    &head.method,
+                    &mut conn.timer,
+                    cfg.upstream.read_timeout,
+                )
+                .await
             }
             // The registry stopped reading the body: it has usually answered
             // already (an error, or a POST that ignores its body). Relay that
@@ -598,9 +614,14 @@ async fn forward<S: Io>(
             // means the client connection closes after it.
             Err(Attempt::BodyRefused(e)) => {
                 body_unfinished = true;
-                read_response_head(&mut upstream, &head.method, cfg.upstream.read_timeout)
-                    .await
-                    .map_err(|_| Attempt::Failed(e))
+                read_response_head(
+                    &mut upstream,
+                    &head.method,
+                    &mut conn.timer,
+                    cfg.upstream.read_timeout,
+                )
+                .await
+                .map_err(|_| Attempt::Failed(e))
             }
             Err(e) => Err(e),
         };
@@ -665,6 +686,7 @@ async fn forward<S: Io>(
     let (res, buf) = relay::write_all(
         &mut conn.client.io,
         std::mem::take(&mut conn.out),
+        &mut conn.timer,
         client_timeout,
     )
     .await;
@@ -691,6 +713,7 @@ async fn forward<S: Io>(
                 body,
                 encoding(framing),
                 to_client,
+                &mut conn.timer,
                 &mut conn.out,
             )
             .await
@@ -770,6 +793,7 @@ async fn fail<S: Io>(
     let (res, buf) = relay::write_all(
         &mut conn.client.io,
         std::mem::take(&mut conn.out),
+        &mut conn.timer,
         ctx.config.client.body_timeout,
     )
     .await;

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use crate::http::body::{ChunkError, ChunkedDecoder};
 use crate::http::head::RequestBody;
-use crate::relay::{Buffered, Io};
+use crate::relay::{Buffered, Io, Timer};
 
 /// The lingering settings of `[client]`.
 #[derive(Debug, Clone, Copy)]
@@ -119,20 +119,22 @@ pub enum DiscardError {
 /// the client pipelined after the body. Returns the bytes read.
 pub async fn discard<S: Io>(
     client: &mut Buffered<S>,
+    timer: &mut Timer,
     body: RequestBody,
     l: &Lingering,
 ) -> Result<u64, DiscardError> {
     let deadline = Instant::now() + l.time;
     match body {
         RequestBody::None => Ok(0),
-        RequestBody::Length(n) => discard_length(client, n, l, deadline).await,
-        RequestBody::Chunked => discard_chunked(client, l, deadline).await,
+        RequestBody::Length(n) => discard_length(client, timer, n, l, deadline).await,
+        RequestBody::Chunked => discard_chunked(client, timer, l, deadline).await,
     }
 }
 
 /// RFC 9112 §6.2: exactly `n` bytes follow the head.
 async fn discard_length<S: Io>(
     client: &mut Buffered<S>,
+    timer: &mut Timer,
     n: u64,
     l: &Lingering,
     deadline: Instant,
@@ -149,7 +151,7 @@ async fn discard_length<S: Io>(
         if left == 0 {
             return Ok(n);
         }
-        read_more(client, l, deadline)
+        read_more(client, timer, l, deadline)
             .await
             .map_err(DiscardError::Io)?;
     }
@@ -158,6 +160,7 @@ async fn discard_length<S: Io>(
 /// RFC 9112 §7.1: the strict decoder walks the framing; data is dropped.
 async fn discard_chunked<S: Io>(
     client: &mut Buffered<S>,
+    timer: &mut Timer,
     l: &Lingering,
     deadline: Instant,
 ) -> Result<u64, DiscardError> {
@@ -176,7 +179,7 @@ async fn discard_chunked<S: Io>(
             return Err(DiscardError::TooLarge(read));
         }
         if p.data.is_none() {
-            read_more(client, l, deadline)
+            read_more(client, timer, l, deadline)
                 .await
                 .map_err(DiscardError::Io)?;
         }
@@ -187,6 +190,7 @@ async fn discard_chunked<S: Io>(
 /// client ending the stream here is an error (the body is not complete).
 async fn read_more<S: Io>(
     client: &mut Buffered<S>,
+    timer: &mut Timer,
     l: &Lingering,
     deadline: Instant,
 ) -> io::Result<()> {
@@ -196,7 +200,7 @@ async fn read_more<S: Io>(
     if wait.is_zero() {
         return Err(io::ErrorKind::TimedOut.into());
     }
-    match client.fill(wait).await? {
+    match client.fill(timer, wait).await? {
         0 => Err(io::ErrorKind::UnexpectedEof.into()),
         _ => Ok(()),
     }
@@ -206,10 +210,15 @@ async fn read_more<S: Io>(
 /// then read and drop whatever still arrives until the client closes, goes
 /// quiet for `l.timeout`, `l.time` passes, or `budget` bytes were read.
 /// Returns the bytes read. The caller drops the connection afterwards.
-pub async fn close<S: Io>(client: &mut Buffered<S>, budget: u64, l: &Lingering) -> u64 {
+pub async fn close<S: Io>(
+    client: &mut Buffered<S>,
+    timer: &mut Timer,
+    budget: u64,
+    l: &Lingering,
+) -> u64 {
     let deadline = Instant::now() + l.time;
     let shutdown = Io::shutdown(&mut client.io);
-    if !matches!(monoio::time::timeout(l.timeout, shutdown).await, Ok(Ok(()))) {
+    if !matches!(timer.within(l.timeout, shutdown).await, Ok(Ok(()))) {
         return 0;
     }
     let mut read = 0u64;
@@ -220,7 +229,7 @@ pub async fn close<S: Io>(client: &mut Buffered<S>, budget: u64, l: &Lingering) 
         if read >= budget {
             return read;
         }
-        if read_more(client, l, deadline).await.is_err() {
+        if read_more(client, timer, l, deadline).await.is_err() {
             return read;
         }
     }

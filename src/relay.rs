@@ -16,6 +16,9 @@ use monoio::net::TcpStream;
 pub mod bufpool;
 pub mod chunked;
 pub mod splice;
+pub mod timer;
+
+pub use timer::Timer;
 
 use crate::http::body::{
     write_chunk_header, ChunkError, ChunkedDecoder, CHUNK_TERMINATOR, LAST_CHUNK,
@@ -187,17 +190,23 @@ impl<S: Io> Buffered<S> {
         }
     }
 
-    /// Reads more bytes after the unconsumed ones. `Ok(0)` is end of stream.
-    pub async fn fill(&mut self, timeout: Duration) -> io::Result<usize> {
-        self.fill_at_most(timeout, usize::MAX).await
+    /// Reads more bytes after the unconsumed ones, within `timeout` on the
+    /// connection's `timer`. `Ok(0)` is end of stream.
+    pub async fn fill(&mut self, timer: &mut Timer, timeout: Duration) -> io::Result<usize> {
+        self.fill_at_most(timer, timeout, usize::MAX).await
     }
 
     /// [`Buffered::fill`], reading at most `max` bytes (at least one).
-    pub async fn fill_at_most(&mut self, timeout: Duration, max: usize) -> io::Result<usize> {
+    pub async fn fill_at_most(
+        &mut self,
+        timer: &mut Timer,
+        timeout: Duration,
+        max: usize,
+    ) -> io::Result<usize> {
         let max = max.max(1);
         self.prepare_read()?;
         let buf = std::mem::take(&mut self.buf);
-        match monoio::time::timeout(timeout, self.io.read_vec(buf, max)).await {
+        match timer.within(timeout, self.io.read_vec(buf, max)).await {
             Ok((res, buf)) => {
                 self.buf = buf;
                 res
@@ -213,8 +222,8 @@ impl<S: Io> Buffered<S> {
 
     /// [`Buffered::fill`] without a timer, for a caller whose deadline is
     /// kept elsewhere (a connection's first head: `admission`'s sweep).
-    /// monoio's timer entry is a cache-padded kilobyte; tens of thousands
-    /// of waiting connections should not each hold one.
+    /// monoio's timer entry is cache-padded, hundreds of bytes; tens of
+    /// thousands of waiting connections should not each hold one.
     pub async fn fill_untimed(&mut self) -> io::Result<usize> {
         self.prepare_read()?;
         let buf = std::mem::take(&mut self.buf);
@@ -289,11 +298,15 @@ impl<S: Io> Buffered<S> {
         &mut self,
         dst: &mut D,
         n: usize,
+        timer: &mut Timer,
         timeout: Duration,
     ) -> Result<(), RelayError> {
         let (start, end) = (self.start, self.start + n);
         let buf = std::mem::take(&mut self.buf);
-        match monoio::time::timeout(timeout, dst.write_all_slice(buf.slice(start..end))).await {
+        match timer
+            .within(timeout, dst.write_all_slice(buf.slice(start..end)))
+            .await
+        {
             Ok((res, slice)) => {
                 self.buf = slice.into_inner();
                 res.map_err(RelayError::Dst)?;
@@ -308,17 +321,22 @@ impl<S: Io> Buffered<S> {
     }
 }
 
-/// Writes all of `buf` within `timeout`; the buffer comes back for reuse.
+/// Writes all of `buf` within `timeout` on `timer`; the buffer comes back
+/// for reuse.
 pub async fn write_all<D: Io>(
     dst: &mut D,
     buf: Vec<u8>,
+    timer: &mut Timer,
     timeout: Duration,
 ) -> (io::Result<()>, Vec<u8>) {
     if buf.is_empty() {
         return (Ok(()), buf);
     }
     let len = buf.len();
-    match monoio::time::timeout(timeout, dst.write_all_slice(buf.slice(0..len))).await {
+    match timer
+        .within(timeout, dst.write_all_slice(buf.slice(0..len)))
+        .await
+    {
         Ok((res, buf)) => (res, buf.into_inner()),
         Err(_elapsed) => (Err(io::ErrorKind::TimedOut.into()), Vec::new()),
     }
@@ -357,13 +375,14 @@ async fn relay_length<S: Io, D: Io>(
     dst: &mut D,
     n: u64,
     t: Timeouts,
+    timer: &mut Timer,
 ) -> Result<Moved, RelayError> {
     let mut left = n;
     let mut moved = Moved::default();
     // What the head read already pulled in goes first.
     let buffered = (src.unconsumed().len() as u64).min(left) as usize;
     if buffered > 0 {
-        src.forward_buffered(dst, buffered, t.dst).await?;
+        src.forward_buffered(dst, buffered, timer, t.dst).await?;
         left -= buffered as u64;
         moved.body += buffered as u64;
     }
@@ -377,12 +396,12 @@ async fn relay_length<S: Io, D: Io>(
         return Ok(moved);
     }
     while left > 0 {
-        let got = src.fill(t.src).await.map_err(RelayError::Src)?;
+        let got = src.fill(timer, t.src).await.map_err(RelayError::Src)?;
         if got == 0 {
             return Err(RelayError::Src(io::ErrorKind::UnexpectedEof.into()));
         }
         let take = (src.unconsumed().len() as u64).min(left) as usize;
-        src.forward_buffered(dst, take, t.dst).await?;
+        src.forward_buffered(dst, take, timer, t.dst).await?;
         left -= take as u64;
         moved.body += take as u64;
     }
@@ -400,12 +419,14 @@ pub enum Framing {
 
 /// Relays one body framed as `framing` by its sender, written out as
 /// `encode` (length-delimited bodies keep their length and ignore it).
+/// Each read and write is bounded by `t` on the connection's `timer`.
 pub async fn relay_body<S: Io, D: Io>(
     src: &mut Buffered<S>,
     dst: &mut D,
     framing: Framing,
     encode: Encode,
     t: Timeouts,
+    timer: &mut Timer,
     out: &mut Vec<u8>,
 ) -> Result<Moved, RelayError> {
     src.for_body();
@@ -425,10 +446,12 @@ pub async fn relay_body<S: Io, D: Io>(
         src.grow_bulk();
     }
     let moved = match framing {
-        Framing::Length(n) => relay_length(src, dst, n, t).await,
-        Framing::Chunked if encode == Encode::Chunked => chunked::relay(src, dst, t, out).await,
-        Framing::Chunked => relay_chunked(src, dst, encode, t, out).await,
-        Framing::Close => relay_to_close(src, dst, encode, t, out).await,
+        Framing::Length(n) => relay_length(src, dst, n, t, timer).await,
+        Framing::Chunked if encode == Encode::Chunked => {
+            chunked::relay(src, dst, t, timer, out).await
+        }
+        Framing::Chunked => relay_chunked(src, dst, encode, t, timer, out).await,
+        Framing::Close => relay_to_close(src, dst, encode, t, timer, out).await,
     };
     if slot.is_some() {
         src.shrink();
@@ -452,6 +475,7 @@ async fn relay_chunked<S: Io, D: Io>(
     dst: &mut D,
     encode: Encode,
     t: Timeouts,
+    timer: &mut Timer,
     out: &mut Vec<u8>,
 ) -> Result<Moved, RelayError> {
     // `out` is scratch: whatever the caller last wrote from it is not ours.
@@ -469,19 +493,19 @@ async fn relay_chunked<S: Io, D: Io>(
         }
         src.consume(p.consumed);
         if p.done {
-            finish(dst, out, encode, t.dst).await?;
+            finish(dst, out, encode, timer, t.dst).await?;
             return Ok(moved);
         }
         if p.data.is_none() {
             // Nothing more can be decoded from what is buffered: pass on
             // what we have before blocking on the sender.
-            flush(dst, out, t.dst).await?;
-            let got = src.fill(t.src).await.map_err(RelayError::Src)?;
+            flush(dst, out, timer, t.dst).await?;
+            let got = src.fill(timer, t.src).await.map_err(RelayError::Src)?;
             if got == 0 {
                 return Err(RelayError::Src(io::ErrorKind::UnexpectedEof.into()));
             }
         } else if out.len() >= CHUNK_OUT_FLUSH {
-            flush(dst, out, t.dst).await?;
+            flush(dst, out, timer, t.dst).await?;
         }
     }
 }
@@ -492,6 +516,7 @@ async fn relay_to_close<S: Io, D: Io>(
     dst: &mut D,
     encode: Encode,
     t: Timeouts,
+    timer: &mut Timer,
     out: &mut Vec<u8>,
 ) -> Result<Moved, RelayError> {
     out.clear();
@@ -502,10 +527,10 @@ async fn relay_to_close<S: Io, D: Io>(
             append(out, src.unconsumed(), encode);
             moved.body += n as u64;
             src.consume(n);
-            flush(dst, out, t.dst).await?;
+            flush(dst, out, timer, t.dst).await?;
         }
-        if src.fill(t.src).await.map_err(RelayError::Src)? == 0 {
-            finish(dst, out, encode, t.dst).await?;
+        if src.fill(timer, t.src).await.map_err(RelayError::Src)? == 0 {
+            finish(dst, out, encode, timer, t.dst).await?;
             return Ok(moved);
         }
     }
@@ -517,12 +542,13 @@ async fn finish<D: Io>(
     dst: &mut D,
     out: &mut Vec<u8>,
     encode: Encode,
+    timer: &mut Timer,
     timeout: Duration,
 ) -> Result<(), RelayError> {
     if encode == Encode::Chunked {
         out.extend_from_slice(LAST_CHUNK);
     }
-    flush(dst, out, timeout).await
+    flush(dst, out, timer, timeout).await
 }
 
 fn append(out: &mut Vec<u8>, data: &[u8], encode: Encode) {
@@ -539,11 +565,16 @@ fn append(out: &mut Vec<u8>, data: &[u8], encode: Encode) {
     }
 }
 
-async fn flush<D: Io>(dst: &mut D, out: &mut Vec<u8>, timeout: Duration) -> Result<(), RelayError> {
+async fn flush<D: Io>(
+    dst: &mut D,
+    out: &mut Vec<u8>,
+    timer: &mut Timer,
+    timeout: Duration,
+) -> Result<(), RelayError> {
     if out.is_empty() {
         return Ok(());
     }
-    let (res, mut buf) = write_all(dst, std::mem::take(out), timeout).await;
+    let (res, mut buf) = write_all(dst, std::mem::take(out), timer, timeout).await;
     res.map_err(RelayError::Dst)?;
     buf.clear();
     *out = buf;

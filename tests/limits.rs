@@ -829,3 +829,76 @@ fn a_head_that_never_finishes_is_closed_at_the_header_timeout() {
         }
     });
 }
+
+/// A connection's waits share one timer (`relay/timer.rs`), re-armed for
+/// each. Each must still be bounded by its own timeout, also when it is
+/// shorter than the one before: after a request whose writes and reads
+/// were bounded by 900 s, an idle keep-alive connection closes at
+/// `idle_timeout`, and a second head that stops halfway at
+/// `header_timeout`; a body that stalls after a request closes at
+/// `body_timeout`.
+#[test]
+fn keep_alive_waits_are_bounded_by_their_own_timeouts_after_longer_ones() {
+    let s = stack_with(
+        "[client]\nidle_timeout = \"1s\"\nheader_timeout = \"1s\"\nbody_timeout = \"2s\"\n",
+    );
+    let keep_alive = [("Connection", "keep-alive")];
+    let get = http::build_request("GET", "/v2/", Some((USER, PASS)), &keep_alive, b"");
+    // Well under the 900 s of the longer waits before, well over the
+    // timeouts under test: a busy machine must not fail it.
+    let bound = Duration::from_secs(20);
+    for ep in s.endpoints() {
+        let answered = |conn: &mut Conn| {
+            conn.send(&get).unwrap();
+            let r = conn.read_response().unwrap();
+            assert_eq!(r.status, 200, "{ep:?}: {r:?}");
+        };
+        let closes_within = |conn: &mut Conn, what: &str| {
+            let started = std::time::Instant::now();
+            assert!(
+                conn.is_closed(Duration::from_secs(60)),
+                "{ep:?}: {what} kept the connection"
+            );
+            assert!(
+                started.elapsed() < bound,
+                "{ep:?}: {what} closed after {:?}",
+                started.elapsed()
+            );
+        };
+
+        let mut idle = Conn::connect(&ep).unwrap();
+        answered(&mut idle);
+        answered(&mut idle);
+        closes_within(&mut idle, "an idle keep-alive connection");
+
+        let mut half_head = Conn::connect(&ep).unwrap();
+        answered(&mut half_head);
+        half_head
+            .send(b"GET /v2/ HTTP/1.1\r\nHost: localhost\r\n")
+            .unwrap();
+        closes_within(&mut half_head, "a second head that stopped halfway");
+
+        let mut stalled = Conn::connect(&ep).unwrap();
+        answered(&mut stalled);
+        let mut put = http::build_request(
+            "PUT",
+            "/v2/limits/manifests/stalled",
+            Some((USER, PASS)),
+            &[("Connection", "keep-alive"), ("Content-Length", "100")],
+            b"",
+        );
+        put.extend_from_slice(&[b'{'; 10]);
+        stalled.send(&put).unwrap();
+        let started = std::time::Instant::now();
+        // Either an error answer or a close, and within the bound.
+        let answer = stalled.read_response();
+        if let Ok(r) = &answer {
+            assert!(r.status >= 400, "{ep:?}: a stalled body was answered {r:?}");
+        }
+        assert!(
+            started.elapsed() < bound,
+            "{ep:?}: a stalled body held on for {:?}",
+            started.elapsed()
+        );
+    }
+}

@@ -12,7 +12,7 @@ use crate::error::{chunk_error, ProxyError, Side};
 use crate::http::head::{parse_response, Method, Parse, RequestBody, ResponseHead};
 use crate::lingering::BodyState;
 use crate::metrics::WorkerMetrics;
-use crate::relay::{self, Buffered, Encode, Framing, Io, RelayError, Timeouts};
+use crate::relay::{self, Buffered, Encode, Framing, Io, RelayError, Timeouts, Timer};
 use crate::upstream::pool::is_stale_connection_error;
 
 /// How one attempt at the registry failed.
@@ -34,7 +34,8 @@ pub(super) async fn send_request<S: Io>(
     t: Timeouts,
     ex: &mut Exchange,
 ) -> Result<(), Attempt> {
-    let (res, buf) = relay::write_all(up, std::mem::take(&mut conn.out), t.dst).await;
+    let (res, buf) =
+        relay::write_all(up, std::mem::take(&mut conn.out), &mut conn.timer, t.dst).await;
     conn.out = buf;
     if let Err(e) = res {
         return Err(if is_stale_connection_error(&e) {
@@ -55,6 +56,7 @@ pub(super) async fn send_request<S: Io>(
         body,
         Encode::Chunked,
         t,
+        &mut conn.timer,
         &mut conn.out,
     )
     .await;
@@ -81,6 +83,7 @@ pub(super) async fn send_request<S: Io>(
 pub(super) async fn read_response_head(
     reader: &mut Buffered<TcpStream>,
     method: &Method,
+    timer: &mut Timer,
     timeout: Duration,
 ) -> Result<ResponseHead, Attempt> {
     let deadline = Instant::now() + timeout;
@@ -111,7 +114,7 @@ pub(super) async fn read_response_head(
         if left.is_zero() {
             return Err(Attempt::Failed(ProxyError::UpstreamTimeout));
         }
-        match reader.fill(left).await {
+        match reader.fill(timer, left).await {
             Ok(0) if !received_any => {
                 return Err(Attempt::Stale(std::io::ErrorKind::UnexpectedEof.into()))
             }

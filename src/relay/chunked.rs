@@ -19,7 +19,7 @@
 use std::io;
 
 use super::splice::Session;
-use super::{flush, Buffered, Io, Moved, RelayError, Timeouts, CHUNK_OUT_FLUSH};
+use super::{flush, Buffered, Io, Moved, RelayError, Timeouts, Timer, CHUNK_OUT_FLUSH};
 use crate::http::chunk_pass::{ChunkPass, Start, Step, PLAIN_FRAMING_MAX};
 
 /// Chunks at least this large are spliced when both ends are plain TCP.
@@ -32,6 +32,7 @@ pub async fn relay<S: Io, D: Io>(
     src: &mut Buffered<S>,
     dst: &mut D,
     t: Timeouts,
+    timer: &mut Timer,
     out: &mut Vec<u8>,
 ) -> Result<Moved, RelayError> {
     // `out` is scratch: whatever the caller last wrote from it is not ours.
@@ -42,7 +43,7 @@ pub async fn relay<S: Io, D: Io>(
     loop {
         if src.unconsumed().is_empty() && splices(&pass) {
             if let (Some(s), Some(d)) = (src.io.as_tcp(), dst.as_tcp()) {
-                flush(d, out, t.dst).await?;
+                flush(d, out, timer, t.dst).await?;
                 if splice_chunks(s, d, &mut pass, t, &mut moved).await? {
                     return Ok(moved);
                 }
@@ -56,9 +57,9 @@ pub async fn relay<S: Io, D: Io>(
             {
                 Step::Verbatim { len, data, done } => {
                     moved.body = moved.body.saturating_add(data);
-                    forward(src, dst, out, len, t).await?;
+                    forward(src, dst, out, len, t, timer).await?;
                     if done {
-                        flush(dst, out, t.dst).await?;
+                        flush(dst, out, timer, t.dst).await?;
                         return Ok(moved);
                     }
                 }
@@ -70,11 +71,11 @@ pub async fn relay<S: Io, D: Io>(
                     moved.body = moved.body.saturating_add(data);
                     src.consume(consumed);
                     if done {
-                        flush(dst, out, t.dst).await?;
+                        flush(dst, out, timer, t.dst).await?;
                         return Ok(moved);
                     }
                     if out.len() >= CHUNK_OUT_FLUSH {
-                        flush(dst, out, t.dst).await?;
+                        flush(dst, out, timer, t.dst).await?;
                     }
                 }
                 Step::NeedMore => need_more = true,
@@ -82,8 +83,8 @@ pub async fn relay<S: Io, D: Io>(
             continue;
         }
         // Pass on what we have before blocking on the sender.
-        flush(dst, out, t.dst).await?;
-        let got = read_more(src, dst, &pass, need_more, t).await?;
+        flush(dst, out, timer, t.dst).await?;
+        let got = read_more(src, dst, &pass, need_more, t, timer).await?;
         if got == 0 {
             return Err(RelayError::Src(io::ErrorKind::UnexpectedEof.into()));
         }
@@ -108,14 +109,15 @@ async fn forward<S: Io, D: Io>(
     out: &mut Vec<u8>,
     len: usize,
     t: Timeouts,
+    timer: &mut Timer,
 ) -> Result<(), RelayError> {
     if !out.is_empty() && len <= CHUNK_OUT_FLUSH {
         out.extend_from_slice(&src.unconsumed()[..len]);
         src.consume(len);
         return Ok(());
     }
-    flush(dst, out, t.dst).await?;
-    src.forward_buffered(dst, len, t.dst).await
+    flush(dst, out, timer, t.dst).await?;
+    src.forward_buffered(dst, len, timer, t.dst).await
 }
 
 /// Reads more of the body. Between plain TCP ends with large chunks, a
@@ -129,6 +131,7 @@ async fn read_more<S: Io, D: Io>(
     pass: &ChunkPass,
     line_cut: bool,
     t: Timeouts,
+    timer: &mut Timer,
 ) -> Result<usize, RelayError> {
     let realign =
         pass.last_size() >= SPLICE_MIN_CHUNK && src.io.as_tcp().is_some() && dst.as_tcp().is_some();
@@ -138,7 +141,9 @@ async fn read_more<S: Io, D: Io>(
         Some(left) if src.unconsumed().is_empty() => usize::try_from(left).unwrap_or(usize::MAX),
         _ => usize::MAX,
     };
-    src.fill_at_most(t.src, max).await.map_err(RelayError::Src)
+    src.fill_at_most(timer, t.src, max)
+        .await
+        .map_err(RelayError::Src)
 }
 
 /// The spliced way, from a chunk boundary or inside a large chunk, with

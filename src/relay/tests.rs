@@ -104,9 +104,17 @@ fn relay(wire: Vec<u8>, framing: Framing) -> (Mem, Vec<u8>, Vec<u8>) {
         });
         let mut dst = TcpStream::connect(addr).await.expect("connect");
         let mut out = Vec::new();
-        relay_body(&mut src, &mut dst, framing, Encode::Chunked, T, &mut out)
-            .await
-            .expect("relay");
+        relay_body(
+            &mut src,
+            &mut dst,
+            framing,
+            Encode::Chunked,
+            T,
+            &mut Timer::new(),
+            &mut out,
+        )
+        .await
+        .expect("relay");
         drop(dst);
         src.into_parts()
     });
@@ -204,6 +212,7 @@ fn relay_tcp(wire: Vec<u8>, peek_ahead: bool) -> (Moved, Vec<u8>) {
             Framing::Chunked,
             Encode::Chunked,
             T,
+            &mut Timer::new(),
             &mut out,
         )
         .await
