@@ -598,30 +598,25 @@ async fn forward<S: Io>(
         ex.upstream = Some(server);
         let sent = Instant::now();
 
-        let result = match send_request(ctx, conn, body, &mut upstream.io, to_upstream, ex).await {
-            Ok(()) => {
-                read_response_head(
+        let sending = send_request(ctx, conn, body, &mut upstream.io, to_upstream, ex).await;
+        let result = match sending {
+            // BodyRefused: the registry stopped reading the body. It has
+            // usually answered already (an error, or a POST that ignores its
+            // body): relay that answer rather than a 502; the unread rest of
+            // the client's body means the client connection closes after it.
+            Ok(()) | Err(Attempt::BodyRefused(_)) => {
+                body_unfinished = sending.is_err();
+                let answer = read_response_head(
                     &mut upstream,
                     &head.method,
                     &mut conn.timer,
                     cfg.upstream.read_timeout,
                 )
-                .await
-            }
-            // The registry stopped reading the body: it has usually answered
-            // already (an error, or a POST that ignores its body). Relay that
-            // answer rather than a 502; the unread rest of the client's body
-            // means the client connection closes after it.
-            Err(Attempt::BodyRefused(e)) => {
-                body_unfinished = true;
-                read_response_head(
-                    &mut upstream,
-                    &head.method,
-                    &mut conn.timer,
-                    cfg.upstream.read_timeout,
-                )
-                .await
-                .map_err(|_| Attempt::Failed(e))
+                .await;
+                match sending {
+                    Err(Attempt::BodyRefused(e)) => answer.map_err(|_| Attempt::Failed(e)),
+                    _ => answer,
+                }
             }
             Err(e) => Err(e),
         };

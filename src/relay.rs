@@ -222,8 +222,8 @@ impl<S: Io> Buffered<S> {
 
     /// [`Buffered::fill`] without a timer, for a caller whose deadline is
     /// kept elsewhere (a connection's first head: `admission`'s sweep).
-    /// monoio's timer entry is cache-padded, hundreds of bytes; tens of
-    /// thousands of waiting connections should not each hold one.
+    /// monoio's timer entry is 640 bytes, cache-padded; tens of thousands
+    /// of waiting connections should not each hold one.
     pub async fn fill_untimed(&mut self) -> io::Result<usize> {
         self.prepare_read()?;
         let buf = std::mem::take(&mut self.buf);
