@@ -900,5 +900,7 @@ fn keep_alive_waits_are_bounded_by_their_own_timeouts_after_longer_ones() {
             "{ep:?}: a stalled body held on for {:?}",
             started.elapsed()
         );
+        // The rest of that body never comes: the connection cannot be reused.
+        closes_within(&mut stalled, "a connection whose body stalled");
     }
 }
