@@ -1,8 +1,8 @@
 //! The HTTP/1.1 client: one keep-alive connection per lease, plain or TLS,
 //! speaking through regproxy's own framing code.
 //!
-//! Response heads are parsed by `regproxy::http::head::parse_response` and
-//! chunked bodies decoded by `regproxy::http::body::ChunkedDecoder`, the same
+//! Response heads are parsed by `regproxy_core::http::head::parse_response` and
+//! chunked bodies decoded by `regproxy_core::http::body::ChunkedDecoder`, the same
 //! strict code the proxy runs, read through `regproxy::relay::Buffered`.
 //! Request bodies are generated as they are written (never held whole) and
 //! hashed on the way out when the caller needs their digest.
@@ -25,9 +25,9 @@ use monoio::BufResult;
 use monoio_rustls::{ClientTlsStream, TlsConnector};
 use rustls_pki_types::ServerName;
 
-use regproxy::http::body::{write_chunk_header, ChunkedDecoder, CHUNK_TERMINATOR, LAST_CHUNK};
-use regproxy::http::head::{parse_response, Method, Parse, ResponseBody, ResponseHead};
 use regproxy::relay::{write_all, Buffered, Timer};
+use regproxy_core::http::body::{write_chunk_header, ChunkedDecoder, CHUNK_TERMINATOR, LAST_CHUNK};
+use regproxy_core::http::head::{parse_response, Method, Parse, ResponseBody, ResponseHead};
 
 use crate::content::{Generated, Hasher};
 

@@ -3,8 +3,8 @@
 //!
 //! Thread-per-core like regproxy: one SO_REUSEPORT listener and one monoio
 //! runtime per thread (`regproxy::listen::bind_all`), requests parsed by
-//! `regproxy::http::head::parse_request`, chunked uploads decoded by
-//! `regproxy::http::body::ChunkedDecoder`.
+//! `regproxy_core::http::head::parse_request`, chunked uploads decoded by
+//! `regproxy_core::http::body::ChunkedDecoder`.
 //!
 //! It answers the ping, makes up a manifest for any repository and tag (see
 //! [`catalog`]), serves those blobs from a shared pattern buffer, and accepts
@@ -30,11 +30,11 @@ use monoio::buf::IoBuf;
 use monoio::io::AsyncWriteRentExt;
 use monoio::net::{TcpListener, TcpStream};
 
-use regproxy::http::body::ChunkedDecoder;
-use regproxy::http::head::{
+use regproxy::relay::{Buffered, Timer};
+use regproxy_core::http::body::ChunkedDecoder;
+use regproxy_core::http::head::{
     parse_request, HeadError, Method, Parse, RequestBody, RequestHead, MAX_HEAD_BYTES,
 };
-use regproxy::relay::{Buffered, Timer};
 
 use crate::content::{Hasher, PATTERN_BYTES};
 use crate::registry::MANIFEST_TYPE;

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use regproxy::http::head::Method;
+use regproxy_core::http::head::Method;
 
 use crate::client::{excerpt, Body, Failure, Pool, Request, Response, Settings, Sink};
 use crate::content::{digest_of, digest_of_generated, is_sha256_digest, Generated};

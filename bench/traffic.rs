@@ -264,8 +264,8 @@ pub fn parse_text(text: &str) -> Option<Line> {
         Some((p, q)) => (p, Some(q)),
         None => (target, None),
     };
-    let route = regproxy::route::classify(method, path, query, None).ok();
-    let summary = regproxy::route::summary::summarize(method, path, query, route.as_ref());
+    let route = regproxy_core::route::classify(method, path, query, None).ok();
+    let summary = regproxy_core::route::summary::summarize(method, path, query, route.as_ref());
     Some(Line {
         time: Some(time.to_owned()),
         action: summary.kind().as_str().to_owned(),

@@ -1,32 +1,9 @@
-//! Authentication and authorization: Basic credentials from the request
-//! ([`basic`]), the user database ([`htpasswd`]) and groups ([`groups`]),
-//! the cross-core verified-credential cache that keeps bcrypt off the event
-//! loops ([`cache`]) with its fair waiting line ([`queue`]), the brute-force
-//! limiter ([`limiter`]), and the access rules ([`acl`]).
+//! Authentication: the cross-core verified-credential cache that keeps
+//! bcrypt off the event loops ([`cache`]) with its fair waiting line
+//! ([`queue`]). What it decides with (credentials, htpasswd, groups, rules,
+//! the limiter) is the core's `regproxy_core::auth`, re-exported here.
 
-use std::fmt;
-
-pub mod acl;
-pub mod basic;
 pub mod cache;
-pub mod groups;
-pub mod htpasswd;
-pub mod limiter;
 pub mod queue;
 
-/// One rejected line of an htpasswd or htgroup file. `reason` is a fixed
-/// message that copies nothing from the line, so it is safe to log.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LineError {
-    /// 1-based, as editors count.
-    pub line: usize,
-    pub reason: String,
-}
-
-impl fmt::Display for LineError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "line {}: {}", self.line, self.reason)
-    }
-}
-
-impl std::error::Error for LineError {}
+pub use regproxy_core::auth::{acl, basic, groups, htpasswd, limiter, LineError};

@@ -38,6 +38,7 @@ use crate::route::{self, Target};
 use crate::shutdown::Drain;
 use crate::upstream::pool::{Pool, Upstream};
 
+pub mod proxy_header;
 mod record;
 mod upstream;
 

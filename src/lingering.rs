@@ -26,25 +26,13 @@
 //! function ([`plan`]); the two async drivers below only carry it out.
 
 use std::io;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::http::body::{ChunkError, ChunkedDecoder};
 use crate::http::head::RequestBody;
 use crate::relay::{Buffered, Io, Timer};
 
-/// The lingering settings of `[client]`.
-#[derive(Debug, Clone, Copy)]
-pub struct Lingering {
-    /// Largest request body read and discarded after an early answer, and
-    /// the most a lingering close reads (0: never discard).
-    pub discard_limit: u64,
-    /// How long discarding and lingering may take in all (nginx's
-    /// `lingering_time`, 30 s).
-    pub time: Duration,
-    /// How long to wait for the next byte while lingering (nginx's
-    /// `lingering_timeout`, 5 s).
-    pub timeout: Duration,
-}
+pub use crate::config::Lingering;
 
 /// How far the request body had been read when the answer was decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -40,7 +40,7 @@ pub struct Loaded {
 
 /// Reads and validates `path` and every file it names.
 pub fn load(path: &Path) -> anyhow::Result<Loaded> {
-    let config = Config::load(path)?;
+    let config = crate::config::load(path)?;
     // The unknown-user stand-in is recomputed with every load, so it keeps
     // the cost of the file as it is now.
     let users = load_htpasswd(&config.auth.htpasswd)?.with_unknown_user_dummy();

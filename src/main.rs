@@ -237,7 +237,7 @@ fn connection_limits(config: &regproxy::config::Config) -> Limits {
 /// read (not the htpasswd or TLS files): the host may be checked before
 /// they are in place.
 fn check_host(path: &Path, root: &Path, format: Format) -> ExitCode {
-    let config = match regproxy::config::Config::load(path) {
+    let config = match regproxy::config::load(path) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("regproxy: {e:#}");

@@ -7,6 +7,7 @@ pub mod malloc;
 pub mod pipe;
 pub mod rlimit;
 pub mod scm;
+pub mod socket;
 pub mod sockopt;
 
 pub use activation::systemd_listeners;

@@ -28,7 +28,6 @@ use crate::http::write;
 use crate::live::{AuthState, TlsState};
 use crate::metrics::top::{TopBoard, TopTable};
 use crate::metrics::WorkerMetrics;
-use crate::proxy_protocol;
 use crate::reload::{Published, Snapshot};
 use crate::request_id::Generator;
 use crate::shutdown::Drain;
@@ -118,7 +117,7 @@ async fn connection(
     let id = ctx.worker;
     // Behind an L4 balancer the client is whom its PROXY header names.
     let cfg = &ctx.config;
-    let Some(client) = Box::pin(proxy_protocol::accept(
+    let Some(client) = Box::pin(crate::conn::proxy_header::accept(
         &stream,
         peer,
         cfg.proxy_protocol,

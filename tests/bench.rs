@@ -21,8 +21,8 @@ use support::tls::Tls;
 /// Exit status of a run that completed with failed requests.
 const EXIT_ERRORS: i32 = 3;
 
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_regbench")
+fn bin() -> &'static std::path::Path {
+    support::regbench()
 }
 
 /// Runs regbench to completion with `--json FILE`; returns its output and

@@ -337,7 +337,7 @@ fn json_log_fields_for_pull_push_mount_refusal_and_401() {
     );
 
     // `regbench report` on this very log.
-    let out = Command::new(env!("CARGO_BIN_EXE_regbench"))
+    let out = Command::new(support::regbench())
         .arg("report")
         .arg(s.proxy.workdir().join("regproxy.stdout"))
         .output()
@@ -415,7 +415,7 @@ trusted_proxies = ["{trusted}"]
         "{lines:?}"
     );
     // `regbench report` reads the text format too.
-    let out = Command::new(env!("CARGO_BIN_EXE_regbench"))
+    let out = Command::new(support::regbench())
         .arg("report")
         .arg(trusting.workdir().join("regproxy.stdout"))
         .output()

@@ -34,8 +34,8 @@ const QUIET: &str = "3s";
 const LOADED: Duration = Duration::from_secs(20);
 const EXIT_TIMEOUT: Duration = Duration::from_secs(20);
 
-fn regbench() -> &'static str {
-    env!("CARGO_BIN_EXE_regbench")
+fn regbench() -> &'static std::path::Path {
+    support::regbench()
 }
 
 /// A regbench run in the background, its report going to `json`.

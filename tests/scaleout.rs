@@ -502,7 +502,7 @@ impl Bench {
     /// `regbench ARGS URL …` run through `wrapper` (e.g. `ip netns exec
     /// NS`; empty: directly), its output in `dir/NAME.{json,out,err}`.
     fn start(wrapper: &[&str], args: &[&str], url: &str, dir: &Path, name: &str) -> Bench {
-        let regbench = env!("CARGO_BIN_EXE_regbench");
+        let regbench = support::regbench();
         let mut cmd = match wrapper.split_first() {
             None => Command::new(regbench),
             Some((program, rest)) => {

@@ -21,6 +21,7 @@
 //! - [`tap`]: a transparent TCP relay that notes how each request's body
 //!   is framed (how a real client uploads).
 //! - [`htpasswd_bcrypt`]: an htpasswd line made by the real `htpasswd -B`.
+//! - [`regbench`]: the load tester's binary, from its own crate.
 //!
 //! Nothing here uses fixed ports or kills processes by name: every child is
 //! killed by its own PID when its handle is dropped.
@@ -143,4 +144,33 @@ pub fn strip_ansi(s: &str) -> String {
         out.push(c);
     }
     out
+}
+
+/// The `regbench` binary. It is its own crate (`bench/`), so cargo gives
+/// this package no `CARGO_BIN_EXE_regbench`: a workspace `cargo test`
+/// builds it beside the test binaries (bench/tests/ makes cargo build it),
+/// and a test run on its own builds it here, once, with the same profile.
+pub fn regbench() -> &'static std::path::Path {
+    static PATH: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| {
+        let exe = std::env::current_exe().expect("the test binary's path");
+        // target/<profile>/deps/<test> -> target/<profile>
+        let profile_dir = exe
+            .parent()
+            .and_then(std::path::Path::parent)
+            .expect("test binaries live in target/<profile>/deps");
+        let bin = profile_dir.join("regbench");
+        if !bin.exists() {
+            let target_dir = profile_dir.parent().expect("target dir");
+            let mut cargo = std::process::Command::new(env!("CARGO"));
+            cargo.args(["build", "-p", "regbench", "--bin", "regbench"]);
+            cargo.arg("--target-dir").arg(target_dir);
+            if profile_dir.ends_with("release") {
+                cargo.arg("--release");
+            }
+            let status = cargo.status().expect("run cargo to build regbench");
+            assert!(status.success(), "cargo build -p regbench failed");
+        }
+        bin
+    })
 }

@@ -4,7 +4,7 @@
 
 use base64::Engine as _;
 use libfuzzer_sys::fuzz_target;
-use regproxy::auth::basic::{decode, is_empty_credentials};
+use regproxy_core::auth::basic::{decode, is_empty_credentials};
 
 fuzz_target!(|data: &[u8]| {
     let _ = is_empty_credentials(data);

@@ -10,8 +10,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use regproxy::http::body::{ChunkError, ChunkedDecoder};
-use regproxy::http::chunk_pass::pass_in_pieces;
+use regproxy_core::http::body::{ChunkError, ChunkedDecoder};
+use regproxy_core::http::chunk_pass::pass_in_pieces;
 
 /// Body bytes, bytes consumed, and how it ended.
 type Outcome = (Vec<u8>, usize, Result<bool, ChunkError>);

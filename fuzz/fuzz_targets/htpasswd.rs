@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use regproxy::auth::htpasswd::Htpasswd;
+use regproxy_core::auth::htpasswd::Htpasswd;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {

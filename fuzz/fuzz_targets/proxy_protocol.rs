@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use regproxy::proxy_protocol::{parse, Parse, Version, MAX_V2_BYTES, V1_MAX_BYTES};
+use regproxy_core::proxy_protocol::{parse, Parse, Version, MAX_V2_BYTES, V1_MAX_BYTES};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(Parse::Complete {

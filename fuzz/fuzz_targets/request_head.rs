@@ -7,10 +7,10 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use libfuzzer_sys::fuzz_target;
-use regproxy::http::head::{
+use regproxy_core::http::head::{
     parse_request, HeadError, Parse, RequestBody, MAX_HEADERS, MAX_HEAD_BYTES,
 };
-use regproxy::http::write::{request_head, Forwarding};
+use regproxy_core::http::write::{request_head, Forwarding};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(Parse::Complete { head, len }) = parse_request(data) else {

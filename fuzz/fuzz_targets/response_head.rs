@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use regproxy::http::head::{parse_request, parse_response, Method, Parse};
+use regproxy_core::http::head::{parse_request, parse_response, Method, Parse};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&pick, rest)) = data.split_first() else {

@@ -8,8 +8,8 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use regproxy::route::classify;
-use regproxy::route::reference::{agrees, Registry28};
+use regproxy_core::route::classify;
+use regproxy_core::route::reference::{agrees, Registry28};
 
 fuzz_target!(|data: &[u8]| {
     static REG: OnceLock<Registry28> = OnceLock::new();

@@ -25,9 +25,7 @@ use crate::sys::pipe::{self, NonBlocking, Pipe};
 use crate::sys::sockopt;
 use std::os::fd::AsRawFd;
 
-/// `splice_pipe_size` when the config does not set it: 1 MiB, the Linux
-/// default `pipe-max-size`, 16 times the default pipe.
-pub const DEFAULT_PIPE_SIZE: usize = 1 << 20;
+pub use crate::config::DEFAULT_PIPE_SIZE;
 /// Pipes a worker keeps for reuse; more concurrent splices make their own
 /// and close them afterwards. Each costs two descriptors, no memory when
 /// empty (pipe pages are allocated as data arrives).

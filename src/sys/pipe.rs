@@ -149,7 +149,7 @@ pub fn pipe_max_size() -> Option<usize> {
         .ok()
 }
 
-fn borrow(sock: &impl AsRawFd) -> BorrowedFd<'_> {
+pub(super) fn borrow(sock: &impl AsRawFd) -> BorrowedFd<'_> {
     // SAFETY: the descriptor belongs to `sock`, which stays borrowed (and so
     // open) for the lifetime of the returned `BorrowedFd`; monoio closes a
     // socket's descriptor only when the stream is dropped.

@@ -88,7 +88,12 @@ fn loads(toml: &str) -> Config {
     for f in ["domain.crt", "domain.key", "nginx.htpasswd"] {
         std::fs::write(dir.path().join("auth").join(f), "").expect("write");
     }
-    Config::parse(&dir.path().join("regproxy.toml"), toml).unwrap_or_else(|e| panic!("{e}\n{toml}"))
+    Config::parse(
+        &dir.path().join("regproxy.toml"),
+        toml,
+        &crate::config::SystemHost,
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{toml}"))
 }
 
 #[test]

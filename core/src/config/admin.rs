@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{parse_socket_addr, ConfigError, Loader};
+use super::{ConfigError, Loader};
 
 /// Largest `top_repositories`: each worker tracks a few times as many
 /// names, and every one is a label set in each scrape.
@@ -23,7 +23,8 @@ pub(super) struct RawAdmin {
 impl RawAdmin {
     /// The listen address and `top_repositories`.
     pub(super) fn build(self, l: &Loader) -> Result<(SocketAddr, usize), ConfigError> {
-        let addr = parse_socket_addr(self.listen.get_ref())
+        let addr = l
+            .socket_addr(self.listen.get_ref())
             .map_err(|m| l.located(self.listen.span(), format!("admin.listen: {m}")))?;
         let top = match self.top_repositories {
             None => 0,

@@ -92,7 +92,7 @@ impl RawAuth {
             None => None,
             Some(g) => Some(l.existing_file("auth.groups", g)?),
         };
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let cores = l.host.cores().max(1);
         Ok(AuthConfig {
             realm,
             htpasswd,

@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{duration, parse_socket_addr, ConfigError, Loader};
+use super::{duration, ConfigError, Loader};
 
 #[derive(Debug, Clone)]
 pub struct UpstreamConfig {
@@ -112,7 +112,8 @@ impl RawUpstream {
         let span = self.servers.span();
         let mut servers = Vec::new();
         for s in self.servers.get_ref() {
-            let addr = parse_socket_addr(s)
+            let addr = l
+                .socket_addr(s)
                 .map_err(|m| l.located(span.clone(), format!("upstream.servers: {m}")))?;
             servers.push(addr);
         }

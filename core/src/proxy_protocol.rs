@@ -4,10 +4,10 @@
 //!
 //! The parser ([`parse`]) is a pure function over the first bytes of a
 //! connection, following HAProxy's `doc/proxy-protocol.txt` strictly: a
-//! header that is malformed in any way is an error, never a guess. The one
-//! async piece, [`accept`], runs once per connection before TLS: it peeks at
-//! the socket (so nothing past the header is consumed), decides, and reads
-//! exactly the header's bytes away.
+//! header that is malformed in any way is an error, never a guess, and
+//! [`decide`] applies the listener's rules to what it found. The socket
+//! side (peek, decide, read exactly the header's bytes away) is the
+//! proxy's `conn/proxy_header.rs`.
 //!
 //! Only peers inside `[forwarding] trusted_proxies` may send a header; from
 //! anyone else a header is a forged client address and the connection is
@@ -15,12 +15,8 @@
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::time::{Duration, Instant};
 
-use monoio::net::TcpStream;
 use serde::Deserialize;
-
-use crate::cidr::{self, Cidr};
 
 /// What the listener expects in front of each connection
 /// (top-level `proxy_protocol` key).
@@ -392,125 +388,6 @@ pub fn decide(
             Header::Proxied { source, .. } => Ok((source, len)),
         },
     }
-}
-
-/// Bytes peeked at once: enough for any header we accept.
-const PEEK_BYTES: usize = MAX_V2_BYTES;
-/// Wait between peeks while a header is only partly here. Headers arrive
-/// in one segment in practice; this only stops a trickling peer from
-/// making us spin (readiness stays set while the partial bytes sit there).
-const PARTIAL_RETRY: Duration = Duration::from_millis(2);
-
-/// Reads the PROXY header of a freshly accepted connection, before TLS,
-/// within `deadline`. Returns the client address to use (the carried one,
-/// or `peer`), or `None` when the connection must be closed (the reason is
-/// logged at debug level).
-pub async fn accept(
-    stream: &TcpStream,
-    peer: SocketAddr,
-    mode: Mode,
-    trusted_proxies: &[Cidr],
-    deadline: Duration,
-) -> Option<SocketAddr> {
-    if mode == Mode::Off {
-        return Some(peer);
-    }
-    let trusted = cidr::any_contains(trusted_proxies, peer.ip());
-    // A required header cannot come from an untrusted peer: close without
-    // reading a byte.
-    if !trusted && mode != Mode::Optional {
-        tracing::debug!(client = %peer, "closing: {}", Refusal::Untrusted);
-        return None;
-    }
-    let result = match monoio::time::timeout(deadline, read_header(stream)).await {
-        Ok(Ok(parsed)) => decide(mode, trusted, peer, parsed),
-        Ok(Err(e)) => {
-            tracing::debug!(client = %peer, error = %e, "closing: reading the PROXY header failed");
-            return None;
-        }
-        Err(_elapsed) => {
-            tracing::debug!(client = %peer, "closing: no PROXY header in time");
-            return None;
-        }
-    };
-    match result {
-        Ok((client, 0)) => Some(client),
-        Ok((client, len)) => match consume(stream, len) {
-            Ok(()) => Some(client),
-            Err(e) => {
-                tracing::debug!(client = %peer, error = %e, "closing: consuming the PROXY header failed");
-                None
-            }
-        },
-        Err(refusal) => {
-            tracing::debug!(client = %peer, "closing: {refusal}");
-            None
-        }
-    }
-}
-
-/// Peeks until [`parse`] can decide. `Ok(Ok(Absent))` also covers a peer
-/// that closed before sending anything.
-async fn read_header(stream: &TcpStream) -> std::io::Result<Result<Parse, Error>> {
-    let mut buf = vec![0u8; PEEK_BYTES];
-    let mut last_len = 0;
-    loop {
-        stream.readable(false).await?;
-        let Some(n) = peek(stream, &mut buf)? else {
-            continue;
-        };
-        if n == 0 {
-            return Ok(Ok(Parse::Absent));
-        }
-        match parse(&buf[..n]) {
-            Ok(Parse::Partial) => {
-                if n == last_len {
-                    monoio::time::sleep(PARTIAL_RETRY).await;
-                }
-                last_len = n;
-            }
-            other => return Ok(other),
-        }
-    }
-}
-
-/// One non-blocking `MSG_PEEK`; `None`: nothing there after all (the
-/// readiness was a false positive), poll again.
-fn peek(stream: &TcpStream, buf: &mut [u8]) -> std::io::Result<Option<usize>> {
-    use nix::errno::Errno;
-    use nix::sys::socket::{recv, MsgFlags};
-    use std::os::fd::AsRawFd;
-    match recv(
-        stream.as_raw_fd(),
-        buf,
-        MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT,
-    ) {
-        Ok(n) => Ok(Some(n)),
-        Err(Errno::EAGAIN) => Ok(None),
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// Reads exactly `len` bytes that a peek already saw in the socket buffer,
-/// so nothing after the header is taken from TLS or HTTP.
-fn consume(stream: &TcpStream, len: usize) -> std::io::Result<()> {
-    use nix::sys::socket::{recv, MsgFlags};
-    use std::os::fd::AsRawFd;
-    let mut buf = [0u8; PEEK_BYTES];
-    let mut left = len.min(PEEK_BYTES);
-    let start = Instant::now();
-    while left > 0 {
-        let n = recv(stream.as_raw_fd(), &mut buf[..left], MsgFlags::MSG_DONTWAIT)?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        left -= n;
-        // Peeked bytes are already queued; a second pass is all it can take.
-        if left > 0 && start.elapsed() > PARTIAL_RETRY {
-            return Err(std::io::ErrorKind::WouldBlock.into());
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

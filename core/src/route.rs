@@ -577,6 +577,8 @@ fn is_upload_id(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.' | b'='))
 }
 
+/// Which paths are ours at all, and which clients the recipe turns away.
+pub mod policy;
 /// The registry's own router, for the unit tests and the fuzz targets.
 pub mod summary;
 

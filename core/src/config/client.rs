@@ -9,7 +9,6 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::{duration, size};
-use crate::lingering::Lingering;
 
 #[derive(Debug, Clone, Copy)]
 pub struct ClientConfig {
@@ -18,6 +17,20 @@ pub struct ClientConfig {
     pub body_timeout: Duration,
     /// What becomes of a body regproxy answered before reading it.
     pub lingering: Lingering,
+}
+
+/// The lingering settings of `[client]`.
+#[derive(Debug, Clone, Copy)]
+pub struct Lingering {
+    /// Largest request body read and discarded after an early answer, and
+    /// the most a lingering close reads (0: never discard).
+    pub discard_limit: u64,
+    /// How long discarding and lingering may take in all (nginx's
+    /// `lingering_time`, 30 s).
+    pub time: Duration,
+    /// How long to wait for the next byte while lingering (nginx's
+    /// `lingering_timeout`, 5 s).
+    pub timeout: Duration,
 }
 
 #[derive(Deserialize)]

@@ -106,7 +106,7 @@ fn is_unambiguous(path: &str) -> bool {
     !path.split('/').any(|seg| seg == "." || seg == "..")
 }
 
-use crate::route::hex_value;
+use super::hex_value;
 
 #[cfg(test)]
 mod tests {
