@@ -22,7 +22,7 @@ static ALLOC: regproxy::sys::malloc::BulkAligned = regproxy::sys::malloc::BulkAl
 /// Addresses and user names the brute-force limiter tracks at most, each.
 const LIMITER_MAX_ENTRIES: usize = 65_536;
 use regproxy::metrics::{self, WorkerMetrics};
-use regproxy::tuning::{self, HostFacts, Needs, Verdict};
+use regproxy::tools::tuning::{self, HostFacts, Needs, Verdict};
 use regproxy::{handoff, health, listen, live, reload, shutdown, worker};
 
 /// Authenticating front door for a private Docker/OCI registry: TLS, HTTP
@@ -89,11 +89,11 @@ struct ImportArgs {
     /// Rewrite file paths starting with FROM to start with TO, for files
     /// nginx saw elsewhere (a container volume). A relative TO is relative
     /// to the written config's folder. Repeatable.
-    #[arg(long = "map-path", value_name = "FROM=TO", value_parser = regproxy::nginx::parse_pair)]
+    #[arg(long = "map-path", value_name = "FROM=TO", value_parser = regproxy::tools::nginx::parse_pair)]
     map_path: Vec<(String, String)>,
     /// Replace the upstream host name HOST by ADDR (a compose link name
     /// such as "registry"). Repeatable.
-    #[arg(long, value_name = "HOST=ADDR", value_parser = regproxy::nginx::parse_pair)]
+    #[arg(long, value_name = "HOST=ADDR", value_parser = regproxy::tools::nginx::parse_pair)]
     resolve: Vec<(String, String)>,
 }
 
@@ -155,7 +155,7 @@ fn import_nginx(args: ImportArgs) -> anyhow::Result<()> {
         .into_iter()
         .map(|(from, to)| (PathBuf::from(from), PathBuf::from(to)))
         .collect();
-    let conversion = regproxy::nginx::import(&args.nginx_conf, map_paths, args.resolve)?;
+    let conversion = regproxy::tools::nginx::import(&args.nginx_conf, map_paths, args.resolve)?;
     for line in &conversion.not_converted {
         eprintln!("{line}");
     }

@@ -280,7 +280,7 @@ fn variable(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nginx::parse_str;
+    use crate::tools::nginx::parse_str;
     use std::path::Path;
 
     fn setup(text: &str) -> (Vec<Directive>, BTreeMap<String, Map>) {

@@ -2,7 +2,7 @@ use std::path::Path;
 
 use super::*;
 use crate::config::Config;
-use crate::nginx::parse_str;
+use crate::tools::nginx::parse_str;
 
 /// The recipe's nginx.conf as published (docs.docker.com / distribution
 /// "Authenticate proxy with nginx").

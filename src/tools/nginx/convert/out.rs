@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use crate::nginx::Directive;
+use crate::tools::nginx::Directive;
 
 /// The tables, in the order they are written (`Top` is before any table).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
