@@ -2,7 +2,7 @@
  * (one TLS record) against the distance from source to destination modulo
  * 4 KiB. On AMD Zen 4 with glibc before 2.39 (REP MOVSB, glibc bug 30994)
  * distances 1 to 15 are about 25 times slower than the rest; see
- * src/sys/malloc.rs (BulkAligned) and bench/README.md.
+ * src/sys/malloc.rs (BulkAligned) and bench/journal/2026-11-29-rep-movsb-page-aliasing.md.
  *
  *   cc -O2 bench/memcpy-aliasing.c -o /tmp/memcpy-aliasing && /tmp/memcpy-aliasing
  *

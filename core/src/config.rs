@@ -148,7 +148,7 @@ fn default_driver() -> Driver {
 /// workers' cores, and a pinned worker cannot leave a core they keep busy:
 /// on 2 cores, plain GETs of 1 GiB through a pinned worker ran at 0.78× and
 /// 0.95× HAProxy's rate (HAProxy is not pinned), unpinned at 1.20× and
-/// 1.09× (medians of 7, two runs each, `bench/README.md`). A proxy with
+/// 1.09× (medians of 7, two runs each, `bench/journal/2026-11-29-heap-fragmentation-pinning-and-both-sockets.md`). A proxy with
 /// its cores to itself keeps each connection's work, and its caches, on
 /// one core.
 pub fn pin_by_default(servers: &[SocketAddr]) -> bool {

@@ -156,7 +156,7 @@ impl TopBoard {
         let top = merge(copies.iter().map(Vec::as_slice), self.n);
         let _ = writeln!(
             out,
-            "# HELP regproxy_top_repository_requests_total Requests to the busiest repositories ([admin] top_repositories; approximate, see README).\n\
+            "# HELP regproxy_top_repository_requests_total Requests to the busiest repositories ([admin] top_repositories; approximate, see docs/operations.md).\n\
              # TYPE regproxy_top_repository_requests_total counter"
         );
         for r in &top {

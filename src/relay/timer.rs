@@ -13,7 +13,7 @@
 //! and finds a later one; moving it earlier files it again at once. So a
 //! wait costs a clock read and, at most, one re-filing. Measured with
 //! `bench/profile`: 4% fewer instructions per plain small request, 3% over
-//! TLS (bench/README.md, "one timer per connection").
+//! TLS (bench/journal/2026-11-30-one-timer-per-connection.md).
 //!
 //! The entry stays armed after a wait ends. If its deadline passes while the
 //! connection does something untimed, it wakes the connection's task once

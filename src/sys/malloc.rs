@@ -51,7 +51,7 @@ const HEADER_ALIGN_MAX: usize = 128;
 /// to a cache line instead of glibc's 16 bytes.
 ///
 /// Why: on AMD Zen 4, `REP MOVSB` runs about 25 times slower (3.5 against
-/// 86 GB/s here, `bench/README.md`) when the destination lies 1 to 15
+/// 86 GB/s here, `bench/journal/2026-11-29-rep-movsb-page-aliasing.md`) when the destination lies 1 to 15
 /// bytes past the source modulo 4 KiB, and glibc before 2.39 uses it for
 /// every copy above 2 KiB (glibc bug 30994). rustls copies each decrypted
 /// record out of its receive buffer, from 5 bytes past the buffer's start

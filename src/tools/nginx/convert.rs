@@ -614,7 +614,7 @@ impl Cx<'_> {
                 _ => {
                     self.out.skip(
                         d,
-                        "regproxy sends a fixed set of headers to the registry (README: What the registry sees)",
+                        "regproxy sends a fixed set of headers to the registry (docs/configuration.md: What the registry sees)",
                     );
                     continue;
                 }
