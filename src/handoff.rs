@@ -91,7 +91,7 @@ pub fn receive(
     };
     stream.set_read_timeout(Some(RECEIVE_TIMEOUT))?;
     let mut buf = [0u8; MAX_HEADER];
-    let (len, fds) = sys::recv_fds(stream.as_fd(), &mut buf).map_err(io::Error::from)?;
+    let (len, fds) = sys::recv_fds(stream.as_fd(), &mut buf)?;
     let (addr, count) = parse_header(&buf[..len]).map_err(io::Error::other)?;
     if count != fds.len() || count == 0 {
         return Err(io::Error::other(format!(

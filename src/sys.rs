@@ -3,6 +3,7 @@
 //! only inside these files, with a `// SAFETY:` comment per block.
 
 pub mod activation;
+pub mod ifaddrs;
 pub mod malloc;
 pub mod pipe;
 pub mod rlimit;
@@ -11,5 +12,6 @@ pub mod socket;
 pub mod sockopt;
 
 pub use activation::systemd_listeners;
+pub use ifaddrs::interface_addrs;
 pub use rlimit::{current as current_limit, raise_nofile, NofileRaise};
 pub use scm::{recv_fds, send_fds};

@@ -289,18 +289,8 @@ pub fn parse_ethtool(text: &str) -> BTreeMap<String, bool> {
 
 /// Addresses per interface, from getifaddrs(3).
 fn fill_addrs(nics: &mut [Nic]) {
-    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
-        return;
-    };
-    for a in addrs {
-        let Some(ip) = a.address.as_ref().and_then(|s| {
-            s.as_sockaddr_in()
-                .map(|v4| IpAddr::from(std::net::Ipv4Addr::from(v4.ip())))
-                .or_else(|| s.as_sockaddr_in6().map(|v6| IpAddr::from(v6.ip())))
-        }) else {
-            continue;
-        };
-        if let Some(nic) = nics.iter_mut().find(|n| n.name == a.interface_name) {
+    for (name, ip) in crate::sys::interface_addrs() {
+        if let Some(nic) = nics.iter_mut().find(|n| n.name == name) {
             nic.addrs.push(ip);
         }
     }
