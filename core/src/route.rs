@@ -10,7 +10,11 @@
 //!
 //! The grammar is CNCF distribution's (`registry/api/v2/descriptors.go`,
 //! `reference/regexp.go`, and the dispatchers in `registry/handlers/`), as
-//! in registry 2.8 and 3.x:
+//! in registry 2.8 and 3.x, plus the referrers route the OCI distribution
+//! spec 1.1 adds (end-12a/12b), which zot, Harbor and the cloud registries
+//! serve; distribution itself (2.8 to 3.1) answers it 404, so clients fall
+//! back to the spec's tag schema there, which is ordinary manifests. Every
+//! endpoint of the spec's table is one of these routes:
 //!
 //! | route | path | methods |
 //! |---|---|---|
@@ -18,16 +22,19 @@
 //! | catalog | `/v2/_catalog` | GET |
 //! | tags | `/v2/<name>/tags/list` | GET |
 //! | manifest | `/v2/<name>/manifests/<tag or digest>` | GET, HEAD, PUT, DELETE |
+//! | referrers | `/v2/<name>/referrers/<digest>` | GET (the spec defines no other) |
 //! | blob | `/v2/<name>/blobs/<digest>` | GET, HEAD, DELETE |
 //! | blob-upload | `/v2/<name>/blobs/uploads/` | GET, HEAD, POST, PATCH, PUT, DELETE |
 //! | blob-upload-chunk | `/v2/<name>/blobs/uploads/<uuid>` | the same |
 //!
 //! `<name>` is path components `[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*`
 //! joined by `/`, at most 255 characters. Each route is told apart by its
-//! last one to three segments (`tags/list`, `manifests/R`, `blobs/D`,
-//! `blobs/uploads/`, `blobs/uploads/U`), which no two routes share, so the
-//! name is everything before them — the same split the registry's anchored
-//! route regexps make.
+//! last one to three segments (`tags/list`, `manifests/R`, `referrers/D`,
+//! `blobs/D`, `blobs/uploads/`, `blobs/uploads/U`), which no two routes
+//! share, so the name is everything before them — the same split the
+//! registry's anchored route regexps make. Queries are forwarded as sent;
+//! only the upload routes' is read here (tags' `n` and `last`, and
+//! referrers' `artifactType`, only page or filter within the repository).
 //!
 //! What is refused, and why it cannot be normalised instead:
 //! - Any `%` in the path (400): the registry matches routes on the *decoded*
@@ -68,7 +75,7 @@ pub const MAX_QUERY_PARAMS: usize = 64;
 /// What a request does, in the terms access rules are written in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Action {
-    /// Read a manifest, blob or tag list.
+    /// Read a manifest, blob, tag list or referrers list.
     Pull,
     /// Upload blobs (any upload-route request) or put a manifest.
     Push,
@@ -108,6 +115,10 @@ impl fmt::Display for Action {
 pub enum RepoRoute {
     Tags,
     Manifest,
+    /// OCI 1.1's referrers list. No distribution release routes it yet;
+    /// `referrers` is what oras's fork of distribution names the route
+    /// (`RouteNameReferrers`).
+    Referrers,
     Blob,
     BlobUpload,
     BlobUploadChunk,
@@ -119,6 +130,7 @@ impl RepoRoute {
         match self {
             RepoRoute::Tags => "tags",
             RepoRoute::Manifest => "manifest",
+            RepoRoute::Referrers => "referrers",
             RepoRoute::Blob => "blob",
             RepoRoute::BlobUpload => "blob-upload",
             RepoRoute::BlobUploadChunk => "blob-upload-chunk",
@@ -253,7 +265,8 @@ impl std::error::Error for RouteError {}
 ///
 /// - `path`: the request-target's path, before `?`, as sent (not decoded).
 /// - `query`: what follows the first `?`, if there is one. Only POSTs to
-///   the upload routes read it, for a mount source.
+///   the upload routes read it, for a mount source; every query is
+///   forwarded as sent.
 /// - `content_type`: the first `Content-Type` field value, if any, as Go's
 ///   `Header.Get` would pick it.
 ///
@@ -321,7 +334,7 @@ pub fn classify(
     }
 
     let action = match (route, method) {
-        (RepoRoute::Tags, "GET") => Action::Pull,
+        (RepoRoute::Tags | RepoRoute::Referrers, "GET") => Action::Pull,
         (RepoRoute::Manifest | RepoRoute::Blob, "GET" | "HEAD") => Action::Pull,
         (RepoRoute::Manifest, "PUT") => Action::Push,
         (RepoRoute::Manifest | RepoRoute::Blob, "DELETE") => Action::Delete,
@@ -367,6 +380,7 @@ fn split_route<'s, 'a>(segments: &'s [&'a str]) -> Result<(RepoRoute, &'s [&'a s
         (_, Some("")) => return Err(RouteError::NotFound),
         (Some("tags"), Some("list")) => (RepoRoute::Tags, n - 2, true),
         (Some("manifests"), Some(r)) => (RepoRoute::Manifest, n - 2, is_tag(r) || is_digest(r)),
+        (Some("referrers"), Some(d)) => (RepoRoute::Referrers, n - 2, is_digest(d)),
         (Some("blobs"), Some(d)) => (RepoRoute::Blob, n - 2, is_digest(d)),
         (Some("uploads"), Some(u)) if is_upload_tail => {
             (RepoRoute::BlobUploadChunk, n - 3, is_upload_id(u))

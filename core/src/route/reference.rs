@@ -1,8 +1,10 @@
 //! A reference model of registry 2.8's router, compiled from the
-//! registry's own regular expressions, to check `classify` against: the
-//! unit tests walk a grid of names with it and the `route` fuzz target
-//! (fuzz/, through the `fuzzing` feature) walks arbitrary paths. Not part
-//! of the proxy: it is compiled only for those two.
+//! registry's own regular expressions, plus the referrers route of the OCI
+//! distribution spec 1.1 (which 2.8 lacks) as a registry serving it routes
+//! it. `classify` is checked against it: the unit tests walk a grid of
+//! names with it and the `route` fuzz target (fuzz/, through the `fuzzing`
+//! feature) walks arbitrary paths. Not part of the proxy: it is compiled
+//! only for those two.
 
 use super::{classify, is_path_component, RepoRoute, RouteError, Target, MAX_NAME_LEN};
 
@@ -10,7 +12,9 @@ use super::{classify, is_path_component, RepoRoute, RouteError, Target, MAX_NAME
 /// `reference/regexp.go` and go-digest's `DigestRegexp`), as gorilla/mux
 /// compiles them: each variable a named group, anchored, first route in
 /// registration order wins. Trailing-slash variants only redirect there,
-/// so they are not modelled as routes.
+/// so they are not modelled as routes. The referrers route is the spec's
+/// `/v2/<name>/referrers/<digest>` with the same name and digest grammar,
+/// as a distribution that served it would register it.
 #[derive(Debug)]
 pub struct Registry28 {
     routes: Vec<(&'static str, regex_automata::meta::Regex)>,
@@ -34,6 +38,10 @@ impl Registry28 {
             (
                 "manifest",
                 format!("^/v2/(?P<name>{name})/manifests/(?:{tag}|{digest})$"),
+            ),
+            (
+                "referrers",
+                format!("^/v2/(?P<name>{name})/referrers/{digest}$"),
             ),
             ("blob", format!("^/v2/(?P<name>{name})/blobs/{digest}$")),
             (
@@ -115,7 +123,10 @@ pub fn agrees(reg: &Registry28, path: &str) -> bool {
         // Our digest grammar is the union of 2.8's and 3.x's; with a 2.8
         // digest in its place the registry routes the path to the same name.
         (Ok(Target::Repository(r)), None)
-            if matches!(r.route, RepoRoute::Blob | RepoRoute::Manifest) =>
+            if matches!(
+                r.route,
+                RepoRoute::Blob | RepoRoute::Manifest | RepoRoute::Referrers
+            ) =>
         {
             let head = path.rsplit_once('/').map_or(path, |(h, _)| h);
             let with_hex = format!("{head}/{DIGEST}");

@@ -110,7 +110,7 @@ pub fn summarize<'a>(
     let reference = match r.route {
         RepoRoute::Manifest if last.contains(':') => Some(Reference::Digest(last.into())),
         RepoRoute::Manifest => Some(Reference::Tag(last)),
-        RepoRoute::Blob => Some(Reference::Digest(last.into())),
+        RepoRoute::Blob | RepoRoute::Referrers => Some(Reference::Digest(last.into())),
         RepoRoute::BlobUpload | RepoRoute::BlobUploadChunk => {
             let key = if kind == Kind::Mount {
                 "mount"
@@ -224,6 +224,13 @@ mod tests {
                 &format!("/v2/team/app/blobs/uploads/abc?_state=x&digest={d_escaped}")
             ),
             (Kind::Push, repo.clone(), digest.clone())
+        );
+        assert_eq!(
+            summary_of(
+                "GET",
+                &format!("/v2/team/app/referrers/{D}?artifactType=application/x")
+            ),
+            (Kind::Pull, repo.clone(), digest.clone())
         );
         assert_eq!(
             summary_of(

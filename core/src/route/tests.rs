@@ -55,6 +55,7 @@ fn every_route_and_method() {
     let m_tag = "/v2/library/alpine/manifests/3.20";
     let m_dig = format!("/v2/library/alpine/manifests/{D}");
     let blob = format!("/v2/library/alpine/blobs/{D}");
+    let refs = format!("/v2/library/alpine/referrers/{D}");
     let up = "/v2/library/alpine/blobs/uploads/";
     let chunk = "/v2/library/alpine/blobs/uploads/6c0e1f7a-2b4d-4f3e-9a1b-7d2c8e5f0a13";
     let n = "library/alpine";
@@ -91,6 +92,12 @@ fn every_route_and_method() {
         ("HEAD", &m_dig, Want::Repo(Manifest, n, Pull)),
         ("PUT", &m_dig, Want::Repo(Manifest, n, Push)),
         ("DELETE", &m_dig, Want::Repo(Manifest, n, Delete)),
+        // referrers (OCI 1.1): GET only, as the spec defines it
+        ("GET", &refs, Want::Repo(Referrers, n, Pull)),
+        ("HEAD", &refs, Want::Err(MethodNotAllowed)),
+        ("PUT", &refs, Want::Err(MethodNotAllowed)),
+        ("DELETE", &refs, Want::Err(MethodNotAllowed)),
+        ("POST", &refs, Want::Err(MethodNotAllowed)),
         // blobs
         ("GET", &blob, Want::Repo(Blob, n, Pull)),
         ("HEAD", &blob, Want::Repo(Blob, n, Pull)),
@@ -145,6 +152,13 @@ fn references_digests_and_upload_ids() {
         ("GET", "/v2/a/blobs/sha256:abc:def", Want::Err(NotFound)),
         ("GET", "/v2/a/blobs/sha256:ab!c", Want::Err(NotFound)),
         ("GET", "/v2/a/blobs/latest", Want::Err(NotFound)),
+        // A referrers list is of a digest, never a tag.
+        ("GET", "/v2/a/referrers/sha256:abc", Want::Repo(Referrers, "a", Pull)),
+        ("GET", "/v2/a/referrers/SHA256:ABC", Want::Repo(Referrers, "a", Pull)),
+        ("GET", "/v2/a/referrers/latest", Want::Err(NotFound)),
+        ("GET", "/v2/a/referrers/sha256:", Want::Err(NotFound)),
+        ("GET", "/v2/a/referrers/sha256:ab!c", Want::Err(NotFound)),
+        ("GET", "/v2/a/referrers/sha256:abc:def", Want::Err(NotFound)),
         ("PATCH", "/v2/a/blobs/uploads/Ab-_.=9", Want::Repo(BlobUploadChunk, "a", Push)),
         ("PATCH", "/v2/a/blobs/uploads/a:b", Want::Err(NotFound)),
         ("PATCH", "/v2/a/blobs/uploads/a+b", Want::Err(NotFound)),
@@ -155,11 +169,15 @@ fn references_digests_and_upload_ids() {
 #[test]
 fn trailing_slash_variants_are_not_routes() {
     let blob = format!("/v2/a/blobs/{D}/");
+    let refs = format!("/v2/a/referrers/{D}/");
     #[rustfmt::skip]
     let rows: Vec<(&str, &str, Want)> = vec![
         ("GET", "/v2/a/tags/list/", Want::Err(NotFound)),
         ("GET", "/v2/a/manifests/latest/", Want::Err(NotFound)),
         ("GET", &blob, Want::Err(NotFound)),
+        ("GET", &refs, Want::Err(NotFound)),
+        ("GET", "/v2/a/referrers/", Want::Err(NotFound)),
+        ("GET", "/v2/a/referrers", Want::Err(NotFound)),
         // Without the slash it is the blob route with digest "uploads".
         ("POST", "/v2/a/blobs/uploads", Want::Err(NotFound)),
         ("PATCH", "/v2/a/blobs/uploads/abc/", Want::Err(NotFound)),
@@ -545,6 +563,7 @@ fn names_and_statuses() {
     assert_eq!(MethodNotAllowed.status(), 405);
     assert_eq!(BlobUploadChunk.as_str(), "blob-upload-chunk");
     assert_eq!(Tags.as_str(), "tags");
+    assert_eq!(Referrers.as_str(), "referrers");
     assert!(!NotFound.to_string().is_empty());
 }
 
@@ -578,6 +597,7 @@ fn agrees_with_the_registry_router() {
         "uploads",
         "tags",
         "list",
+        "referrers",
         "-a",
         "a-",
         "0",
@@ -598,6 +618,10 @@ fn agrees_with_the_registry_router() {
         "/manifests/sha256:XYZ".to_owned(),
         "/manifests/".to_owned(),
         "/manifests/.x".to_owned(),
+        format!("/referrers/{D}"),
+        "/referrers/sha256:XYZ".to_owned(),
+        "/referrers/latest".to_owned(),
+        "/referrers/".to_owned(),
         "/blobs/sha256:abc".to_owned(),
         "/blobs/sha256:ABC".to_owned(),
         "/blobs/sha256:xyz".to_owned(),
@@ -614,7 +638,16 @@ fn agrees_with_the_registry_router() {
         names.push(a.to_owned());
         for b in segments {
             names.push(format!("{a}/{b}"));
-            for c in ["a", "blobs", "uploads", "manifests", "tags", "list", "B"] {
+            for c in [
+                "a",
+                "blobs",
+                "uploads",
+                "manifests",
+                "referrers",
+                "tags",
+                "list",
+                "B",
+            ] {
                 names.push(format!("{a}/{b}/{c}"));
             }
         }
@@ -646,6 +679,7 @@ fn only_routes_the_registry_reads_a_body_on_say_so() {
     let chunk = "/v2/a/b/blobs/uploads/6a0a8a2b-5b5e-4e5f-9b8a-0b9a8e1c2d3f";
     let manifest = "/v2/a/b/manifests/latest";
     let blob = format!("/v2/a/b/blobs/{D}");
+    let refs = format!("/v2/a/b/referrers/{D}");
     let digest = format!("digest={D}");
     assert!(reads("PUT", manifest, None));
     assert!(reads("PATCH", chunk, None));
@@ -665,7 +699,96 @@ fn only_routes_the_registry_reads_a_body_on_say_so() {
         ("GET", chunk, None),
         ("DELETE", chunk, None),
         ("GET", "/v2/a/b/tags/list", None),
+        ("GET", refs.as_str(), Some("artifactType=application/x")),
     ] {
         assert!(!reads(method, path, query), "{method} {path} {query:?}");
     }
+}
+
+/// The endpoint table of the OCI distribution spec 1.1 ("end-1" to
+/// "end-13"), one line per endpoint, with the route it takes and every
+/// (repository, action) the rules are asked about. The last three lines
+/// are endpoints the spec's main branch added after 1.1 (a digest
+/// algorithm on an upload, tags on a manifest PUT, cancelling an upload);
+/// they need nothing new. `<blob-push-location>` is the registry's own
+/// `/v2/<name>/blobs/uploads/<uuid>`.
+#[test]
+fn every_endpoint_of_the_spec_table() {
+    use RepoRoute::{Blob as B, BlobUpload as Up, BlobUploadChunk as Chunk};
+    use RepoRoute::{Manifest as M, Referrers as R, Tags as T};
+    const N: Option<&str> = Some("ns/app");
+    const SRC: Option<&str> = Some("base/os");
+    /// Spec id, method, target, route, and what the rules are asked.
+    type Row = (&'static str, &'static str, String, Option<RepoRoute>, Needs);
+    type Needs = &'static [(Option<&'static str>, Action)];
+    #[rustfmt::skip]
+    let rows: [Row; 22] = [
+        ("end-1",   "GET",    "/v2/".into(),                                     None,        &[]),
+        ("end-2",   "GET",    format!("/v2/ns/app/blobs/{D}"),                   Some(B),     &[(N, Pull)]),
+        ("end-2",   "HEAD",   format!("/v2/ns/app/blobs/{D}"),                   Some(B),     &[(N, Pull)]),
+        ("end-3",   "GET",    "/v2/ns/app/manifests/v1.0".into(),                Some(M),     &[(N, Pull)]),
+        ("end-3",   "HEAD",   format!("/v2/ns/app/manifests/{D}"),               Some(M),     &[(N, Pull)]),
+        ("end-4a",  "POST",   "/v2/ns/app/blobs/uploads/".into(),                Some(Up),    &[(N, Push)]),
+        ("end-4b",  "POST",   format!("/v2/ns/app/blobs/uploads/?digest={D}"),   Some(Up),    &[(N, Push)]),
+        ("end-5",   "PATCH",  "/v2/ns/app/blobs/uploads/5e1c-a9".into(),         Some(Chunk), &[(N, Push)]),
+        ("end-6",   "PUT",    format!("/v2/ns/app/blobs/uploads/5e1c-a9?digest={D}"), Some(Chunk), &[(N, Push)]),
+        ("end-7",   "PUT",    "/v2/ns/app/manifests/v1.0".into(),                Some(M),     &[(N, Push)]),
+        ("end-8a",  "GET",    "/v2/ns/app/tags/list".into(),                     Some(T),     &[(N, Pull)]),
+        ("end-8b",  "GET",    "/v2/ns/app/tags/list?n=2&last=v1.0".into(),       Some(T),     &[(N, Pull)]),
+        ("end-9",   "DELETE", "/v2/ns/app/manifests/v1.0".into(),                Some(M),     &[(N, Delete)]),
+        ("end-9",   "DELETE", format!("/v2/ns/app/manifests/{D}"),               Some(M),     &[(N, Delete)]),
+        ("end-10",  "DELETE", format!("/v2/ns/app/blobs/{D}"),                   Some(B),     &[(N, Delete)]),
+        ("end-11",  "POST",   format!("/v2/ns/app/blobs/uploads/?mount={D}&from=base/os"), Some(Up), &[(N, Push), (SRC, Pull)]),
+        ("end-12a", "GET",    format!("/v2/ns/app/referrers/{D}"),               Some(R),     &[(N, Pull)]),
+        ("end-12b", "GET",    format!("/v2/ns/app/referrers/{D}?artifactType=application/vnd.example.sbom.v1"), Some(R), &[(N, Pull)]),
+        ("end-13",  "GET",    "/v2/ns/app/blobs/uploads/5e1c-a9".into(),         Some(Chunk), &[(N, Push)]),
+        ("end-4c",  "POST",   "/v2/ns/app/blobs/uploads/?digest-algorithm=sha512".into(), Some(Up), &[(N, Push)]),
+        ("end-7b",  "PUT",    format!("/v2/ns/app/manifests/{D}?tag=1&tag=2"),   Some(M),     &[(N, Push)]),
+        ("end-14",  "DELETE", "/v2/ns/app/blobs/uploads/5e1c-a9".into(),         Some(Chunk), &[(N, Push)]),
+    ];
+    for (id, method, target, route, needs) in &rows {
+        let (path, query) = match target.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (target.as_str(), None),
+        };
+        let t = classify(method, path, query, None)
+            .unwrap_or_else(|e| panic!("{id} {method} {target}: {e:?}"));
+        let got_route = match &t {
+            Target::Repository(r) => Some(r.route),
+            Target::Base | Target::Catalog => None,
+        };
+        let got_needs: Vec<_> = t.needs().collect();
+        assert_eq!(
+            (got_route, got_needs.as_slice()),
+            (*route, *needs),
+            "{id} {method} {target}"
+        );
+    }
+}
+
+/// A referrers request with a malformed digest is refused exactly as a
+/// manifest request with the same digest is, before any rule or credential
+/// check, so it never reaches the registry.
+#[test]
+fn malformed_referrers_digest_is_refused_as_a_manifest_one() {
+    for bad in [
+        "sha256:",
+        ":abc",
+        "sha256:ab!c",
+        "sha256:abc:def",
+        "sha256:ab~c",
+        "sha256:ab*c",
+        "sha%32:abc",
+    ] {
+        for method in ["GET", "HEAD", "PUT", "DELETE"] {
+            let referrers = classify(method, &format!("/v2/a/b/referrers/{bad}"), None, None);
+            let manifest = classify(method, &format!("/v2/a/b/manifests/{bad}"), None, None);
+            assert!(referrers.is_err(), "{method} {bad}: {referrers:?}");
+            assert_eq!(referrers, manifest, "{method} {bad}");
+        }
+    }
+    assert_eq!(
+        classify("GET", "/v2/a/b/referrers/sha256:ab!c", None, None),
+        Err(NotFound)
+    );
 }
