@@ -268,11 +268,12 @@ fn a_malformed_digest_is_refused_as_on_a_manifest_and_never_forwarded() {
             (manifest.status, code(&manifest)),
             "{bad}"
         );
-        assert_registry_error(&referrers, 404, "NOT_FOUND", bad);
+        assert_registry_error(&referrers, 400, "DIGEST_INVALID", bad);
     }
-    // A tag is no digest here, and the spec defines GET only.
+    // A tag is no digest here (the spec's 400: a 404 would tell the client
+    // there is no referrers API), and the spec defines GET only.
     let r = f.call(Some(ALICE), "GET", &format!("/v2/{REPO}/referrers/latest"));
-    assert_registry_error(&r, 404, "NOT_FOUND", "a tag");
+    assert_registry_error(&r, 400, "DIGEST_INVALID", "a tag");
     let r = f.call(
         Some(ALICE),
         "HEAD",

@@ -47,6 +47,8 @@ pub enum ProxyError {
     Denied,
     /// A repository name the registry would refuse as too long (400).
     NameInvalid,
+    /// A malformed digest where the route needs one (400).
+    DigestInvalid,
     /// The registry route does not serve this method (405).
     MethodNotAllowed,
     /// Too many failed credential checks from this address or for this
@@ -81,6 +83,7 @@ impl ProxyError {
             | Self::Unauthorized
             | Self::Denied
             | Self::NameInvalid
+            | Self::DigestInvalid
             | Self::MethodNotAllowed
             | Self::TooManyRequests(_)
             | Self::ClientIo(_) => Side::Client,
@@ -101,7 +104,7 @@ impl ProxyError {
     /// The status code sent to the client.
     pub fn status(&self) -> u16 {
         match self {
-            Self::BadRequest(_) | Self::NameInvalid => 400,
+            Self::BadRequest(_) | Self::NameInvalid | Self::DigestInvalid => 400,
             Self::MethodNotAllowed => 405,
             Self::TooManyRequests(_) | Self::TooManyConnections { per_address: true } => 429,
             Self::TooManyConnections { per_address: false } => 503,
@@ -128,6 +131,7 @@ impl ProxyError {
             Self::NotFound => "NOT_FOUND",
             Self::NotImplemented(_) | Self::MethodNotAllowed => "UNSUPPORTED",
             Self::NameInvalid => "NAME_INVALID",
+            Self::DigestInvalid => "DIGEST_INVALID",
             Self::TooManyRequests(_) | Self::TooManyConnections { per_address: true } => {
                 "TOOMANYREQUESTS"
             }
@@ -154,6 +158,7 @@ impl ProxyError {
                 | Self::Unauthorized
                 | Self::Denied
                 | Self::NameInvalid
+                | Self::DigestInvalid
                 | Self::MethodNotAllowed
                 | Self::TooManyRequests(_)
         )
@@ -172,6 +177,7 @@ impl ProxyError {
             Self::Unauthorized => "authentication required".into(),
             Self::Denied => "requested access to the resource is denied".into(),
             Self::NameInvalid => "invalid repository name".into(),
+            Self::DigestInvalid => "invalid digest".into(),
             Self::MethodNotAllowed => "method not allowed on this route".into(),
             Self::TooManyRequests(secs) => {
                 format!("too many failed authentication attempts; retry in {secs}s")
@@ -235,6 +241,7 @@ impl From<RouteError> for ProxyError {
             RouteError::BadPath => Self::BadRequest("ambiguous request path"),
             RouteError::BadParameters => Self::BadRequest("ambiguous request parameters"),
             RouteError::NameInvalid => Self::NameInvalid,
+            RouteError::DigestInvalid => Self::DigestInvalid,
             RouteError::MethodNotAllowed => Self::MethodNotAllowed,
         }
     }

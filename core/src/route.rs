@@ -218,6 +218,13 @@ pub enum RouteError {
     BadPath,
     /// 400 `NAME_INVALID`: a repository name over [`MAX_NAME_LEN`].
     NameInvalid,
+    /// 400 `DIGEST_INVALID`: where the route needs a digest, one outside
+    /// the digest grammar (`algorithm:encoded`): any such segment on a
+    /// referrers route, and one with a colon on a blob or manifest route.
+    /// (The OCI spec asks 400 of a referrers request with an invalid
+    /// digest: a 404 there tells a client the registry has no referrers
+    /// API.)
+    DigestInvalid,
     /// 405: the route does not serve this method.
     MethodNotAllowed,
     /// 400: parameters the registry reads that we cannot see exactly: an
@@ -230,7 +237,10 @@ impl RouteError {
     pub fn status(self) -> u16 {
         match self {
             RouteError::NotFound => 404,
-            RouteError::BadPath | RouteError::NameInvalid | RouteError::BadParameters => 400,
+            RouteError::BadPath
+            | RouteError::NameInvalid
+            | RouteError::DigestInvalid
+            | RouteError::BadParameters => 400,
             RouteError::MethodNotAllowed => 405,
         }
     }
@@ -239,6 +249,7 @@ impl RouteError {
     pub fn registry_code(self) -> Option<&'static str> {
         match self {
             RouteError::NameInvalid => Some("NAME_INVALID"),
+            RouteError::DigestInvalid => Some("DIGEST_INVALID"),
             RouteError::BadPath
             | RouteError::BadParameters
             | RouteError::NotFound
@@ -253,6 +264,7 @@ impl fmt::Display for RouteError {
             RouteError::NotFound => "no registry route for this path",
             RouteError::BadPath => "ambiguous request path",
             RouteError::NameInvalid => "repository name longer than 255 characters",
+            RouteError::DigestInvalid => "malformed digest",
             RouteError::MethodNotAllowed => "method not allowed on this registry route",
             RouteError::BadParameters => "ambiguous request parameters",
         })
@@ -379,9 +391,16 @@ fn split_route<'s, 'a>(segments: &'s [&'a str]) -> Result<(RepoRoute, &'s [&'a s
         (Some("uploads"), Some("")) if is_upload_tail => (RepoRoute::BlobUpload, n - 3, true),
         (_, Some("")) => return Err(RouteError::NotFound),
         (Some("tags"), Some("list")) => (RepoRoute::Tags, n - 2, true),
-        (Some("manifests"), Some(r)) => (RepoRoute::Manifest, n - 2, is_tag(r) || is_digest(r)),
-        (Some("referrers"), Some(d)) => (RepoRoute::Referrers, n - 2, is_digest(d)),
-        (Some("blobs"), Some(d)) => (RepoRoute::Blob, n - 2, is_digest(d)),
+        // A reference with a colon can only be a digest.
+        (Some("manifests"), Some(r)) if r.contains(':') => {
+            (RepoRoute::Manifest, n - 2, check_digest(r)?)
+        }
+        (Some("manifests"), Some(r)) => (RepoRoute::Manifest, n - 2, is_tag(r)),
+        (Some("referrers"), Some(d)) => (RepoRoute::Referrers, n - 2, check_digest(d)?),
+        // `blobs/NAME` without a colon is the registry's 404 (no route);
+        // with one, its DIGEST_INVALID.
+        (Some("blobs"), Some(d)) if d.contains(':') => (RepoRoute::Blob, n - 2, check_digest(d)?),
+        (Some("blobs"), Some(_)) => (RepoRoute::Blob, n - 2, false),
         (Some("uploads"), Some(u)) if is_upload_tail => {
             (RepoRoute::BlobUploadChunk, n - 3, is_upload_id(u))
         }
@@ -582,6 +601,18 @@ fn is_digest(s: &str) -> bool {
         && enc
             .bytes()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'=' | b'_' | b'-'))
+}
+
+/// `Ok(true)` for a digest of the route grammar's shape; a malformed one
+/// is refused here, with the registry's `DIGEST_INVALID`, rather than
+/// routed nowhere (404) or sent on. Whether the algorithm and length are
+/// right is the registry's to say (it answers `DIGEST_INVALID` itself).
+fn check_digest(s: &str) -> Result<bool, RouteError> {
+    if is_digest(s) {
+        Ok(true)
+    } else {
+        Err(RouteError::DigestInvalid)
+    }
 }
 
 /// `[a-zA-Z0-9-_.=]+`

@@ -115,6 +115,15 @@ pub fn agrees(reg: &Registry28, path: &str) -> bool {
             assert!(r.name.len() <= MAX_NAME_LEN, "{path:?}");
             true
         }
+        // A documented extra refusal: a digest the registry would route but
+        // then refuse (or, on a manifest, read as a tag and fail with 500).
+        (Err(RouteError::DigestInvalid), Some((route, Some(_))))
+            if matches!(*route, "blob" | "manifest" | "referrers") =>
+        {
+            let last = path.rsplit('/').next().unwrap_or_default();
+            assert!(last.contains(':'), "{path:?}");
+            false
+        }
         (Err(RouteError::NameInvalid), Some((_, Some(n)))) => {
             assert!(n.len() > MAX_NAME_LEN, "{path:?}");
             false

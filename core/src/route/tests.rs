@@ -48,7 +48,7 @@ fn table(rows: &[(&str, &str, Want)]) {
 }
 
 use Action::{Delete, Pull, Push};
-use RouteError::{BadParameters, BadPath, MethodNotAllowed, NameInvalid, NotFound};
+use RouteError::{BadParameters, BadPath, DigestInvalid, MethodNotAllowed, NameInvalid, NotFound};
 
 #[test]
 fn every_route_and_method() {
@@ -141,24 +141,24 @@ fn references_digests_and_upload_ids() {
         ("GET", "/v2/a/manifests/lat+est", Want::Err(NotFound)),
         ("GET", "/v2/a/manifests/latest#x", Want::Err(NotFound)),
         ("GET", "/v2/a/manifests/latest?x", Want::Err(NotFound)),
-        ("GET", "/v2/a/manifests/sha256:", Want::Err(NotFound)),
-        ("GET", "/v2/a/manifests/:abc", Want::Err(NotFound)),
+        ("GET", "/v2/a/manifests/sha256:", Want::Err(DigestInvalid)),
+        ("GET", "/v2/a/manifests/:abc", Want::Err(DigestInvalid)),
         // Digests of both registry lines route; the digest cannot change
         // the repository.
         ("GET", "/v2/a/blobs/sha256:abc", Want::Repo(Blob, "a", Pull)),
         ("GET", "/v2/a/blobs/SHA256:ABC", Want::Repo(Blob, "a", Pull)),
         ("GET", "/v2/a/blobs/sha256+b64u:LCa0a2j_xo_5m0U8HTBBNBNCLXBkg7-g-YpeiGJm564", Want::Repo(Blob, "a", Pull)),
         ("GET", "/v2/a/blobs/sha256", Want::Err(NotFound)),
-        ("GET", "/v2/a/blobs/sha256:abc:def", Want::Err(NotFound)),
-        ("GET", "/v2/a/blobs/sha256:ab!c", Want::Err(NotFound)),
+        ("GET", "/v2/a/blobs/sha256:abc:def", Want::Err(DigestInvalid)),
+        ("GET", "/v2/a/blobs/sha256:ab!c", Want::Err(DigestInvalid)),
         ("GET", "/v2/a/blobs/latest", Want::Err(NotFound)),
         // A referrers list is of a digest, never a tag.
         ("GET", "/v2/a/referrers/sha256:abc", Want::Repo(Referrers, "a", Pull)),
         ("GET", "/v2/a/referrers/SHA256:ABC", Want::Repo(Referrers, "a", Pull)),
-        ("GET", "/v2/a/referrers/latest", Want::Err(NotFound)),
-        ("GET", "/v2/a/referrers/sha256:", Want::Err(NotFound)),
-        ("GET", "/v2/a/referrers/sha256:ab!c", Want::Err(NotFound)),
-        ("GET", "/v2/a/referrers/sha256:abc:def", Want::Err(NotFound)),
+        ("GET", "/v2/a/referrers/latest", Want::Err(DigestInvalid)),
+        ("GET", "/v2/a/referrers/sha256:", Want::Err(DigestInvalid)),
+        ("GET", "/v2/a/referrers/sha256:ab!c", Want::Err(DigestInvalid)),
+        ("GET", "/v2/a/referrers/sha256:abc:def", Want::Err(DigestInvalid)),
         ("PATCH", "/v2/a/blobs/uploads/Ab-_.=9", Want::Repo(BlobUploadChunk, "a", Push)),
         ("PATCH", "/v2/a/blobs/uploads/a:b", Want::Err(NotFound)),
         ("PATCH", "/v2/a/blobs/uploads/a+b", Want::Err(NotFound)),
@@ -789,6 +789,16 @@ fn malformed_referrers_digest_is_refused_as_a_manifest_one() {
     }
     assert_eq!(
         classify("GET", "/v2/a/b/referrers/sha256:ab!c", None, None),
+        Err(DigestInvalid)
+    );
+    // Not a digest at all: the spec's 400 on referrers (a 404 would read as
+    // "no referrers API"); the registry's 404 on a blob or manifest path.
+    assert_eq!(
+        classify("GET", "/v2/a/referrers/latest", None, None),
+        Err(DigestInvalid)
+    );
+    assert_eq!(
+        classify("GET", "/v2/a/blobs/latest", None, None),
         Err(NotFound)
     );
 }
