@@ -11,13 +11,22 @@
 //!    for (user, address) pairs that authenticated recently, so a guessing
 //!    flood from many addresses does not turn valid logins away.
 //!
-//! Cheap schemes (apr1, `{SHA}`, `{SSHA}`, `{PLAIN}`) skip tiers 2 and 3:
-//! they are checked on the worker itself, with the same limiter accounting,
-//! since a cross-thread hop would cost more than the hash.
+//! Cheap schemes (apr1, `{SHA}`, `{SSHA}`, `{PLAIN}`) are checked on the
+//! worker itself, with the same limiter accounting, since a cross-thread
+//! hop would cost more than the hash.
 //!
-//! Unknown users are checked against the file's stand-in
-//! ([`Htpasswd::unknown_user_dummy`]) along the same path as a known user's
-//! wrong password, so neither the time nor the answer tells them apart.
+//! No failure tells user names apart by its time. Unknown users are checked
+//! against the file's stand-in ([`Htpasswd::unknown_user_dummy`], of the
+//! scheme and cost of its costliest entry) along the same path as a known
+//! user's wrong password. A failed check of a user whose own hash is
+//! cheaper than the stand-in is *padded*: the stand-in runs too, and the
+//! answer waits for it. It runs where an unknown user's check would, on
+//! the pool (through the same bounded queue, limiter charge and in-flight
+//! record) when it is slow, inline when it is cheap. So every failure costs
+//! at least the costliest check, while a success costs only the user's own
+//! hash. Failures are never cached: a repeated failure pays again, as an
+//! unknown user's does, and identical ones in flight together wait for one
+//! check in both cases.
 //!
 //! Keys are keyed BLAKE3 hashes of `user \0 password` under a random
 //! per-process key, so the cache never holds a password and its contents are
@@ -94,17 +103,32 @@ struct Verified {
 
 enum SharedEntry {
     Verified(Verified),
-    Pending(Vec<oneshot::Sender<Result<(), AuthFailure>>>),
+    Pending(Vec<Sender>),
+}
+
+/// Where a check in flight sends its outcome.
+type Sender = oneshot::Sender<Result<(), AuthFailure>>;
+type Receiver = oneshot::Receiver<Result<(), AuthFailure>>;
+
+/// Waits on a check in flight.
+fn join(waiters: &mut Vec<Sender>) -> Receiver {
+    let (tx, rx) = oneshot::channel();
+    waiters.push(tx);
+    rx
 }
 
 struct Job {
     key: CredKey,
     password: zeroize::Zeroizing<Vec<u8>>,
-    /// The user's hash, or for an unknown user the stand-in of equal cost.
-    check: PasswordHash,
+    /// The user's hash, or for an unknown user the stand-in of equal cost;
+    /// `None` when the check already failed inline and only `pad` is left.
+    check: Option<PasswordHash>,
     /// Whether `check` is the user's own hash; a match against the
     /// stand-in never counts.
     real: bool,
+    /// The stand-in to run as well when `check` fails, so that the failure
+    /// takes as long as an unknown user's.
+    pad: Option<PasswordHash>,
     /// The limiter's count for this check, settled when it ends.
     attempt: Attempt,
 }
@@ -129,6 +153,8 @@ pub struct Verifier {
     pool: Arc<Pool>,
     fallback_dummy: PasswordHash,
     hash_runs: AtomicU64,
+    /// Of `hash_runs`, those that only padded a failure.
+    padding_runs: AtomicU64,
     /// Consulted only when a check would cost a hash: cached credentials
     /// never touch it, so a flood of failures cannot lock out known users.
     limiter: Mutex<Limiter>,
@@ -166,6 +192,7 @@ impl Verifier {
             pool: pool.clone(),
             fallback_dummy: dummy_hash(FALLBACK_DUMMY_COST),
             hash_runs: AtomicU64::new(0),
+            padding_runs: AtomicU64::new(0),
             limiter: Mutex::new(limiter),
         });
         for i in 0..threads.max(1) {
@@ -179,9 +206,16 @@ impl Verifier {
         Ok(verifier)
     }
 
-    /// How many password hashes have been computed since start.
+    /// How many password hashes have been computed since start, padding
+    /// runs included.
     pub fn hash_runs(&self) -> u64 {
         self.hash_runs.load(Ordering::Relaxed)
+    }
+
+    /// How many of [`hash_runs`](Self::hash_runs) ran a stand-in only to
+    /// pad a failed check.
+    pub fn padding_runs(&self) -> u64 {
+        self.padding_runs.load(Ordering::Relaxed)
     }
 
     /// Checks waiting for a hash thread now; for the admin port, which
@@ -213,41 +247,129 @@ impl Verifier {
         users: &'a Htpasswd,
         current: Option<&'a PasswordHash>,
     ) -> &'a PasswordHash {
-        current.unwrap_or_else(|| users.unknown_user_dummy().unwrap_or(&self.fallback_dummy))
+        current.unwrap_or_else(|| self.standin(users))
     }
 
-    /// A cheap check, run right here: the limiter is asked and settled as
-    /// for a pooled check, so the two paths differ only in where the hash
-    /// runs.
-    fn verify_inline(
-        &self,
-        creds: &Credentials,
+    /// The file's stand-in: what an unknown user is checked against.
+    fn standin<'a>(&'a self, users: &'a Htpasswd) -> &'a PasswordHash {
+        users.unknown_user_dummy().unwrap_or(&self.fallback_dummy)
+    }
+
+    /// The stand-in a failed check against `current` must run too: for a
+    /// known user whose hash is cheaper than it. `None` for unknown users
+    /// (already checked against it) and for users of the costliest kind.
+    fn padding<'a>(
+        &'a self,
+        users: &'a Htpasswd,
         current: Option<&PasswordHash>,
-        target: &PasswordHash,
-        client: IpAddr,
-    ) -> Result<Verified, AuthFailure> {
-        let now = Instant::now();
-        let attempt = self
-            .limiter
+    ) -> Option<&'a PasswordHash> {
+        let standin = self.standin(users);
+        current
+            .is_some_and(|own| own.costs_less_than(standin))
+            .then_some(standin)
+    }
+
+    /// Asks the limiter whether a check may cost hash work now, and counts
+    /// it as failed until settled.
+    fn begin(&self, client: IpAddr, user: &str, now: Instant) -> Result<Attempt, AuthFailure> {
+        self.limiter
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .begin(client, Some(&creds.user), now)
-            .map_err(AuthFailure::Limited)?;
-        self.hash_runs.fetch_add(1, Ordering::Relaxed);
-        // Always run the check, then decide: no shortcut for unknown users.
-        let matched = target.verify(creds.password());
-        let ok = matched && current.is_some();
+            .begin(client, Some(user), now)
+            .map_err(AuthFailure::Limited)
+    }
+
+    fn settle(&self, attempt: Attempt, ok: bool) {
         self.limiter
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .finish(attempt, ok, Instant::now());
-        match current {
-            Some(hash) if ok => Ok(Verified {
-                hash: hash.clone(),
-                at: now,
-            }),
-            _ => Err(AuthFailure::Invalid),
+    }
+
+    /// A cheap check, run right here: the limiter is asked and settled as
+    /// for a pooled check, so the two paths differ only in where the hash
+    /// runs. A failure is padded ([`pad_failure`](Self::pad_failure)).
+    async fn verify_inline(
+        &self,
+        key: CredKey,
+        creds: &Credentials,
+        current: Option<&PasswordHash>,
+        target: &PasswordHash,
+        pad: Option<&PasswordHash>,
+        client: IpAddr,
+    ) -> Result<Verified, AuthFailure> {
+        let now = Instant::now();
+        if pad.is_some() {
+            // The same credentials' padded failure is in flight: wait for
+            // it without a new limiter charge, as an unknown user's repeat
+            // waits for its first check.
+            let joined = match self.lock_shared().get_mut(&key) {
+                Some(SharedEntry::Pending(waiters)) => Some(join(waiters)),
+                _ => None,
+            };
+            if let Some(rx) = joined {
+                return self.outcome(rx, key, current, now).await;
+            }
         }
+        let attempt = self.begin(client, &creds.user, now)?;
+        self.hash_runs.fetch_add(1, Ordering::Relaxed);
+        // Always run the check, then decide: no shortcut for unknown users.
+        let matched = target.verify(creds.password());
+        match current {
+            Some(hash) if matched => {
+                self.settle(attempt, true);
+                Ok(Verified {
+                    hash: hash.clone(),
+                    at: now,
+                })
+            }
+            _ => self.pad_failure(key, creds, pad, attempt, client).await,
+        }
+    }
+
+    /// Answers a failed inline check, after running `pad` (if any) where an
+    /// unknown user's check would run: inline when it is cheap for this
+    /// password, else on the pool, through its queue, with the failure's
+    /// limiter charge and an in-flight record that identical credentials
+    /// join, exactly as for an unknown user.
+    async fn pad_failure(
+        &self,
+        key: CredKey,
+        creds: &Credentials,
+        pad: Option<&PasswordHash>,
+        attempt: Attempt,
+        client: IpAddr,
+    ) -> Result<Verified, AuthFailure> {
+        let pad = match pad {
+            Some(pad) if pad.is_slow_for(creds.password()) => pad,
+            cheap => {
+                if let Some(pad) = cheap {
+                    self.run_padding(pad, creds.password());
+                }
+                self.settle(attempt, false);
+                return Err(AuthFailure::Invalid);
+            }
+        };
+        let now = Instant::now();
+        let rx = {
+            let mut shared = self.lock_shared();
+            match shared.get_mut(&key) {
+                // Joined between our two looks; the failure stays counted.
+                Some(SharedEntry::Pending(waiters)) => join(waiters),
+                _ => {
+                    let job = Job {
+                        key,
+                        password: zeroize::Zeroizing::new(creds.password().to_vec()),
+                        check: None,
+                        real: false,
+                        pad: Some(pad.clone()),
+                        attempt,
+                    };
+                    self.submit(&mut shared, job, client, &creds.user, now)?
+                }
+            }
+        };
+        self.outcome(rx, key, None, now).await
     }
 
     /// Tier 2 and 3: the shared map, then the pool.
@@ -257,71 +379,94 @@ impl Verifier {
         creds: &Credentials,
         current: Option<&PasswordHash>,
         target: &PasswordHash,
+        pad: Option<&PasswordHash>,
         client: IpAddr,
     ) -> Result<Verified, AuthFailure> {
         let now = Instant::now();
         let rx = {
-            let mut shared = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut shared = self.lock_shared();
             match shared.get_mut(&key) {
                 Some(SharedEntry::Verified(v))
                     if self.fresh(v, now) && current == Some(&v.hash) =>
                 {
                     return Ok(v.clone());
                 }
-                Some(SharedEntry::Pending(waiters)) => {
-                    let (tx, rx) = oneshot::channel();
-                    waiters.push(tx);
-                    rx
-                }
+                Some(SharedEntry::Pending(waiters)) => join(waiters),
                 _ => {
                     // Past the limit, refuse before any hash work. A check
                     // that cannot be queued stays counted as a failure:
                     // saturating the pool must not reset anyone's count.
-                    let (attempt, lane) = {
-                        let mut limiter =
-                            self.limiter.lock().unwrap_or_else(PoisonError::into_inner);
-                        let attempt = limiter
-                            .begin(client, Some(&creds.user), now)
-                            .map_err(AuthFailure::Limited)?;
-                        // Known-good pairs may use the queue's reserve. Only
-                        // a past success decides, never whether the name
-                        // exists (that would be an enumeration oracle).
-                        let lane = if limiter.is_known_good_pair(client, &creds.user, now) {
-                            Lane::Priority
-                        } else {
-                            Lane::Normal
-                        };
-                        (attempt, lane)
-                    };
+                    let attempt = self.begin(client, &creds.user, now)?;
                     let job = Job {
                         key,
                         password: zeroize::Zeroizing::new(creds.password().to_vec()),
-                        check: target.clone(),
+                        check: Some(target.clone()),
                         real: current.is_some(),
+                        pad: pad.cloned(),
                         attempt,
                     };
-                    self.enqueue(lane, IpKey::of(client), job)?;
-                    let (tx, rx) = oneshot::channel();
-                    if shared.len() >= MAX_CACHE_ENTRIES {
-                        evict(&mut shared, now, self.ttl);
-                    }
-                    shared.insert(key, SharedEntry::Pending(vec![tx]));
-                    rx
+                    self.submit(&mut shared, job, client, &creds.user, now)?
                 }
             }
         };
+        self.outcome(rx, key, current, now).await
+    }
+
+    fn lock_shared(&self) -> std::sync::MutexGuard<'_, KeyMap<SharedEntry>> {
+        self.shared.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues `job` for the pool and records it in flight in `shared` (the
+    /// caller holds its lock), so identical credentials arriving meanwhile
+    /// wait for it. Refused at once when its lane has no room.
+    fn submit(
+        &self,
+        shared: &mut KeyMap<SharedEntry>,
+        job: Job,
+        client: IpAddr,
+        user: &str,
+        now: Instant,
+    ) -> Result<Receiver, AuthFailure> {
+        // Known-good pairs may use the queue's reserve. Only a past success
+        // decides, never whether the name exists (that would be an
+        // enumeration oracle).
+        let known_good = self
+            .limiter
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_known_good_pair(client, user, now);
+        let lane = if known_good {
+            Lane::Priority
+        } else {
+            Lane::Normal
+        };
+        let key = job.key;
+        self.enqueue(lane, IpKey::of(client), job)?;
+        let (tx, rx) = oneshot::channel();
+        if shared.len() >= MAX_CACHE_ENTRIES {
+            evict(shared, now, self.ttl);
+        }
+        shared.insert(key, SharedEntry::Pending(vec![tx]));
+        Ok(rx)
+    }
+
+    /// Waits for a pooled check's outcome.
+    async fn outcome(
+        &self,
+        rx: Receiver,
+        key: CredKey,
+        current: Option<&PasswordHash>,
+        now: Instant,
+    ) -> Result<Verified, AuthFailure> {
         match rx.await {
-            Ok(Ok(())) => {
-                let shared = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
-                match shared.get(&key) {
-                    Some(SharedEntry::Verified(v)) => Ok(v.clone()),
-                    // Evicted in between: the check itself did succeed.
-                    _ => Ok(Verified {
-                        hash: current.cloned().ok_or(AuthFailure::Invalid)?,
-                        at: now,
-                    }),
-                }
-            }
+            Ok(Ok(())) => match self.lock_shared().get(&key) {
+                Some(SharedEntry::Verified(v)) => Ok(v.clone()),
+                // Evicted in between: the check itself did succeed.
+                _ => Ok(Verified {
+                    hash: current.cloned().ok_or(AuthFailure::Invalid)?,
+                    at: now,
+                }),
+            },
             Ok(Err(e)) => Err(e),
             // The pool dropped the job (process shutting down).
             Err(oneshot::Canceled) => Err(AuthFailure::Busy),
@@ -346,23 +491,40 @@ impl Verifier {
         Ok(())
     }
 
+    /// Runs a stand-in whose outcome is thrown away: only its time counts.
+    fn run_padding(&self, pad: &PasswordHash, password: &[u8]) {
+        self.hash_runs.fetch_add(1, Ordering::Relaxed);
+        self.padding_runs.fetch_add(1, Ordering::Relaxed);
+        std::hint::black_box(pad.verify(password));
+    }
+
     /// Runs on a hash thread.
     fn run_job(&self, job: Job) {
-        self.hash_runs.fetch_add(1, Ordering::Relaxed);
-        // Always run the check, then decide: no shortcut for the stand-in.
-        let matched = job.check.verify(&job.password);
-        let ok = matched && job.real;
+        let verified = match &job.check {
+            Some(check) => {
+                self.hash_runs.fetch_add(1, Ordering::Relaxed);
+                // Always run the check, then decide: no shortcut for the
+                // stand-in.
+                let matched = check.verify(&job.password);
+                (matched && job.real).then_some(check)
+            }
+            None => None,
+        };
+        let ok = verified.is_some();
+        if let (false, Some(pad)) = (ok, &job.pad) {
+            self.run_padding(pad, &job.password);
+        }
         let waiters = {
-            let mut shared = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut shared = self.lock_shared();
             let waiters = match shared.remove(&job.key) {
                 Some(SharedEntry::Pending(w)) => w,
                 _ => Vec::new(),
             };
-            if ok {
+            if let Some(hash) = verified {
                 shared.insert(
                     job.key,
                     SharedEntry::Verified(Verified {
-                        hash: job.check.clone(),
+                        hash: hash.clone(),
                         at: Instant::now(),
                     }),
                 );
@@ -492,12 +654,15 @@ impl LocalVerifier {
             }
         }
         let target = self.shared.target(users, current);
+        let pad = self.shared.padding(users, current);
         let verified = if target.is_slow_for(creds.password()) {
             self.shared
-                .verify_shared(key, creds, current, target, client)
+                .verify_shared(key, creds, current, target, pad, client)
                 .await?
         } else {
-            self.shared.verify_inline(creds, current, target, client)?
+            self.shared
+                .verify_inline(key, creds, current, target, pad, client)
+                .await?
         };
         let mut local = self.local.borrow_mut();
         if local.len() >= MAX_CACHE_ENTRIES {
@@ -518,261 +683,4 @@ pub enum Lookup {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-
-    fn db(user: &str, pass: &str) -> Htpasswd {
-        let hash = bcrypt::hash(pass, 4).expect("bcrypt");
-        Htpasswd::parse(&format!("{user}:{hash}\n")).expect("valid htpasswd")
-    }
-
-    const IP: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
-
-    fn no_limit() -> Limiter {
-        Limiter::new(0, Duration::from_secs(60), 16)
-    }
-
-    fn block_on<F: std::future::Future>(f: F) -> F::Output {
-        monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
-            .build()
-            .expect("runtime")
-            .block_on(f)
-    }
-
-    #[test]
-    fn hashes_once_then_serves_from_cache() {
-        let users = db("alice", "pw");
-        let v = Verifier::start(Duration::from_secs(60), 1, 8, no_limit()).expect("start");
-        let local = LocalVerifier::new(v.clone());
-        let good = Credentials::new("alice", b"pw");
-        let bad = Credentials::new("alice", b"nope");
-        block_on(async {
-            assert_eq!(local.authenticate(&users, &good, IP).await, Ok(()));
-            assert_eq!(local.authenticate(&users, &good, IP).await, Ok(()));
-            assert_eq!(
-                local.authenticate(&users, &bad, IP).await,
-                Err(AuthFailure::Invalid)
-            );
-        });
-        assert_eq!(v.hash_runs(), 2);
-    }
-
-    #[test]
-    fn other_worker_reuses_shared_entry() {
-        let users = db("alice", "pw");
-        let v = Verifier::start(Duration::from_secs(60), 1, 8, no_limit()).expect("start");
-        let a = LocalVerifier::new(v.clone());
-        let b = LocalVerifier::new(v.clone());
-        let good = Credentials::new("alice", b"pw");
-        block_on(async {
-            assert_eq!(a.authenticate(&users, &good, IP).await, Ok(()));
-            assert_eq!(b.authenticate(&users, &good, IP).await, Ok(()));
-        });
-        assert_eq!(v.hash_runs(), 1);
-    }
-
-    #[test]
-    fn changed_password_invalidates_at_once() {
-        let v = Verifier::start(Duration::from_secs(60), 1, 8, no_limit()).expect("start");
-        let local = LocalVerifier::new(v.clone());
-        let old = Credentials::new("alice", b"pw");
-        let new = Credentials::new("alice", b"pw2");
-        block_on(async {
-            let v1 = db("alice", "pw");
-            assert_eq!(local.authenticate(&v1, &old, IP).await, Ok(()));
-            let v2 = db("alice", "pw2");
-            assert_eq!(
-                local.authenticate(&v2, &old, IP).await,
-                Err(AuthFailure::Invalid)
-            );
-            assert_eq!(local.authenticate(&v2, &new, IP).await, Ok(()));
-            let v3 = db("bob", "pw2");
-            assert_eq!(
-                local.authenticate(&v3, &new, IP).await,
-                Err(AuthFailure::Invalid)
-            );
-        });
-    }
-
-    #[test]
-    fn expired_entry_is_hashed_again() {
-        let users = db("alice", "pw");
-        let v = Verifier::start(Duration::from_millis(1), 1, 8, no_limit()).expect("start");
-        let local = LocalVerifier::new(v.clone());
-        let good = Credentials::new("alice", b"pw");
-        block_on(async {
-            assert_eq!(local.authenticate(&users, &good, IP).await, Ok(()));
-            std::thread::sleep(Duration::from_millis(5));
-            assert_eq!(local.authenticate(&users, &good, IP).await, Ok(()));
-        });
-        assert_eq!(v.hash_runs(), 2);
-    }
-
-    #[test]
-    fn unknown_user_costs_a_hash_and_fails() {
-        let users = db("alice", "pw");
-        let v = Verifier::start(Duration::from_secs(60), 1, 8, no_limit()).expect("start");
-        let local = LocalVerifier::new(v.clone());
-        block_on(async {
-            let who = Credentials::new("mallory", b"pw");
-            assert_eq!(
-                local.authenticate(&users, &who, IP).await,
-                Err(AuthFailure::Invalid)
-            );
-        });
-        assert_eq!(v.hash_runs(), 1);
-    }
-
-    #[test]
-    fn limit_stops_hash_work_but_not_cached_users() {
-        let users = db("alice", "pw");
-        let limiter = Limiter::new(2, Duration::from_secs(60), 16);
-        let v = Verifier::start(Duration::from_secs(60), 1, 8, limiter).expect("start");
-        let local = LocalVerifier::new(v.clone());
-        let good = Credentials::new("alice", b"pw");
-        block_on(async {
-            assert_eq!(local.authenticate(&users, &good, IP).await, Ok(()));
-            for guess in [b"x1", b"x2"] {
-                let bad = Credentials::new("alice", guess);
-                assert_eq!(
-                    local.authenticate(&users, &bad, IP).await,
-                    Err(AuthFailure::Invalid)
-                );
-            }
-            let bad = Credentials::new("alice", b"x3");
-            assert!(matches!(
-                local.authenticate(&users, &bad, IP).await,
-                Err(AuthFailure::Limited(_))
-            ));
-            // Still served from the cache while the address is blocked.
-            assert_eq!(local.authenticate(&users, &good, IP).await, Ok(()));
-        });
-        assert_eq!(v.hash_runs(), 3);
-    }
-
-    #[test]
-    fn cheap_schemes_are_checked_inline_with_the_same_accounting() {
-        // `htpasswd -nbm dave x`
-        let users = Htpasswd::parse("dave:$apr1$HRIsn3nP$Y6tKzox320eJmP6PjdD3s.\n")
-            .expect("valid")
-            .with_unknown_user_dummy();
-        let limiter = Limiter::new(2, Duration::from_secs(60), 16);
-        // No hash threads would be needed: a queue of 0 refuses every job,
-        // so any pooled check would come back Busy.
-        let v = Verifier::start(Duration::from_secs(60), 1, 0, limiter).expect("start");
-        let local = LocalVerifier::new(v.clone());
-        block_on(async {
-            let good = Credentials::new("dave", b"x");
-            assert_eq!(local.authenticate(&users, &good, IP).await, Ok(()));
-            let unknown = Credentials::new("mallory", b"x");
-            assert_eq!(
-                local.authenticate(&users, &unknown, IP).await,
-                Err(AuthFailure::Invalid)
-            );
-            let wrong = Credentials::new("dave", b"y");
-            assert_eq!(
-                local.authenticate(&users, &wrong, IP).await,
-                Err(AuthFailure::Invalid)
-            );
-            // Two failures: the address is limited, inline as in the pool.
-            let again = Credentials::new("dave", b"z");
-            assert!(matches!(
-                local.authenticate(&users, &again, IP).await,
-                Err(AuthFailure::Limited(_))
-            ));
-        });
-        assert_eq!(v.hash_runs(), 3);
-    }
-
-    #[test]
-    fn unknown_users_go_through_the_pool_at_the_files_cost() {
-        let hash = bcrypt::hash("pw", 4).expect("bcrypt");
-        let users = Htpasswd::parse(&format!("alice:{hash}\n"))
-            .expect("valid")
-            .with_unknown_user_dummy();
-        assert_eq!(
-            users.unknown_user_dummy().and_then(|d| d.bcrypt_cost()),
-            Some(4)
-        );
-        let v = Verifier::start(Duration::from_secs(60), 1, 8, no_limit()).expect("start");
-        let local = LocalVerifier::new(v.clone());
-        block_on(async {
-            let who = Credentials::new("mallory", b"pw");
-            assert_eq!(
-                local.authenticate(&users, &who, IP).await,
-                Err(AuthFailure::Invalid)
-            );
-        });
-        assert_eq!(v.hash_runs(), 1);
-    }
-
-    #[test]
-    fn a_full_queue_still_takes_known_good_pairs() {
-        let users = db("alice", "pw");
-        let limiter = Limiter::new(100, Duration::from_secs(60), 64);
-        // Fill the normal lane as a flood from many addresses would, with
-        // checks slow enough (bcrypt cost 11, ~100 ms each on one thread)
-        // that it is still full when alice's logins arrive.
-        let slow = dummy_hash(11);
-        let v = Verifier::start(Duration::from_secs(60), 1, 4, limiter).expect("start");
-        let runner: IpAddr = "192.0.2.10".parse().unwrap();
-        v.limiter
-            .lock()
-            .unwrap()
-            .record_success(runner, "alice", Instant::now());
-        let job = |check: &PasswordHash| Job {
-            key: [0; 32],
-            password: zeroize::Zeroizing::new(Vec::new()),
-            check: check.clone(),
-            real: false,
-            attempt: v
-                .limiter
-                .lock()
-                .unwrap()
-                .begin(IP, None, Instant::now())
-                .unwrap(),
-        };
-        // Keep the one hash thread busy first (cost 13, hundreds of ms), so
-        // that it cannot take a job off the full lane below before the
-        // stranger's check arrives, however late the thread got going.
-        let busy = IpKey::of("192.0.2.99".parse().unwrap());
-        v.enqueue(Lane::Normal, busy, job(&dummy_hash(13)))
-            .expect("room");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !v.pool.queue.lock().unwrap().jobs.is_empty() {
-            assert!(Instant::now() < deadline, "the hash thread never started");
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        {
-            let mut state = v.pool.queue.lock().unwrap();
-            for i in 0..10u32 {
-                let addr = IpKey::of(IpAddr::V4(std::net::Ipv4Addr::from(i)));
-                let _ = state.jobs.push(Lane::Normal, addr, job(&slow));
-            }
-            assert_eq!(state.jobs.len(), 3, "a quarter is held back");
-        }
-        block_on(async {
-            let local = LocalVerifier::new(v.clone());
-            let good = Credentials::new("alice", b"pw");
-            // From a new address: no room.
-            let stranger: IpAddr = "203.0.113.1".parse().unwrap();
-            assert_eq!(
-                local.authenticate(&users, &good, stranger).await,
-                Err(AuthFailure::Busy)
-            );
-            // From the runner: the reserve.
-            assert_eq!(local.authenticate(&users, &good, runner).await, Ok(()));
-        });
-    }
-
-    #[test]
-    fn keys_depend_on_user_and_password() {
-        let v = Verifier::start(Duration::from_secs(60), 1, 8, no_limit()).expect("start");
-        let k1 = v.key_of(&Credentials::new("alice", b"pw"));
-        let k2 = v.key_of(&Credentials::new("alice", b"pw "));
-        let k3 = v.key_of(&Credentials::new("alic", b"epw"));
-        assert_ne!(k1, k2);
-        assert_ne!(k1, k3);
-    }
-}
+mod tests;

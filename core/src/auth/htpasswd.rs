@@ -227,6 +227,13 @@ impl PasswordHash {
         }
     }
 
+    /// Whether a check against this hash costs less than one against
+    /// `other`, in the order [`Htpasswd::costliest`] picks the stand-in by
+    /// (scheme class first, then the work factor).
+    pub fn costs_less_than(&self, other: &PasswordHash) -> bool {
+        self.cost_rank() < other.cost_rank()
+    }
+
     /// Short scheme name for logs and metrics.
     pub fn scheme(&self) -> &'static str {
         match self {
@@ -349,7 +356,8 @@ impl Htpasswd {
 
     /// Computes the stand-in that unknown users are checked against, of the
     /// scheme and cost of [`costliest`](Self::costliest), so that "no such
-    /// user" takes as long as "wrong password" (see [`dummy_like`]). Runs
+    /// user" takes as long as "wrong password" (see [`dummy_like`]); failed
+    /// checks of users with a cheaper hash run it too. Runs
     /// that hash once (up to a bcrypt at the file's cost): call it when a
     /// file is loaded for serving, not for a syntax check.
     pub fn with_unknown_user_dummy(mut self) -> Self {

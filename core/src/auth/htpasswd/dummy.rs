@@ -1,8 +1,9 @@
-//! Stand-ins for unknown users: a hash that costs what the file's real
-//! entries cost and matches nothing, so "no such user" and "wrong password"
+//! Stand-ins for unknown users: a hash that costs what the file's costliest
+//! entry costs and matches nothing, so "no such user" and "wrong password"
 //! take the same time and a stranger cannot list the user names by timing.
-//! Computed at each (re)load from the file's costliest entry
-//! ([`Htpasswd::costliest`](super::Htpasswd::costliest)).
+//! The same stand-in also pads the failed checks of users whose own hash is
+//! cheaper (`auth::cache`). Computed at each (re)load from the file's
+//! costliest entry ([`Htpasswd::costliest`](super::Htpasswd::costliest)).
 
 use base64::Engine as _;
 
@@ -22,8 +23,9 @@ const EMPTY_FILE_COST: u32 = 5;
 /// SHA-crypt is the one exception: its stand-in is `model` itself, because
 /// its cost depends on rounds *and* salt length and a copy is the exact
 /// match. That is safe only because the caller throws away the outcome of
-/// an unknown user's check (`auth::cache`): an unknown name with another
-/// user's password is still refused.
+/// every check against a stand-in (`auth::cache`), an unknown user's or a
+/// padding run: an unknown name with another user's password is still
+/// refused.
 pub fn dummy_like(model: Option<&PasswordHash>) -> PasswordHash {
     let Some(model) = model else {
         return dummy_hash(EMPTY_FILE_COST);
