@@ -27,6 +27,7 @@ pub mod live;
 pub mod metrics;
 pub mod relay;
 pub mod reload;
+pub mod server;
 pub mod shutdown;
 pub mod sys;
 pub mod tls;
