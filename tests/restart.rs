@@ -284,14 +284,9 @@ fn reuseport_join_without_migrate_req_measured() {
 /// in the socket's queue and is answered once it starts.
 #[test]
 fn socket_activation_serves_the_passed_socket() {
-    if Command::new("systemd-socket-activate")
-        .arg("--help")
-        .output()
-        .is_err()
-    {
-        eprintln!("SKIP: systemd-socket-activate is not installed (apt-get install systemd)");
+    let Some(activate) = support::require_tool("systemd-socket-activate", "systemd") else {
         return;
-    }
+    };
     let dir = tempfile::tempdir().unwrap();
     let users = dir.path().join("users");
     support::write_htpasswd(&users, &[("ci", "ci-password")]);
@@ -310,7 +305,7 @@ fn socket_activation_serves_the_passed_socket() {
     )
     .unwrap();
     let stderr = dir.path().join("stderr");
-    let mut child = Command::new("systemd-socket-activate")
+    let mut child = Command::new(activate)
         .arg("-l")
         .arg(format!("127.0.0.1:{port}"))
         .arg(support::proxy::bin())

@@ -21,6 +21,10 @@
 //! - [`tap`]: a transparent TCP relay that notes how each request's body
 //!   is framed (how a real client uploads).
 //! - [`htpasswd_bcrypt`]: an htpasswd line made by the real `htpasswd -B`.
+//! - [`require`]: a tool or machine condition a test needs; missing, it
+//!   fails the test under CI (naming the package) and skips loudly
+//!   elsewhere ([`require_tool`], [`skip_unless_ci`]).
+//! - [`wait_for`]: polls a condition; tests wait on conditions, not sleeps.
 //!
 //! Nothing here uses fixed ports or kills processes by name: every child is
 //! killed by its own PID when its handle is dropped.
@@ -36,10 +40,13 @@ pub mod origin;
 pub mod podman;
 pub mod proxy;
 pub mod registry;
+pub mod require;
 pub mod skopeo;
 pub mod stack;
 pub mod tap;
 pub mod tls;
+
+pub use require::{require_tool, skip_unless_ci};
 
 use std::path::Path;
 use std::process::Command;
