@@ -21,7 +21,7 @@ use support::tls::Tls;
 
 /// The recipe's `auth/nginx.conf`, as published (tests/fixtures/README.md).
 fn recipe_conf() -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/nginx-recipe/nginx.conf");
+    let path = support::fixture("nginx-recipe/nginx.conf");
     let text =
         std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
     assert!(text.contains("auth_basic_user_file"), "{text}");
