@@ -46,6 +46,8 @@ pub mod stack;
 pub mod tap;
 pub mod tls;
 
+// Not every test binary uses both.
+#[allow(unused_imports)]
 pub use require::{require_tool, skip_unless_ci};
 
 use std::path::Path;
