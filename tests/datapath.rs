@@ -54,29 +54,6 @@ fn blob_origin(data: Vec<u8>) -> Origin {
     })
 }
 
-/// Opens an upload session in `repo` through `proxy`; its path and query.
-fn start_upload(proxy: &Proxy, repo: &str) -> String {
-    let r = http::request(
-        proxy.addr(),
-        "POST",
-        &format!("/v2/{repo}/blobs/uploads/"),
-        Some(USER),
-        &[],
-        b"",
-    )
-    .unwrap();
-    assert_eq!(r.status, 202, "{r:?}");
-    path_of(r.header("location").unwrap())
-}
-
-/// The path and query of a `Location`, absolute or not.
-fn path_of(location: &str) -> String {
-    match location.split_once("://") {
-        Some((_, rest)) => rest[rest.find('/').unwrap()..].to_owned(),
-        None => location.to_owned(),
-    }
-}
-
 /// Threads of `pid` whose name starts with `prefix`.
 fn threads_named(pid: u32, prefix: &str) -> Vec<String> {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
@@ -167,7 +144,7 @@ fn chunked_upload_with_spliced_chunks_arrives_byte_identical() {
     }
     body.extend_from_slice(b"0\r\nX-Trailer: dropped\r\n\r\n");
 
-    let path = start_upload(&proxy, "dp/chunked");
+    let path = http::start_upload(proxy.addr(), "dp/chunked", USER);
     let before = proxy.metric("regproxy_spliced_bytes_total");
     let r = http::request(
         proxy.addr(),
@@ -187,7 +164,7 @@ fn chunked_upload_with_spliced_chunks_arrives_byte_identical() {
         spliced >= 1 << 20,
         "large chunks were not spliced: {spliced}"
     );
-    let path = path_of(r.header("location").unwrap());
+    let path = http::path_of(r.header("location").unwrap());
     let r = http::request(
         proxy.addr(),
         "PUT",
@@ -220,7 +197,11 @@ fn curl_chunked_upload_is_spliced_chunk_lines_and_all() {
     let proxy = start(registry.addr(), "", dir.path());
     let data = pattern(16 << 20);
     let digest = sha256_digest(&data);
-    let url = format!("http://{}{}", proxy.addr(), start_upload(&proxy, "dp/curl"));
+    let url = format!(
+        "http://{}{}",
+        proxy.addr(),
+        http::start_upload(proxy.addr(), "dp/curl", USER)
+    );
     // From a file, as `bench/compare` does: curl then reads and sends
     // full 64 KiB chunks (from a pipe it sends whatever each read got).
     let file = dir.path().join("blob");

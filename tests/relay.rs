@@ -187,14 +187,6 @@ fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
     data
 }
 
-/// `/v2/...?...` of an absolute or relative `Location`.
-fn path_of(location: &str) -> String {
-    match location.split_once("://") {
-        Some((_, rest)) => rest[rest.find('/').unwrap()..].to_owned(),
-        None => location.to_owned(),
-    }
-}
-
 /// A chunked body of `data` cut at `cuts`, with chunk extensions (bare,
 /// valued, quoted), upper- and lower-case hex, and a trailer field.
 fn chunked(data: &[u8], cuts: &[usize]) -> Vec<u8> {
@@ -259,7 +251,7 @@ fn chunked_upload_round_trip(tls: bool) {
     let mut patch = format!(
         "PATCH {} HTTP/1.1\r\nHost: {}\r\nAuthorization: {}\r\nContent-Type: application/octet-stream\r\n\
          Transfer-Encoding: chunked\r\nTrailer: X-Upload-Note\r\n\r\n",
-        path_of(&location),
+        http::path_of(&location),
         f.host(),
         http::basic_auth_value(USER.0, USER.1)
     )
@@ -274,7 +266,7 @@ fn chunked_upload_round_trip(tls: bool) {
     assert_eq!(r.header("docker-upload-uuid"), Some(uuid.as_str()));
     let location = r.header("location").unwrap().to_owned();
 
-    let put = format!("{}&digest={digest}", path_of(&location));
+    let put = format!("{}&digest={digest}", http::path_of(&location));
     let r = exchange(
         &mut conn,
         &f.req("PUT", &put, Some(USER), &[("Content-Length", "0")], b""),
@@ -354,7 +346,10 @@ fn expect_continue_after_auth(tls: bool) {
         ),
     );
     assert_eq!(r.status, 202, "{r:?}");
-    let put = format!("{}&digest={digest}", path_of(r.header("location").unwrap()));
+    let put = format!(
+        "{}&digest={digest}",
+        http::path_of(r.header("location").unwrap())
+    );
     let len = data.len().to_string();
     let head = |auth: (&str, &str)| {
         f.req(
