@@ -127,10 +127,15 @@ impl Stack {
         self.dir.path().join(name)
     }
 
-    /// Both access logs, after their flush interval.
-    fn proxy_log(&self) -> String {
-        std::thread::sleep(Duration::from_millis(500));
-        self.proxy.access_log_text() + &self.plain.access_log_text()
+    /// Both access logs, once a line matches `want` (they are flushed
+    /// every 200 ms) or 10 s have passed.
+    fn proxy_log(&self, want: impl Fn(&str) -> bool) -> String {
+        let text = || self.proxy.access_log_text() + &self.plain.access_log_text();
+        support::wait_for(Duration::from_secs(10), || {
+            let t = text();
+            t.lines().any(&want).then_some(t)
+        })
+        .unwrap_or_else(text)
     }
 }
 
@@ -354,12 +359,13 @@ fn docker_push_by_pull_only_user_is_denied_and_stores_nothing() {
         .filter(|r| !matches!(r.method.as_str(), "GET" | "HEAD"))
         .collect();
     assert!(writes.is_empty(), "writes reached the registry: {writes:?}");
+    let refused = |l: &str| {
+        l.contains("reader \"POST /v2/clients/denied/blobs/uploads/") && l.contains("\" 403 ")
+    };
+    let log = s.proxy_log(refused);
     assert!(
-        s.proxy_log().lines().any(|l| l
-            .contains("reader \"POST /v2/clients/denied/blobs/uploads/")
-            && l.contains("\" 403 ")),
-        "regproxy should log the 403:\n{}",
-        s.proxy_log()
+        log.lines().any(refused),
+        "regproxy should log the 403:\n{log}"
     );
 }
 
@@ -410,12 +416,14 @@ fn docker_cross_repository_mount_needs_pull_on_the_source() {
         TRANSFER_LIMIT,
     )
     .assert_success();
-    let log = s.proxy_log();
+    let mount_refused = |l: &str| {
+        l.contains("bob \"POST /v2/dst/b/blobs/uploads/?")
+            && l.contains("mount=")
+            && l.contains("\" 403 ")
+    };
+    let log = s.proxy_log(mount_refused);
     assert!(
-        log.lines()
-            .any(|l| l.contains("bob \"POST /v2/dst/b/blobs/uploads/?")
-                && l.contains("mount=")
-                && l.contains("\" 403 ")),
+        log.lines().any(mount_refused),
         "bob's mount from src/app should be refused:\n{log}"
     );
     s.registry.settle(Duration::from_millis(300));

@@ -278,8 +278,16 @@ fn a_chunk_line_cut_in_two_is_waited_for_not_spun_on() {
     }
     first.extend_from_slice(b"1");
     c.write_all(&first).unwrap();
-    std::thread::sleep(Duration::from_millis(100));
+    // The relay has taken the two chunks: at most the cut "1" is unread
+    // (SO_RCVLOWAT keeps it queued until the line's rest arrives).
+    let (client, server) = (c.local_addr().unwrap(), proxy.addr());
+    let taken = support::wait_for(Duration::from_secs(10), || {
+        (support::tcp::unread(server, client) <= 1).then_some(())
+    });
+    assert!(taken.is_some(), "regproxy did not read the first chunks");
     let cpu_before = cpu_seconds(proxy.pid());
+    // Not synchronisation: the window in which a spinning relay would
+    // burn CPU.
     std::thread::sleep(Duration::from_millis(300));
     let spun = cpu_seconds(proxy.pid()) - cpu_before;
     let mut rest = b"0000\r\n".to_vec();

@@ -628,7 +628,7 @@ fn assert_upload_empty_then_completes(s: &Stack, ep: &Endpoint, path: &str, what
 #[test]
 fn malformed_chunk_after_forwarded_data_gets_400_and_no_blob() {
     // The bad chunk comes in a later write, after a good chunk that regproxy
-    // has likely passed on already: the registry sees a chunked body that
+    // has read (and likely passed on already): the registry sees a chunked body that
     // never ends and fails that PATCH. Whether distribution then keeps the
     // session empty or invalidates it depends on how far its copy got; in
     // neither case may a blob be committed.
@@ -641,7 +641,12 @@ fn malformed_chunk_after_forwarded_data_gets_400_and_no_blob() {
         let mut first = chunked_patch(&path);
         first.extend_from_slice(b"5\r\nhello\r\n");
         conn.send(&first).unwrap();
-        std::thread::sleep(Duration::from_millis(300));
+        // regproxy has read the good chunk before the bad one is sent.
+        let client = conn.local_addr().unwrap();
+        let read = support::wait_for(Duration::from_secs(10), || {
+            (support::tcp::unread(ep.addr, client) == 0).then_some(())
+        });
+        assert!(read.is_some(), "regproxy did not read the first chunk");
         // The proxy may close as soon as it sees the fault; a failed write
         // is fine as long as the answer can be read.
         let _ = conn.send(b"zz\r\n0\r\n\r\n");

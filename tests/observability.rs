@@ -587,6 +587,8 @@ fn a_stalled_registry_answer_lands_in_its_servers_upper_buckets() {
             .then_some(())
     });
     assert!(in_flight.is_some(), "the request never reached the server");
+    // Not synchronisation: the stopped registry holds the request 700 ms,
+    // the duration the histogram must then file it under.
     std::thread::sleep(Duration::from_millis(700));
     support::cmd::signal(s.registry.pid(), "CONT");
     assert_eq!(slow.join().unwrap().unwrap().status, 200);

@@ -790,8 +790,15 @@ fn idle_upstream_close_is_noticed_before_reuse() {
             o.wait_closed(i + 1, PROMPT),
             "origin did not close connection {i}"
         );
-        // Let the FIN land in the proxy's pooled socket.
-        std::thread::sleep(Duration::from_millis(500));
+        // The origin's FIN has reached the proxy's pooled end: it left
+        // ESTABLISHED (CLOSE_WAIT, or gone once the proxy noticed).
+        let fin_in = support::wait_for(PROMPT, || {
+            let pooled = support::tcp::sockets()
+                .into_iter()
+                .any(|s| s.remote == o.addr() && s.state == support::tcp::ESTABLISHED);
+            (!pooled).then_some(())
+        });
+        assert!(fin_in.is_some(), "the proxy's end never saw the FIN");
     }
     let reqs = o.requests();
     assert_eq!(
@@ -875,7 +882,9 @@ fn stale_pooled_connection_retries_get_but_never_resends_post() {
         1,
         "a POST was retried"
     );
-    // The origin must not see it later either.
+    // The origin must not see it later either. Not synchronisation: a
+    // resend would have no event to wait for, so this is a bounded window
+    // in which one would show.
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(
         o.requests().iter().filter(|r| r.method == "POST").count(),
@@ -1328,7 +1337,8 @@ fn sigterm_still_answers_a_fresh_connections_first_request() {
     f.proxy.send_signal("TERM");
     let stopped = Instant::now();
 
-    // Longer than any grace a worker could give before closing.
+    // Longer than any grace a worker could give before closing: the time
+    // passing is what the test is about, not something to wait for.
     std::thread::sleep(Duration::from_millis(1500));
     let r = exchange(&mut fresh, &f.req("GET", "/v2/", Some(READER), &[], b""));
     assert_eq!(r.status, 200, "{r:?}");

@@ -191,6 +191,8 @@ access = "off"
         Bench::start("pull", &url, &creds, &secs, dir.path().join("pull.json")),
     ];
     let began = Instant::now();
+    // SETTLE and OVERLAP are not synchronisation: they space the restarts
+    // over the load, which is the scenario under test.
     std::thread::sleep(SETTLE);
     for _ in 0..RESTARTS {
         generation += 1;
@@ -203,6 +205,7 @@ access = "off"
                 next.stderr_text()
             );
         }
+        // Both serve together for a while (not synchronisation, as above).
         std::thread::sleep(OVERLAP);
         let mut old = std::mem::replace(&mut current, next);
         old.send_signal("TERM");
@@ -212,6 +215,7 @@ access = "off"
             "old regproxy did not drain and exit cleanly ({status:?}):\n{}",
             old.stderr_text()
         );
+        // The new one alone under load before the next restart (as above).
         std::thread::sleep(SETTLE);
     }
     let restarted_in = began.elapsed();

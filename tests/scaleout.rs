@@ -606,6 +606,8 @@ fn failover_between_two_replicas_on_shared_storage() {
         ],
         "push",
     );
+    // Not synchronisation: 5 s of the 16 s load before the kill, so both
+    // runs are mid-way (the 1 GiB push with parts on each replica).
     std::thread::sleep(Duration::from_secs(5));
     a.kill();
     let killed = Instant::now();
@@ -614,6 +616,7 @@ fn failover_between_two_replicas_on_shared_storage() {
     })
     .expect("a never left rotation")
     .duration_since(killed);
+    // Not synchronisation: a stays down 3 s while the load runs on b.
     std::thread::sleep(Duration::from_secs(3));
     a.restart();
     let restarted = Instant::now();

@@ -24,6 +24,8 @@
 //! - [`require`]: a tool or machine condition a test needs; missing, it
 //!   fails the test under CI (naming the package) and skips loudly
 //!   elsewhere ([`require_tool`], [`skip_unless_ci`]).
+//! - [`tcp`]: the kernel's TCP socket table (queues, states), for waiting
+//!   on what a connection's peer has read or closed.
 //! - [`wait_for`]: polls a condition; tests wait on conditions, not sleeps.
 //!
 //! Nothing here uses fixed ports or kills processes by name: every child is
@@ -44,6 +46,7 @@ pub mod require;
 pub mod skopeo;
 pub mod stack;
 pub mod tap;
+pub mod tcp;
 pub mod tls;
 
 // Not every test binary uses both.
@@ -144,6 +147,7 @@ pub fn wait_for<T>(timeout: Duration, mut check: impl FnMut() -> Option<T>) -> O
         if Instant::now() >= deadline {
             return None;
         }
+        // The poll interval of the wait itself.
         std::thread::sleep(Duration::from_millis(20));
     }
 }

@@ -206,6 +206,8 @@ fn accept_loop(
         let stream = match listener.accept() {
             Ok((stream, _)) => stream,
             Err(_) => {
+                // The non-blocking accept's poll interval, so the loop sees
+                // `stop` and the lifetime deadline.
                 std::thread::sleep(POLL);
                 continue;
             }
@@ -239,6 +241,7 @@ fn pause(d: Duration, stop: &AtomicBool) -> bool {
         if now >= deadline {
             return true;
         }
+        // Not synchronisation: a scripted `Step::Sleep`, cut in slices.
         std::thread::sleep(POLL.min(deadline - now));
     }
 }

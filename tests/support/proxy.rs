@@ -125,27 +125,26 @@ impl Proxy {
             admin_addr: None,
             workdir: workdir.to_owned(),
         };
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            if let Some((addr, admin)) =
-                parse_listening(super::complete_lines(&proxy.stderr_text()))
-            {
-                proxy.addr = addr;
-                proxy.admin_addr = admin;
-                return Ok(proxy);
+        // Listening (logged), or exited.
+        let started = super::wait_for(START_TIMEOUT, || {
+            match parse_listening(super::complete_lines(&proxy.stderr_text())) {
+                Some(listening) => Some(Ok(listening)),
+                None => proxy.try_wait().map(Err),
             }
-            let status = proxy.try_wait();
-            if status.is_some() || Instant::now() >= deadline {
-                proxy.kill();
-                // Anything logged between the last poll and the exit.
-                return Err(StartFailure {
-                    status,
-                    stderr: proxy.stderr_text(),
-                    stdout: proxy.access_log_text(),
-                });
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        });
+        if let Some(Ok((addr, admin))) = started {
+            proxy.addr = addr;
+            proxy.admin_addr = admin;
+            return Ok(proxy);
         }
+        let status = proxy.try_wait();
+        proxy.kill();
+        // Anything logged between the last poll and the exit.
+        Err(StartFailure {
+            status,
+            stderr: proxy.stderr_text(),
+            stdout: proxy.access_log_text(),
+        })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -192,6 +191,42 @@ impl Proxy {
     /// Current resident memory (`VmRSS`) in KiB.
     pub fn vm_rss_kib(&self) -> u64 {
         super::mem::vm_rss_kib(self.pid).expect("read VmRSS of regproxy (has it exited?)")
+    }
+
+    /// `VmRSS` in KiB once it holds still: within 0.5% for 500 ms, five of
+    /// the workers' 100 ms sweeps, so a heap trim due after a wave of
+    /// closes has run. After 10 s without that, the value then (said on
+    /// stderr).
+    pub fn settled_rss_kib(&self) -> u64 {
+        const STILL: Duration = Duration::from_millis(500);
+        let mut held: Option<(u64, Instant)> = None;
+        let settled = super::wait_for(Duration::from_secs(10), || {
+            let now = self.vm_rss_kib();
+            match held {
+                Some((kib, since)) if now.abs_diff(kib) <= kib / 200 => {
+                    (since.elapsed() >= STILL).then_some(now)
+                }
+                _ => {
+                    held = Some((now, Instant::now()));
+                    None
+                }
+            }
+        });
+        settled.unwrap_or_else(|| {
+            let now = self.vm_rss_kib();
+            eprintln!("regproxy's RSS did not settle within 10 s; {now} KiB now");
+            now
+        })
+    }
+
+    /// Connections in the accept queues of its listening sockets: made by a
+    /// client, not yet accepted by a worker.
+    pub fn accept_queue_len(&self) -> u32 {
+        super::tcp::sockets()
+            .iter()
+            .filter(|s| s.state == super::tcp::LISTEN && s.local == self.addr)
+            .map(|s| s.rx_queue)
+            .sum()
     }
 
     /// Resets `VmHWM` to the current RSS so a later [`Proxy::vm_hwm_kib`]
