@@ -5,7 +5,10 @@
 //! origin: refused, silent, garbage and mid-body failures, stale pooled
 //! connections (an idempotent GET is retried, a POST never resent), the
 //! headers the registry is sent, chunked and close-delimited responses, and
-//! graceful shutdown with a response in flight.
+//! graceful shutdown with a response in flight. The chunked round trips
+//! (plain and TLS), upstream keep-alive and the upstream read timeout run
+//! a second time on the epoll driver (`driver = "epoll"`), the fallback
+//! where io_uring is unavailable.
 #![allow(clippy::unwrap_used)]
 
 mod support;
@@ -18,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use support::http::{self, Conn, Endpoint, RawResponse};
 use support::origin::{self, Origin, Step};
-use support::proxy::Proxy;
+use support::proxy::{Proxy, EPOLL};
 use support::registry::Registry;
 use support::skopeo::{sha256_digest, RandomStream};
 use support::tls::Tls;
@@ -217,14 +220,15 @@ fn registry_front(tls: bool, top: &str) -> (Registry, Front) {
 }
 
 /// POST, chunked PATCH, PUT ?digest=, then GET, HEAD, another request and a
-/// Range GET on the same connection.
-fn chunked_upload_round_trip(tls: bool) {
-    let (registry, f) = registry_front(tls, "");
-    let repo = if tls {
-        "relay/chunked-tls"
-    } else {
-        "relay/chunked"
-    };
+/// Range GET on the same connection, on the workers' `driver`.
+fn chunked_upload_round_trip(tls: bool, driver: &str) {
+    let top = if driver == "epoll" { EPOLL } else { "" };
+    let (registry, f) = registry_front(tls, top);
+    f.proxy.assert_driver(driver);
+    let repo = format!(
+        "relay/chunked-{}-{driver}",
+        if tls { "tls" } else { "plain" }
+    );
     let data = random_bytes(300_000 + 17, 0x5eed + u64::from(tls));
     let digest = sha256_digest(&data);
     let mut conn = f.connect();
@@ -318,12 +322,24 @@ fn chunked_upload_round_trip(tls: bool) {
 
 #[test]
 fn chunked_patch_upload_round_trips_over_plain_http() {
-    chunked_upload_round_trip(false);
+    chunked_upload_round_trip(false, "io_uring");
 }
 
 #[test]
 fn chunked_patch_upload_round_trips_over_tls() {
-    chunked_upload_round_trip(true);
+    chunked_upload_round_trip(true, "io_uring");
+}
+
+/// The epoll driver: splice readiness, and keep-alive, on plain HTTP.
+#[test]
+fn chunked_patch_upload_round_trips_over_plain_http_on_epoll() {
+    chunked_upload_round_trip(false, "epoll");
+}
+
+/// The epoll driver: TLS record batching on the same exchange.
+#[test]
+fn chunked_patch_upload_round_trips_over_tls_on_epoll() {
+    chunked_upload_round_trip(true, "epoll");
 }
 
 /// A monolithic PUT with `Expect: 100-continue`: 100 only for an authorized
@@ -417,7 +433,18 @@ fn expect_100_continue_only_after_auth_tls() {
 
 #[test]
 fn keep_alive_reuses_client_and_upstream_connections() {
-    let (_registry, f) = registry_front(false, "workers = 1");
+    keep_alive_reuse("workers = 1");
+}
+
+/// The epoll driver: a pooled connection's liveness check is a readiness
+/// peek there too.
+#[test]
+fn keep_alive_reuses_client_and_upstream_connections_on_epoll() {
+    keep_alive_reuse(&format!("workers = 1\n{EPOLL}"));
+}
+
+fn keep_alive_reuse(top: &str) {
+    let (_registry, f) = registry_front(false, top);
     let (connects0, reuses0) = (
         f.metric("regproxy_upstream_connects_total"),
         f.metric("regproxy_upstream_reuses_total"),
@@ -522,8 +549,18 @@ fn refused_upstream_is_502_unavailable() {
 
 #[test]
 fn silent_upstream_is_504_within_read_timeout() {
+    silent_upstream_times_out("");
+}
+
+/// The epoll driver: its timers end the wait too.
+#[test]
+fn silent_upstream_is_504_within_read_timeout_on_epoll() {
+    silent_upstream_times_out(EPOLL);
+}
+
+fn silent_upstream_times_out(top: &str) {
     let o = Origin::silent();
-    let f = front(o.addr(), false, "", FAST_UPSTREAM, "");
+    let f = front(o.addr(), false, top, FAST_UPSTREAM, "");
     let started = Instant::now();
     let r = f.once("GET", "/v2/", Some(READER), b"");
     assert_error(&r, 504, "UNAVAILABLE");

@@ -15,6 +15,10 @@ use std::time::{Duration, Instant};
 
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The top-level key that puts the workers on the epoll fallback instead of
+/// io_uring: the tests that cover both drivers run once with it.
+pub const EPOLL: &str = "driver = \"epoll\"";
+
 /// Path of the binary Cargo built for these tests.
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_regproxy")
@@ -240,6 +244,39 @@ impl Proxy {
         super::strip_ansi(
             &std::fs::read_to_string(self.workdir.join("regproxy.stderr")).unwrap_or_default(),
         )
+    }
+
+    /// The I/O driver each worker logged at start (`io_uring` or `epoll`).
+    pub fn drivers(&self) -> Vec<String> {
+        self.stderr_text()
+            .lines()
+            .filter(|l| l.contains("worker started"))
+            .filter_map(|l| {
+                let at = l.find("driver=")? + "driver=".len();
+                l[at..].split_whitespace().next().map(str::to_owned)
+            })
+            .collect()
+    }
+
+    /// Every worker runs `want` (`io_uring` or `epoll`). Where the kernel
+    /// refuses io_uring, a default config falls back to epoll: under CI
+    /// that fails (the io_uring half of a both-drivers test would not have
+    /// run); elsewhere it is said on stderr.
+    pub fn assert_driver(&self, want: &str) {
+        let got = self.drivers();
+        assert!(
+            !got.is_empty(),
+            "no worker logged its driver:\n{}",
+            self.stderr_text()
+        );
+        if got.iter().all(|d| d == want) {
+            return;
+        }
+        if want == "io_uring" && !super::require::in_ci() {
+            eprintln!("NOTE: io_uring is unavailable here, the workers ran {got:?}");
+            return;
+        }
+        panic!("workers ran {got:?}, not {want}:\n{}", self.stderr_text());
     }
 
     /// The access log (stdout) so far.
