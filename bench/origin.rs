@@ -15,6 +15,7 @@
 //! flipped, so clients can prove they verify digests.
 
 mod catalog;
+mod reason;
 mod route;
 
 use std::cell::Cell;
@@ -40,6 +41,7 @@ use crate::content::{Hasher, PATTERN_BYTES};
 use crate::registry::MANIFEST_TYPE;
 use catalog::{Blob, Catalog};
 pub use catalog::{Shape, MAX_LAYERS};
+use reason::reason;
 use route::{query_param, route, Route};
 
 /// Read buffer per connection; uploads are read and dropped through it.
@@ -495,21 +497,5 @@ impl Conn {
             left -= n as u64;
         }
         Ok(())
-    }
-}
-
-fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        201 => "Created",
-        202 => "Accepted",
-        204 => "No Content",
-        400 => "Bad Request",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        414 => "URI Too Long",
-        431 => "Request Header Fields Too Large",
-        501 => "Not Implemented",
-        _ => "",
     }
 }

@@ -543,6 +543,9 @@ fn an_edit_landing_during_a_file_change_reload_is_not_lost() {
     };
     text += &htpasswd_text(&[BOB]);
     replace_file(&users, &text);
+    // Not synchronisation: the pause of a script between two edits, past
+    // the 50 ms poll so the first edit's reload has begun, short of the
+    // few hundred ms the reload takes (the timing is the case tested).
     std::thread::sleep(Duration::from_millis(80));
     text += &htpasswd_text(&[CAROL]);
     replace_file(&users, &text);

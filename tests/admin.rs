@@ -61,6 +61,7 @@ fn answers_while_one_client_trickles_and_another_sends_an_endless_line() {
                     // Cut off by the server (or the test is over).
                     return Some(started.elapsed());
                 }
+                // Not synchronisation: the trickle rate (a byte per 200 ms).
                 std::thread::sleep(Duration::from_millis(200));
             }
             None
@@ -86,6 +87,8 @@ fn answers_while_one_client_trickles_and_another_sends_an_endless_line() {
     // Meanwhile, probes keep getting answers.
     for _ in 0..10 {
         assert_eq!(healthz(admin), 200, "a probe went unanswered");
+        // Not synchronisation: probes spread over the attack, as a
+        // kubelet's would be.
         std::thread::sleep(Duration::from_millis(100));
     }
     for e in endless {

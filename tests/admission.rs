@@ -108,6 +108,18 @@ fn gauge(proxy: &Proxy, state: &str) -> u64 {
     proxy.metric(&format!("regproxy_connections_open{{state=\"{state}\"}}"))
 }
 
+/// The `head` gauge once every connection made has been accepted (the
+/// accept queues are empty) and the gauge holds still between two polls.
+fn settled_heads(proxy: &Proxy) -> u64 {
+    let mut last = None;
+    support::wait_for(Duration::from_secs(30), || {
+        let heads = gauge(proxy, "head");
+        let still = last.replace(heads) == Some(heads);
+        (still && proxy.accept_queue_len() == 0).then_some(heads)
+    })
+    .expect("connections still waiting to be accepted after 30 s")
+}
+
 /// Latencies of `n` authenticated `GET /v2/` on fresh connections (how a
 /// CI job starts) and `n` on one keep-alive connection; each must be 200.
 fn authenticated_latencies(addr: SocketAddr, n: usize) -> Vec<Duration> {
@@ -158,16 +170,14 @@ fn flood(s: &PlainStack) -> (u64, u64) {
         settled.is_some(),
         "the first flood's connections stayed open"
     );
-    std::thread::sleep(Duration::from_millis(500));
-    let base = proxy.vm_rss_kib();
+    let base = proxy.settled_rss_kib();
 
     let holders: Vec<Holder> = (0..2)
         .map(|k| Holder::start(port, 10_000, 10 + k))
         .collect();
-    // Every connection is accepted (or shed) by now; let the gauges settle.
-    std::thread::sleep(Duration::from_millis(500));
-    let waiting = gauge(proxy, "head");
-    let rss = proxy.vm_rss_kib();
+    // Once every connection is accepted (or shed) and the gauges settled.
+    let waiting = settled_heads(proxy);
+    let rss = proxy.settled_rss_kib();
     let per_conn = (rss.saturating_sub(base) * 1024) / waiting.max(1);
     eprintln!("baseline {base} KiB, {waiting} waiting connections: {rss} KiB ({per_conn} B each)");
 
@@ -189,8 +199,7 @@ fn flood(s: &PlainStack) -> (u64, u64) {
     });
     assert!(settled.is_some(), "waiting connections stayed open");
     // The sweep trims the heap once the count has settled.
-    std::thread::sleep(Duration::from_millis(800));
-    let after = proxy.vm_rss_kib();
+    let after = proxy.settled_rss_kib();
     eprintln!("after the flood: {after} KiB");
     assert!(
         after <= base + 4096 + (rss - base) / 4,
@@ -254,7 +263,10 @@ fn a_low_soft_descriptor_limit_is_raised_to_the_hard_one() {
         .parse()
         .unwrap();
     if hard <= 1024 {
-        eprintln!("skipped: the hard descriptor limit here is {hard}");
+        support::skip_unless_ci(
+            &format!("the hard descriptor limit here is {hard}: nothing to raise 1024 to"),
+            "raise the hard RLIMIT_NOFILE (ulimit -Hn, LimitNOFILE=)",
+        );
         return;
     }
     let soft_only = format!("--nofile=1024:{hard}");
@@ -286,11 +298,16 @@ fn a_full_worker_sheds_unfinished_heads_first_and_keeps_authenticated_keep_alive
     assert_eq!(anonymous.read_response().unwrap().status, 401);
     // Attackers fill the rest and keep coming.
     let mut attackers = Vec::new();
-    for _ in 0..8 {
+    let accepted = s.proxy.metric("regproxy_connections_total");
+    for i in 1..=8 {
         let mut c = Conn::connect(addr).unwrap();
         c.send(b"GET /v2/ HT").unwrap();
         attackers.push(c);
-        std::thread::sleep(Duration::from_millis(20));
+        // Accepted before the next one comes: their ages are in order.
+        let counted = support::wait_for(Duration::from_secs(5), || {
+            (s.proxy.metric("regproxy_connections_total") >= accepted + i).then_some(())
+        });
+        assert!(counted.is_some(), "attacker {i} was never accepted");
     }
     assert!(s.proxy.metric("regproxy_connections_shed_total") >= 6);
     // The oldest attackers went; the last two are what is left of them.
@@ -308,7 +325,6 @@ fn a_full_worker_sheds_unfinished_heads_first_and_keeps_authenticated_keep_alive
         assert_eq!(c.read_response().unwrap().status, 401);
     }
     let _late = Conn::connect(addr).unwrap();
-    std::thread::sleep(Duration::from_millis(100));
     assert!(anonymous.is_closed(Duration::from_secs(5)));
     runner.send(&req).unwrap();
     assert_eq!(runner.read_response().unwrap().status, 200);
@@ -342,12 +358,15 @@ fn per_address_cap_answers_429_and_counts_each_address_alone() {
     let mut other = Conn::connect_from(b, addr).unwrap();
     other.send(&req).unwrap();
     assert_eq!(other.read_response().unwrap().status, 200);
-    // A place given back is a place to take.
+    // A place given back is a place to take, once regproxy has seen the
+    // close (until then a new connection may still get 429).
     drop(held.pop());
-    std::thread::sleep(Duration::from_millis(200));
-    let mut again = Conn::connect_from(a, addr).unwrap();
-    again.send(&req).unwrap();
-    assert_eq!(again.read_response().unwrap().status, 200);
+    let served = support::wait_for(Duration::from_secs(5), || {
+        let mut again = Conn::connect_from(a, addr).ok()?;
+        again.send(&req).ok()?;
+        (again.read_response().ok()?.status == 200).then_some(())
+    });
+    assert!(served.is_some(), "the freed place was never given again");
     assert!(s.proxy.metric("regproxy_connections_refused_per_ip_total") >= 1);
 }
 
@@ -405,7 +424,10 @@ fn the_open_connection_gauges_follow_states() {
     let mut idle = Conn::connect(addr).unwrap();
     idle.send(&keep_alive_get(Some((USER, PASS)))).unwrap();
     assert_eq!(idle.read_response().unwrap().status, 200);
-    std::thread::sleep(Duration::from_millis(100));
+    let states = || ["head", "idle", "active"].map(|st| gauge(&s.proxy, st));
+    let _ = support::wait_for(Duration::from_secs(5), || {
+        (states() == [1, 1, 0]).then_some(())
+    });
     assert_eq!(gauge(&s.proxy, "head"), 1);
     assert_eq!(gauge(&s.proxy, "idle"), 1);
     assert_eq!(gauge(&s.proxy, "active"), 0);
@@ -448,8 +470,7 @@ fn idle_tls_keep_alive_connections_cost_under_21_kib_each() {
     let mut warm = Conn::connect(ep.clone()).unwrap();
     assert_eq!(request(&mut warm, Some((USER, PASS))), 200);
     drop(warm);
-    std::thread::sleep(Duration::from_millis(300));
-    let base = s.proxy.vm_rss_kib();
+    let base = s.proxy.settled_rss_kib();
     // Half with a cached login, half refused: both stay open.
     let open: Vec<Conn> = (0..CONNS)
         .map(|i| {
@@ -463,9 +484,11 @@ fn idle_tls_keep_alive_connections_cost_under_21_kib_each() {
             c
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(300));
+    let _ = support::wait_for(Duration::from_secs(5), || {
+        (gauge(&s.proxy, "idle") == CONNS).then_some(())
+    });
     assert_eq!(gauge(&s.proxy, "idle"), CONNS);
-    let per_conn = (s.proxy.vm_rss_kib().saturating_sub(base) * 1024) / CONNS;
+    let per_conn = (s.proxy.settled_rss_kib().saturating_sub(base) * 1024) / CONNS;
     eprintln!("{CONNS} idle TLS keep-alive connections: {per_conn} B each");
     // 23.5 KiB when each held a read buffer with room for a whole record
     // and its task held three copies of the TLS stream.
@@ -486,15 +509,13 @@ fn tls_connections_waiting_for_a_client_hello_hold_no_tls_state() {
             .status
     };
     assert_eq!(get(), 200);
-    std::thread::sleep(Duration::from_millis(300));
-    let base = s.proxy.vm_rss_kib();
+    let base = s.proxy.settled_rss_kib();
     // A handshake record header announcing a 512-byte ClientHello, and
     // nothing more: the handshake must not start (it would allocate
     // ~33 KiB of TLS state and buffers per connection).
     let holder = Holder::start_sending(s.proxy.addr().port(), 3_000, 12, "1603010200");
-    std::thread::sleep(Duration::from_millis(500));
-    let waiting = gauge(&s.proxy, "head");
-    let rss = s.proxy.vm_rss_kib();
+    let waiting = settled_heads(&s.proxy);
+    let rss = s.proxy.settled_rss_kib();
     let per_conn = (rss.saturating_sub(base) * 1024) / waiting.max(1);
     eprintln!("TLS: {waiting} connections waiting for a ClientHello, {per_conn} B each");
     assert!(waiting >= 2_900, "{waiting}");

@@ -45,11 +45,16 @@ fn static_binary() -> PathBuf {
     bin
 }
 
-/// The shared private dockerd (`support::dockerd`), or a loud skip where
-/// it cannot run.
+/// A private dockerd (`support::dockerd`), or `None` where it cannot run
+/// ([`support::skip_unless_ci`]: a failure under CI).
 fn start_dockerd() -> Option<Dockerd> {
     Dockerd::start(&[])
-        .map_err(|why| eprintln!("SKIP: cannot run dockerd here: {why}"))
+        .map_err(|why| {
+            support::skip_unless_ci(
+                &format!("cannot run dockerd here: {why}"),
+                "apt-get install docker.io (or scripts/setup-deps)",
+            )
+        })
         .ok()
 }
 

@@ -1,12 +1,16 @@
 //! The main job, end to end: skopeo pushes and pulls through regproxy (TLS,
 //! CA verified) into the real distribution registry, with a GiB layer, under
-//! a memory ceiling; and the recipe's refusals hold for a real client.
+//! a memory ceiling; and the recipe's refusals hold for a real client. The
+//! TLS and the plain (spliced) round trips run again on the epoll driver
+//! (`driver = "epoll"`, the fallback where io_uring is unavailable), with
+//! smaller layers.
 #![allow(clippy::unwrap_used)]
 
 mod support;
 
 use std::path::Path;
 
+use support::proxy::EPOLL;
 use support::registry::Registry;
 use support::skopeo::{
     docker_ref, make_image_dir, pulled_layer_digests, skopeo_copy, verify_dir_blobs, CopyOpts,
@@ -20,7 +24,13 @@ const RSS_CEILING_KIB: u64 = 64 * 1024;
 
 /// The real registry and a TLS regproxy (testuser may push, reader pull).
 fn stack() -> TlsStack {
-    TlsStack::start(
+    stack_top("")
+}
+
+/// [`stack`] with top-level keys `top`.
+fn stack_top(top: &str) -> TlsStack {
+    TlsStack::start_top(
+        top,
         &[("testuser", "testpassword"), ("reader", "readerpassword")],
         "push_users = [\"testuser\"]",
         "",
@@ -33,11 +43,25 @@ fn workdir() -> tempfile::TempDir {
 
 #[test]
 fn gib_layer_round_trips_through_tls_under_memory_ceiling() {
-    let s = stack();
+    tls_round_trip("", "io_uring", "e2e/big", &[GIB, 3 * MIB]);
+}
+
+/// The epoll driver's TLS path: reads and writes batched as on io_uring.
+#[test]
+fn layers_round_trip_through_tls_on_the_epoll_driver() {
+    tls_round_trip(EPOLL, "epoll", "e2e/epoll", &[64 * MIB, 3 * MIB]);
+}
+
+/// skopeo pushes an image of `layers` through a TLS regproxy started with
+/// `top` (whose workers must run `driver`), pulls it back as reader and
+/// checks every byte; regproxy's peak RSS stays under the ceiling.
+fn tls_round_trip(top: &str, driver: &str, repo: &str, layers: &[u64]) {
+    let s = stack_top(top);
+    s.proxy.assert_driver(driver);
     let work = workdir();
-    let image = make_image_dir(&work.path().join("image"), &[GIB, 3 * MIB]);
+    let image = make_image_dir(&work.path().join("image"), layers);
     let certs = s.tls.cert_dir_for_skopeo();
-    let dest = docker_ref(s.proxy.addr(), "e2e/big", "v1");
+    let dest = docker_ref(s.proxy.addr(), repo, "v1");
 
     skopeo_copy(
         &image.reference(),
@@ -68,16 +92,17 @@ fn gib_layer_round_trips_through_tls_under_memory_ceiling() {
     assert_eq!(got, want, "pulled layers differ from pushed ones");
     // Re-hash what landed on disk: the bytes, not just the names, match.
     verify_dir_blobs(&pulled).unwrap();
-    let big = image.layers.iter().find(|l| l.size == GIB).unwrap();
-    let pulled_big = pulled.join(big.digest.trim_start_matches("sha256:"));
-    assert_eq!(std::fs::metadata(&pulled_big).unwrap().len(), GIB);
+    for layer in &image.layers {
+        let path = pulled.join(layer.digest.trim_start_matches("sha256:"));
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), layer.size);
+    }
 
     let peak = s.proxy.vm_hwm_kib();
     assert!(
         peak < RSS_CEILING_KIB,
         "regproxy peak RSS {peak} KiB (after push: {after_push} KiB) is over {RSS_CEILING_KIB} KiB"
     );
-    eprintln!("regproxy peak RSS over a 1 GiB push and pull: {peak} KiB");
+    eprintln!("regproxy ({driver}) peak RSS over a push and pull of {layers:?} bytes: {peak} KiB");
 }
 
 #[test]
@@ -143,14 +168,25 @@ fn assert_nothing_written(registry: &Registry) {
 
 #[test]
 fn push_then_pull_small_image_over_plain_http_uses_splice() {
+    plain_round_trip_splices("", "io_uring", "e2e/plain");
+}
+
+/// The epoll driver's splice path: readiness from epoll, not io_uring polls.
+#[test]
+fn push_then_pull_over_plain_http_splices_on_the_epoll_driver() {
+    plain_round_trip_splices(EPOLL, "epoll", "e2e/plain-epoll");
+}
+
+fn plain_round_trip_splices(top: &str, driver: &str, repo: &str) {
     // TLS ends at a load balancer: no [tls] table. Length-delimited bodies
     // then move kernel to kernel.
     let users = support::htpasswd_text(&[("testuser", "testpassword")]);
-    let s = PlainStack::start(&users, "", "", "");
+    let s = PlainStack::start(&users, top, "", "");
     let proxy = &s.proxy;
+    proxy.assert_driver(driver);
     let work = workdir();
     let image = make_image_dir(&work.path().join("image"), &[16 * MIB]);
-    let dest = docker_ref(proxy.addr(), "e2e/plain", "v1");
+    let dest = docker_ref(proxy.addr(), repo, "v1");
     let mut push = CopyOpts::push(Path::new("/nonexistent"), "testuser", "testpassword");
     push.dest_cert_dir = None;
     push.dest_tls_verify = Some(false);

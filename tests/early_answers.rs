@@ -35,27 +35,6 @@ fn stack(client: &str) -> Stack {
     TlsStack::start(&[ALICE, BOB], "push_users = [\"alice\"]", &tail)
 }
 
-impl Stack {
-    /// Opens an upload session as alice; the path of its `Location`.
-    fn start_upload(&self, repo: &str) -> String {
-        let r = http::request(
-            self.ep(),
-            "POST",
-            &format!("/v2/{repo}/blobs/uploads/"),
-            Some(ALICE),
-            &[],
-            b"",
-        )
-        .unwrap();
-        assert_eq!(r.status, 202, "{}", r.body_text());
-        let location = r.header("location").expect("Location").to_owned();
-        match location.find("/v2/") {
-            Some(i) => location[i..].to_owned(),
-            None => panic!("odd Location {location}"),
-        }
-    }
-}
-
 fn random_body(len: usize) -> Vec<u8> {
     let mut body = vec![0u8; len];
     getrandom::fill(&mut body).unwrap();
@@ -129,7 +108,10 @@ fn unauthenticated_upload_is_drained_answered_and_retried_on_the_same_connection
     let digest = format!("sha256:{}", sha256_hex(&body));
 
     // Content-Length PUT, the way the failing client sends it.
-    let upload = with_query(&s.start_upload("early/put"), &format!("digest={digest}"));
+    let upload = with_query(
+        &http::start_upload(s.ep(), "early/put", ALICE),
+        &format!("digest={digest}"),
+    );
     let len = body.len().to_string();
     let fields = [
         ("Content-Length", len.as_str()),
@@ -153,7 +135,7 @@ fn unauthenticated_upload_is_drained_answered_and_retried_on_the_same_connection
     assert!(s.registry.has_blob(&digest), "the blob was not stored");
 
     // Chunked PATCH, as docker and podman send layers.
-    let upload = s.start_upload("early/patch");
+    let upload = http::start_upload(s.ep(), "early/patch", ALICE);
     let te = [
         ("Transfer-Encoding", "chunked"),
         ("Content-Type", "application/octet-stream"),
@@ -179,7 +161,7 @@ fn unauthenticated_upload_is_drained_answered_and_retried_on_the_same_connection
 #[test]
 fn a_rule_refusal_drains_the_body_too() {
     let s = stack("");
-    let upload = s.start_upload("early/denied");
+    let upload = http::start_upload(s.ep(), "early/denied", ALICE);
     let body = random_body(SMALL_BODY);
     let digest = format!("sha256:{}", sha256_hex(&body));
     let path = with_query(&upload, &format!("digest={digest}"));

@@ -1,9 +1,10 @@
-//! `regproxy import-nginx` end to end: the seed recipe's nginx.conf taken
-//! verbatim from `../shared/seed/`, a variant with `include`, a trusted-ELB
-//! header block and two upstream servers, and a file with unknown
-//! directives. Every converted config passes `regproxy check`; the recipe's
-//! conversion, serving in front of the real registry, answers with the same
-//! statuses as the real nginx running the recipe.
+//! `regproxy import-nginx` end to end: the nginx auth-proxy recipe's
+//! nginx.conf (our fixture `tests/fixtures/nginx-recipe/nginx.conf`), a
+//! variant with `include`, a trusted-ELB header block and two upstream
+//! servers, and a file with unknown directives. Every converted config
+//! passes `regproxy check`; the recipe's conversion, serving in front of
+//! the real registry, answers with the same statuses as the real nginx
+//! running the recipe.
 #![allow(clippy::unwrap_used)]
 
 mod support;
@@ -18,33 +19,13 @@ use support::proxy::{self, Proxy};
 use support::registry::Registry;
 use support::tls::Tls;
 
-/// The seed recipe: `CARGO_MANIFEST_DIR/../shared/seed/…` (the main
-/// checkout), or one level further up (a worktree under `wt/`).
-fn recipe_markdown() -> Option<String> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    ["../shared", "../../shared"]
-        .iter()
-        .map(|s| root.join(s).join("seed/nginx-auth-proxy-recipe.md"))
-        .find_map(|p| std::fs::read_to_string(p).ok())
-}
-
-/// The recipe's `auth/nginx.conf`: the ```conf block, without the four
-/// spaces of markdown list indentation it sits in.
-fn recipe_conf() -> Option<String> {
-    let Some(md) = recipe_markdown() else {
-        eprintln!("SKIP: ../shared/seed/nginx-auth-proxy-recipe.md not found next to the checkout");
-        return None;
-    };
-    let start = md.find("```conf\n").expect("recipe has a ```conf block") + "```conf\n".len();
-    let len = md[start..].find("```").expect("conf block ends");
-    let block = &md[start..start + len];
-    let text: String = block
-        .lines()
-        .map(|l| l.strip_prefix("    ").unwrap_or(l).trim_end())
-        .collect::<Vec<_>>()
-        .join("\n");
+/// The recipe's `auth/nginx.conf`, as published (tests/fixtures/README.md).
+fn recipe_conf() -> String {
+    let path = support::fixture("nginx-recipe/nginx.conf");
+    let text =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
     assert!(text.contains("auth_basic_user_file"), "{text}");
-    Some(text.trim_end().to_owned() + "\n")
+    text
 }
 
 /// `regproxy import-nginx CONF --out OUT ARGS…`.
@@ -92,7 +73,7 @@ fn recipe_files(dir: &Path, users: &[(&str, &str)]) -> Tls {
 
 #[test]
 fn the_recipe_converts_without_loss_and_checks() {
-    let Some(conf) = recipe_conf() else { return };
+    let conf = recipe_conf();
     let dir = tempfile::tempdir().unwrap();
     recipe_files(dir.path(), &[("testuser", "testpassword")]);
     std::fs::write(dir.path().join("nginx.conf"), &conf).unwrap();
@@ -262,26 +243,6 @@ http {
 
 // === the recipe's statuses, nginx against its conversion ===
 
-/// nginx lives in /usr/sbin, which a normal user's PATH may lack.
-fn nginx_bin() -> &'static str {
-    if Path::new("/usr/sbin/nginx").exists() {
-        "/usr/sbin/nginx"
-    } else {
-        "nginx"
-    }
-}
-
-fn running_as_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(2) == Some("0"))
-        })
-        .unwrap_or(false)
-}
-
 /// The real nginx in its own prefix; killed by PID on drop.
 struct Nginx {
     child: Child,
@@ -290,7 +251,7 @@ struct Nginx {
 }
 
 impl Nginx {
-    fn start(conf: &str, prefix: &Path, port: u16) -> Nginx {
+    fn start(bin: &Path, conf: &str, prefix: &Path, port: u16) -> Nginx {
         std::fs::create_dir_all(prefix.join("logs")).unwrap();
         std::fs::write(prefix.join("nginx.conf"), conf).unwrap();
         // Process settings only, as bench/compare passes them; workers
@@ -300,10 +261,10 @@ impl Nginx {
             prefix.join("nginx.pid").display(),
             prefix.join("error.log").display()
         );
-        if running_as_root() {
+        if support::require::running_as_root() {
             globals.push_str(" user root;");
         }
-        let child = Command::new(nginx_bin())
+        let child = Command::new(bin)
             .arg("-p")
             .arg(prefix)
             .arg("-c")
@@ -350,11 +311,10 @@ type Case<'a> = Box<dyn Fn(Endpoint, &str) -> u16 + 'a>;
 
 #[test]
 fn the_recipe_and_its_conversion_answer_alike() {
-    let Some(conf) = recipe_conf() else { return };
-    if Command::new(nginx_bin()).arg("-v").output().is_err() {
-        eprintln!("SKIP: nginx is not installed (apt-get install nginx)");
+    let conf = recipe_conf();
+    let Some(nginx_bin) = support::require_tool("nginx", "nginx") else {
         return;
-    }
+    };
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     // testuser is the recipe's user; outsider is any other valid user (the
@@ -377,7 +337,7 @@ fn the_recipe_and_its_conversion_answer_alike() {
         )
         .replace("/etc/nginx/conf.d", &auth);
     assert_ne!(nginx_conf, conf);
-    let nginx = Nginx::start(&nginx_conf, &d.join("nginx"), port);
+    let nginx = Nginx::start(&nginx_bin, &nginx_conf, &d.join("nginx"), port);
 
     // regproxy: the verbatim recipe converted; only the listen address is
     // changed, to a free port.

@@ -525,30 +525,6 @@ fn paths_outside_v2_get_404_with_registry_json() {
     }
 }
 
-/// Starts a blob upload through `ep`; returns the upload URL's path and query.
-fn start_upload(ep: &Endpoint, repo: &str) -> String {
-    let r = http::request(
-        ep,
-        "POST",
-        &format!("/v2/{repo}/blobs/uploads/"),
-        Some((USER, PASS)),
-        &[],
-        b"",
-    )
-    .unwrap();
-    assert_eq!(r.status, 202, "{ep:?}: {r:?}");
-    upload_path(&r)
-}
-
-/// The path and query of a response's `Location`, absolute or not.
-fn upload_path(r: &RawResponse) -> String {
-    let location = r.header("location").unwrap_or_else(|| panic!("{r:?}"));
-    let at = location
-        .find("/v2/")
-        .unwrap_or_else(|| panic!("{location}"));
-    location[at..].to_owned()
-}
-
 /// The head of a chunked PATCH to `path`, with credentials.
 fn chunked_patch(path: &str) -> Vec<u8> {
     req(
@@ -583,7 +559,7 @@ fn malformed_chunks_get_400_and_commit_nothing() {
         for (i, (what, body)) in bodies.iter().enumerate() {
             let what = format!("{what} ({ep:?})");
             let repo = format!("limits/chunks{i}");
-            let path = start_upload(&ep, &repo);
+            let path = http::start_upload(&ep, &repo, (USER, PASS));
             let before = s.registry_requests().len();
 
             let mut bytes = chunked_patch(&path);
@@ -639,7 +615,10 @@ fn assert_upload_empty_then_completes(s: &Stack, ep: &Endpoint, path: &str, what
     assert_eq!(status.status, 204, "{what}: upload status {status:?}");
     assert_eq!(status.header("range"), Some("0-0"), "{what}: {status:?}");
     let digest = sha256_digest(b"hello");
-    let put_path = format!("{}&digest={digest}", upload_path(&status));
+    let put_path = format!(
+        "{}&digest={digest}",
+        http::path_of(status.header("location").expect("Location"))
+    );
     let put = http::request(ep, "PUT", &put_path, Some((USER, PASS)), &[], b"hello").unwrap();
     assert_eq!(put.status, 201, "{what}: {put:?}");
     assert_eq!(put.header("docker-content-digest"), Some(digest.as_str()));
@@ -649,20 +628,25 @@ fn assert_upload_empty_then_completes(s: &Stack, ep: &Endpoint, path: &str, what
 #[test]
 fn malformed_chunk_after_forwarded_data_gets_400_and_no_blob() {
     // The bad chunk comes in a later write, after a good chunk that regproxy
-    // has likely passed on already: the registry sees a chunked body that
+    // has read (and likely passed on already): the registry sees a chunked body that
     // never ends and fails that PATCH. Whether distribution then keeps the
     // session empty or invalidates it depends on how far its copy got; in
     // neither case may a blob be committed.
     let s = stack();
     let blobs_before = s.registry.blob_count();
     for ep in s.endpoints() {
-        let path = start_upload(&ep, "limits/split");
+        let path = http::start_upload(&ep, "limits/split", (USER, PASS));
         let before = s.registry_requests().len();
         let mut conn = Conn::connect(&ep).unwrap();
         let mut first = chunked_patch(&path);
         first.extend_from_slice(b"5\r\nhello\r\n");
         conn.send(&first).unwrap();
-        std::thread::sleep(Duration::from_millis(300));
+        // regproxy has read the good chunk before the bad one is sent.
+        let client = conn.local_addr().unwrap();
+        let read = support::wait_for(Duration::from_secs(10), || {
+            (support::tcp::unread(ep.addr, client) == 0).then_some(())
+        });
+        assert!(read.is_some(), "regproxy did not read the first chunk");
         // The proxy may close as soon as it sees the fault; a failed write
         // is fine as long as the answer can be read.
         let _ = conn.send(b"zz\r\n0\r\n\r\n");

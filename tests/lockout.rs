@@ -146,8 +146,16 @@ fn valid_logins_survive_a_guessing_flood_from_many_addresses() {
         })
         .collect();
 
-    // Let the flood fill the queue, then log in as alice from her runner.
-    std::thread::sleep(Duration::from_millis(300));
+    // Once the flood has filled the queue (a guess was refused with 503),
+    // log in as alice from her runner.
+    let full = support::wait_for(Duration::from_secs(30), || {
+        flood_statuses
+            .lock()
+            .unwrap()
+            .contains_key(&503)
+            .then_some(())
+    });
+    assert!(full.is_some(), "the flood never filled the hash queue");
     let mut alice = BTreeMap::<u16, u32>::new();
     let mut took = Vec::new();
     for _ in 0..ALICE_LOGINS {

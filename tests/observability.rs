@@ -145,14 +145,6 @@ fn curl_chunked_patch(tls: &Tls, url: &str, user: (&str, &str), body: &Path) -> 
     (status, location)
 }
 
-/// The path and query of an absolute or relative URL.
-fn path_of(url: &str) -> String {
-    match url.split_once("://") {
-        Some((_, rest)) => rest.find('/').map_or("/".into(), |i| rest[i..].to_owned()),
-        None => url.to_owned(),
-    }
-}
-
 #[test]
 fn json_log_fields_for_pull_push_mount_refusal_and_401() {
     let s = stack();
@@ -202,7 +194,7 @@ fn json_log_fields_for_pull_push_mount_refusal_and_401() {
     };
     let (status, after) = curl_chunked_patch(&s.tls, &url, PUSHER, &blob_path);
     assert_eq!(status, 202, "PATCH");
-    let patch = s.line_like("PATCH", path_of(&url).split('?').next().unwrap(), 202);
+    let patch = s.line_like("PATCH", http::path_of(&url).split('?').next().unwrap(), 202);
     assert_common(&patch, "PATCH");
     assert_forwarded(&patch, &s.registry);
     assert_eq!(patch["action"], "push", "{patch}");
@@ -217,7 +209,11 @@ fn json_log_fields_for_pull_push_mount_refusal_and_401() {
         patch.get("digest").is_none() && patch.get("tag").is_none(),
         "{patch}"
     );
-    let finish = format!("{}&digest={}", path_of(&after), digest.replace(':', "%3A"));
+    let finish = format!(
+        "{}&digest={}",
+        http::path_of(&after),
+        digest.replace(':', "%3A")
+    );
     let done = http::request(s.ep(), "PUT", &finish, Some(PUSHER), &[], b"").unwrap();
     assert_eq!(done.status, 201, "{done:?}");
     let put_blob = s.line_of(done.header("x-request-id").unwrap());
@@ -591,6 +587,8 @@ fn a_stalled_registry_answer_lands_in_its_servers_upper_buckets() {
             .then_some(())
     });
     assert!(in_flight.is_some(), "the request never reached the server");
+    // Not synchronisation: the stopped registry holds the request 700 ms,
+    // the duration the histogram must then file it under.
     std::thread::sleep(Duration::from_millis(700));
     support::cmd::signal(s.registry.pid(), "CONT");
     assert_eq!(slow.join().unwrap().unwrap().status, 200);

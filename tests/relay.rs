@@ -5,7 +5,10 @@
 //! origin: refused, silent, garbage and mid-body failures, stale pooled
 //! connections (an idempotent GET is retried, a POST never resent), the
 //! headers the registry is sent, chunked and close-delimited responses, and
-//! graceful shutdown with a response in flight.
+//! graceful shutdown with a response in flight. The chunked round trips
+//! (plain and TLS), upstream keep-alive and the upstream read timeout run
+//! a second time on the epoll driver (`driver = "epoll"`), the fallback
+//! where io_uring is unavailable.
 #![allow(clippy::unwrap_used)]
 
 mod support;
@@ -18,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use support::http::{self, Conn, Endpoint, RawResponse};
 use support::origin::{self, Origin, Step};
-use support::proxy::Proxy;
+use support::proxy::{Proxy, EPOLL};
 use support::registry::Registry;
 use support::skopeo::{sha256_digest, RandomStream};
 use support::tls::Tls;
@@ -187,14 +190,6 @@ fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
     data
 }
 
-/// `/v2/...?...` of an absolute or relative `Location`.
-fn path_of(location: &str) -> String {
-    match location.split_once("://") {
-        Some((_, rest)) => rest[rest.find('/').unwrap()..].to_owned(),
-        None => location.to_owned(),
-    }
-}
-
 /// A chunked body of `data` cut at `cuts`, with chunk extensions (bare,
 /// valued, quoted), upper- and lower-case hex, and a trailer field.
 fn chunked(data: &[u8], cuts: &[usize]) -> Vec<u8> {
@@ -225,14 +220,15 @@ fn registry_front(tls: bool, top: &str) -> (Registry, Front) {
 }
 
 /// POST, chunked PATCH, PUT ?digest=, then GET, HEAD, another request and a
-/// Range GET on the same connection.
-fn chunked_upload_round_trip(tls: bool) {
-    let (registry, f) = registry_front(tls, "");
-    let repo = if tls {
-        "relay/chunked-tls"
-    } else {
-        "relay/chunked"
-    };
+/// Range GET on the same connection, on the workers' `driver`.
+fn chunked_upload_round_trip(tls: bool, driver: &str) {
+    let top = if driver == "epoll" { EPOLL } else { "" };
+    let (registry, f) = registry_front(tls, top);
+    f.proxy.assert_driver(driver);
+    let repo = format!(
+        "relay/chunked-{}-{driver}",
+        if tls { "tls" } else { "plain" }
+    );
     let data = random_bytes(300_000 + 17, 0x5eed + u64::from(tls));
     let digest = sha256_digest(&data);
     let mut conn = f.connect();
@@ -259,7 +255,7 @@ fn chunked_upload_round_trip(tls: bool) {
     let mut patch = format!(
         "PATCH {} HTTP/1.1\r\nHost: {}\r\nAuthorization: {}\r\nContent-Type: application/octet-stream\r\n\
          Transfer-Encoding: chunked\r\nTrailer: X-Upload-Note\r\n\r\n",
-        path_of(&location),
+        http::path_of(&location),
         f.host(),
         http::basic_auth_value(USER.0, USER.1)
     )
@@ -274,7 +270,7 @@ fn chunked_upload_round_trip(tls: bool) {
     assert_eq!(r.header("docker-upload-uuid"), Some(uuid.as_str()));
     let location = r.header("location").unwrap().to_owned();
 
-    let put = format!("{}&digest={digest}", path_of(&location));
+    let put = format!("{}&digest={digest}", http::path_of(&location));
     let r = exchange(
         &mut conn,
         &f.req("PUT", &put, Some(USER), &[("Content-Length", "0")], b""),
@@ -326,12 +322,24 @@ fn chunked_upload_round_trip(tls: bool) {
 
 #[test]
 fn chunked_patch_upload_round_trips_over_plain_http() {
-    chunked_upload_round_trip(false);
+    chunked_upload_round_trip(false, "io_uring");
 }
 
 #[test]
 fn chunked_patch_upload_round_trips_over_tls() {
-    chunked_upload_round_trip(true);
+    chunked_upload_round_trip(true, "io_uring");
+}
+
+/// The epoll driver: splice readiness, and keep-alive, on plain HTTP.
+#[test]
+fn chunked_patch_upload_round_trips_over_plain_http_on_epoll() {
+    chunked_upload_round_trip(false, "epoll");
+}
+
+/// The epoll driver: TLS record batching on the same exchange.
+#[test]
+fn chunked_patch_upload_round_trips_over_tls_on_epoll() {
+    chunked_upload_round_trip(true, "epoll");
 }
 
 /// A monolithic PUT with `Expect: 100-continue`: 100 only for an authorized
@@ -354,7 +362,10 @@ fn expect_continue_after_auth(tls: bool) {
         ),
     );
     assert_eq!(r.status, 202, "{r:?}");
-    let put = format!("{}&digest={digest}", path_of(r.header("location").unwrap()));
+    let put = format!(
+        "{}&digest={digest}",
+        http::path_of(r.header("location").unwrap())
+    );
     let len = data.len().to_string();
     let head = |auth: (&str, &str)| {
         f.req(
@@ -422,7 +433,18 @@ fn expect_100_continue_only_after_auth_tls() {
 
 #[test]
 fn keep_alive_reuses_client_and_upstream_connections() {
-    let (_registry, f) = registry_front(false, "workers = 1");
+    keep_alive_reuse("workers = 1");
+}
+
+/// The epoll driver: a pooled connection's liveness check is a readiness
+/// peek there too.
+#[test]
+fn keep_alive_reuses_client_and_upstream_connections_on_epoll() {
+    keep_alive_reuse(&format!("workers = 1\n{EPOLL}"));
+}
+
+fn keep_alive_reuse(top: &str) {
+    let (_registry, f) = registry_front(false, top);
     let (connects0, reuses0) = (
         f.metric("regproxy_upstream_connects_total"),
         f.metric("regproxy_upstream_reuses_total"),
@@ -527,8 +549,18 @@ fn refused_upstream_is_502_unavailable() {
 
 #[test]
 fn silent_upstream_is_504_within_read_timeout() {
+    silent_upstream_times_out("");
+}
+
+/// The epoll driver: its timers end the wait too.
+#[test]
+fn silent_upstream_is_504_within_read_timeout_on_epoll() {
+    silent_upstream_times_out(EPOLL);
+}
+
+fn silent_upstream_times_out(top: &str) {
     let o = Origin::silent();
-    let f = front(o.addr(), false, "", FAST_UPSTREAM, "");
+    let f = front(o.addr(), false, top, FAST_UPSTREAM, "");
     let started = Instant::now();
     let r = f.once("GET", "/v2/", Some(READER), b"");
     assert_error(&r, 504, "UNAVAILABLE");
@@ -795,8 +827,15 @@ fn idle_upstream_close_is_noticed_before_reuse() {
             o.wait_closed(i + 1, PROMPT),
             "origin did not close connection {i}"
         );
-        // Let the FIN land in the proxy's pooled socket.
-        std::thread::sleep(Duration::from_millis(500));
+        // The origin's FIN has reached the proxy's pooled end: it left
+        // ESTABLISHED (CLOSE_WAIT, or gone once the proxy noticed).
+        let fin_in = support::wait_for(PROMPT, || {
+            let pooled = support::tcp::sockets()
+                .into_iter()
+                .any(|s| s.remote == o.addr() && s.state == support::tcp::ESTABLISHED);
+            (!pooled).then_some(())
+        });
+        assert!(fin_in.is_some(), "the proxy's end never saw the FIN");
     }
     let reqs = o.requests();
     assert_eq!(
@@ -880,7 +919,9 @@ fn stale_pooled_connection_retries_get_but_never_resends_post() {
         1,
         "a POST was retried"
     );
-    // The origin must not see it later either.
+    // The origin must not see it later either. Not synchronisation: a
+    // resend would have no event to wait for, so this is a bounded window
+    // in which one would show.
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(
         o.requests().iter().filter(|r| r.method == "POST").count(),
@@ -1333,7 +1374,8 @@ fn sigterm_still_answers_a_fresh_connections_first_request() {
     f.proxy.send_signal("TERM");
     let stopped = Instant::now();
 
-    // Longer than any grace a worker could give before closing.
+    // Longer than any grace a worker could give before closing: the time
+    // passing is what the test is about, not something to wait for.
     std::thread::sleep(Duration::from_millis(1500));
     let r = exchange(&mut fresh, &f.req("GET", "/v2/", Some(READER), &[], b""));
     assert_eq!(r.status, 200, "{r:?}");

@@ -191,6 +191,8 @@ access = "off"
         Bench::start("pull", &url, &creds, &secs, dir.path().join("pull.json")),
     ];
     let began = Instant::now();
+    // SETTLE and OVERLAP are not synchronisation: they space the restarts
+    // over the load, which is the scenario under test.
     std::thread::sleep(SETTLE);
     for _ in 0..RESTARTS {
         generation += 1;
@@ -203,6 +205,7 @@ access = "off"
                 next.stderr_text()
             );
         }
+        // Both serve together for a while (not synchronisation, as above).
         std::thread::sleep(OVERLAP);
         let mut old = std::mem::replace(&mut current, next);
         old.send_signal("TERM");
@@ -212,6 +215,7 @@ access = "off"
             "old regproxy did not drain and exit cleanly ({status:?}):\n{}",
             old.stderr_text()
         );
+        // The new one alone under load before the next restart (as above).
         std::thread::sleep(SETTLE);
     }
     let restarted_in = began.elapsed();
@@ -284,14 +288,9 @@ fn reuseport_join_without_migrate_req_measured() {
 /// in the socket's queue and is answered once it starts.
 #[test]
 fn socket_activation_serves_the_passed_socket() {
-    if Command::new("systemd-socket-activate")
-        .arg("--help")
-        .output()
-        .is_err()
-    {
-        eprintln!("SKIP: systemd-socket-activate is not installed (apt-get install systemd)");
+    let Some(activate) = support::require_tool("systemd-socket-activate", "systemd") else {
         return;
-    }
+    };
     let dir = tempfile::tempdir().unwrap();
     let users = dir.path().join("users");
     support::write_htpasswd(&users, &[("ci", "ci-password")]);
@@ -310,7 +309,7 @@ fn socket_activation_serves_the_passed_socket() {
     )
     .unwrap();
     let stderr = dir.path().join("stderr");
-    let mut child = Command::new("systemd-socket-activate")
+    let mut child = Command::new(activate)
         .arg("-l")
         .arg(format!("127.0.0.1:{port}"))
         .arg(support::proxy::bin())

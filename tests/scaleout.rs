@@ -73,24 +73,21 @@ struct Haproxy {
 }
 
 impl Haproxy {
+    /// `None` where HAProxy is not installed (a failure under CI).
     fn start(dir: &Path, config: &str) -> Option<Haproxy> {
+        let bin = support::require_tool("haproxy", "haproxy")?;
         let path = dir.join("haproxy.cfg");
         std::fs::write(&path, config).unwrap();
-        let child = Command::new("haproxy")
+        let child = Command::new(bin)
             .arg("-db")
             .arg("-f")
             .arg(&path)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.join("haproxy.log")).unwrap())
-            .spawn();
-        match child {
-            Ok(child) => Some(Haproxy { child }),
-            Err(e) => {
-                eprintln!("SKIP: cannot run haproxy ({e}); apt-get install haproxy");
-                None
-            }
-        }
+            .spawn()
+            .expect("run haproxy");
+        Some(Haproxy { child })
     }
 }
 
@@ -609,6 +606,8 @@ fn failover_between_two_replicas_on_shared_storage() {
         ],
         "push",
     );
+    // Not synchronisation: 5 s of the 16 s load before the kill, so both
+    // runs are mid-way (the 1 GiB push with parts on each replica).
     std::thread::sleep(Duration::from_secs(5));
     a.kill();
     let killed = Instant::now();
@@ -617,6 +616,7 @@ fn failover_between_two_replicas_on_shared_storage() {
     })
     .expect("a never left rotation")
     .duration_since(killed);
+    // Not synchronisation: a stays down 3 s while the load runs on b.
     std::thread::sleep(Duration::from_secs(3));
     a.restart();
     let restarted = Instant::now();
@@ -723,6 +723,7 @@ struct Hosts {
 }
 
 impl Hosts {
+    /// `None` where namespaces cannot be made (not root; a failure under CI).
     fn create(count: usize) -> Option<Hosts> {
         let tag = std::process::id() % 100_000;
         let mut hosts = Hosts { names: Vec::new() };
@@ -789,10 +790,13 @@ impl Hosts {
                     hosts.names.push(ns.clone());
                 }
                 if !ok {
-                    eprintln!(
-                        "SKIP: cannot build network namespaces here (ip {}): {:?}",
-                        step.join(" "),
-                        out.map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
+                    support::skip_unless_ci(
+                        &format!(
+                            "cannot build network namespaces here (ip {}): {:?}",
+                            step.join(" "),
+                            out.map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
+                        ),
+                        "run as root, with iproute2 (apt-get install iproute2)",
                     );
                     return None;
                 }

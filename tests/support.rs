@@ -22,6 +22,12 @@
 //!   is framed (how a real client uploads).
 //! - [`htpasswd_bcrypt`]: an htpasswd line made by the real `htpasswd -B`.
 //! - [`regbench`]: the load tester's binary, from its own crate.
+//! - [`require`]: a tool or machine condition a test needs; missing, it
+//!   fails the test under CI (naming the package) and skips loudly
+//!   elsewhere ([`require_tool`], [`skip_unless_ci`]).
+//! - [`tcp`]: the kernel's TCP socket table (queues, states), for waiting
+//!   on what a connection's peer has read or closed.
+//! - [`wait_for`]: polls a condition; tests wait on conditions, not sleeps.
 //!
 //! Nothing here uses fixed ports or kills processes by name: every child is
 //! killed by its own PID when its handle is dropped.
@@ -37,10 +43,16 @@ pub mod origin;
 pub mod podman;
 pub mod proxy;
 pub mod registry;
+pub mod require;
 pub mod skopeo;
 pub mod stack;
 pub mod tap;
+pub mod tcp;
 pub mod tls;
+
+// Not every test binary uses both.
+#[allow(unused_imports)]
+pub use require::{require_tool, skip_unless_ci};
 
 use std::path::Path;
 use std::process::Command;
@@ -104,6 +116,28 @@ pub fn htpasswd_text(users: &[(&str, &str)]) -> String {
         .collect()
 }
 
+/// `tests/fixtures/NAME` (tests/fixtures/README.md says what each is).
+pub fn fixture(name: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+/// Copies the directory tree `from` into `to` (created if missing), so a
+/// test can change a fixture without changing it for the others.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("create the copy's directory");
+    for entry in std::fs::read_dir(from).expect("read a fixture directory") {
+        let entry = entry.expect("read a fixture directory entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("file type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy a fixture file");
+        }
+    }
+}
+
 /// Polls `check` every 20 ms until it returns `Some` or `timeout` passes.
 pub fn wait_for<T>(timeout: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
     let deadline = Instant::now() + timeout;
@@ -114,6 +148,7 @@ pub fn wait_for<T>(timeout: Duration, mut check: impl FnMut() -> Option<T>) -> O
         if Instant::now() >= deadline {
             return None;
         }
+        // The poll interval of the wait itself.
         std::thread::sleep(Duration::from_millis(20));
     }
 }

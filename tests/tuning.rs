@@ -61,43 +61,11 @@ fn config(dir: &Path) -> PathBuf {
     path
 }
 
-/// A host tuned the way tuning/apply leaves it.
+/// The fixture host tuned the way tuning/apply leaves it
+/// (`tests/fixtures/tuned-host`, shared with `src/tuning/tests.rs`),
+/// copied into `root` for the test to change.
 fn good_tree(root: &Path) {
-    for (k, v) in [
-        ("fs.nr_open", "1048576"),
-        ("fs.file-max", "9223372036854775807"),
-        ("fs.pipe-max-size", "1048576"),
-        ("net.core.somaxconn", "4096"),
-        ("net.ipv4.tcp_max_syn_backlog", "4096"),
-        ("net.ipv4.ip_local_port_range", "10240\t65535"),
-        ("net.ipv4.ip_unprivileged_port_start", "1024"),
-        ("net.ipv4.tcp_tw_reuse", "1"),
-        ("net.core.rmem_max", "16777216"),
-        ("net.core.wmem_max", "16777216"),
-        ("net.ipv4.tcp_rmem", "4096\t131072\t16777216"),
-        ("net.ipv4.tcp_wmem", "4096\t16384\t16777216"),
-        ("net.ipv4.tcp_migrate_req", "1"),
-        ("kernel.io_uring_disabled", "0"),
-        ("kernel.osrelease", "6.1.0-18-amd64"),
-    ] {
-        sysctl(root, k, v);
-    }
-    put(
-        root,
-        "proc/self/limits",
-        "Max open files            1048576              1048576              files\n\
-         Max locked memory         8388608              8388608              bytes\n",
-    );
-    put(
-        root,
-        "proc/self/status",
-        "CapEff:\t0000000000000000\nCpus_allowed_list:\t0-1\n",
-    );
-    put(
-        root,
-        "sys/kernel/mm/transparent_hugepage/enabled",
-        "always [madvise] never\n",
-    );
+    support::copy_dir(&support::fixture("tuned-host"), root);
 }
 
 /// `(current, verdict)` of each row of check's table.
@@ -336,11 +304,9 @@ fn apply_sets_namespace_sysctls_for_real_and_check_reads_them_back() {
 
 #[test]
 fn the_systemd_units_verify() {
-    let Ok(probe) = Command::new("systemd-analyze").arg("--version").output() else {
-        eprintln!("SKIP: systemd-analyze is not installed (apt-get install systemd)");
+    let Some(analyze) = support::require_tool("systemd-analyze", "systemd") else {
         return;
     };
-    assert!(probe.status.success());
     let dir = tempfile::tempdir().unwrap();
     // verify insists that ExecStart exists: point it at the binary built here.
     let unit = std::fs::read_to_string(script("regproxy.service"))
@@ -372,7 +338,7 @@ fn the_systemd_units_verify() {
         dir.path().join("regproxy.socket"),
     )
     .unwrap();
-    let out = Command::new("systemd-analyze")
+    let out = Command::new(analyze)
         .arg("verify")
         .arg(dir.path().join("regproxy.service"))
         .arg(dir.path().join("regproxy.socket"))

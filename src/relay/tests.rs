@@ -1,9 +1,16 @@
 //! The relay over in-memory ends that are not TCP, as a TLS end is not:
-//! how large its reads and writes are, and what it keeps afterwards.
+//! how large its reads and writes are, and what it keeps afterwards; and
+//! between TCP ends, spliced.
+//!
+//! Each test runs twice (`monoio::test_all`): `uring_NAME` on the io_uring
+//! driver and `legacy_NAME` on epoll, the fallback a worker takes where
+//! io_uring is unavailable (`driver = "epoll"`). Readiness, timeouts and
+//! the non-blocking splice window differ between them.
 
 use std::time::Duration;
 
 use monoio::buf::Slice;
+use monoio::io::AsyncWriteRent;
 use monoio::net::TcpStream;
 
 use super::*;
@@ -38,14 +45,6 @@ impl Io for Mem {
     async fn shutdown(&mut self) -> io::Result<()> {
         Ok(())
     }
-}
-
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
-        .enable_timer()
-        .build()
-        .expect("runtime")
-        .block_on(f)
 }
 
 const T: Timeouts = Timeouts {
@@ -95,45 +94,46 @@ fn sink() -> (std::net::SocketAddr, std::thread::JoinHandle<Vec<u8>>) {
 /// Relays `wire` from an in-memory sender (not TCP, as a TLS client is
 /// not) to a plain TCP receiver (as the registry is), which a thread reads
 /// to the end. Returns the sender, what arrived, and the buffer kept.
-fn relay(wire: Vec<u8>, framing: Framing) -> (Mem, Vec<u8>, Vec<u8>) {
+async fn relay(wire: Vec<u8>, framing: Framing) -> (Mem, Vec<u8>, Vec<u8>) {
     let (addr, reader) = sink();
-    let (src, kept) = block_on(async move {
-        let mut src = Buffered::new(Mem {
-            data: wire,
-            ..Mem::default()
-        });
-        let mut dst = TcpStream::connect(addr).await.expect("connect");
-        let mut out = Vec::new();
-        relay_body(
-            &mut src,
-            &mut dst,
-            framing,
-            Encode::Chunked,
-            T,
-            &mut Timer::new(),
-            &mut out,
-        )
-        .await
-        .expect("relay");
-        drop(dst);
-        src.into_parts()
+    let mut src = Buffered::new(Mem {
+        data: wire,
+        ..Mem::default()
     });
+    let mut dst = TcpStream::connect(addr).await.expect("connect");
+    let mut out = Vec::new();
+    relay_body(
+        &mut src,
+        &mut dst,
+        framing,
+        Encode::Chunked,
+        T,
+        &mut Timer::new(),
+        &mut out,
+    )
+    .await
+    .expect("relay");
+    // The receiver's EOF comes from this FIN: on io_uring a dropped socket
+    // is closed by the ring, which a thread blocked on the join below
+    // would never drive.
+    AsyncWriteRent::shutdown(&mut dst).await.expect("shutdown");
+    let (src, kept) = src.into_parts();
     (src, reader.join().expect("reader"), kept)
 }
 
 /// An upload from a TLS client: every byte is copied through the relay's
 /// buffer, and a bulk batch per read and write keeps system calls per GiB
 /// low (issue 8). With 64 KiB batches uploads cost 8% more CPU per GiB.
-#[test]
-fn an_upload_from_an_end_that_is_not_tcp_moves_in_bulk_batches() {
+#[monoio::test_all(timer_enabled = true)]
+async fn an_upload_from_an_end_that_is_not_tcp_moves_in_bulk_batches() {
     let data = body(4 << 20);
-    let (src, got, kept) = relay(data.clone(), Framing::Length(data.len() as u64));
+    let (src, got, kept) = relay(data.clone(), Framing::Length(data.len() as u64)).await;
     assert!(got == data, "the body arrives intact");
     assert_reads(&src, BULK_BUF_BYTES..=usize::MAX);
     assert!(kept.capacity() <= READ_BUF_BYTES, "{}", kept.capacity());
 
     let wire = chunked(&data);
-    let (src, got, kept) = relay(wire.clone(), Framing::Chunked);
+    let (src, got, kept) = relay(wire.clone(), Framing::Chunked).await;
     assert!(got == wire, "plain chunk lines pass unchanged");
     let large = src
         .reads
@@ -146,31 +146,31 @@ fn an_upload_from_an_end_that_is_not_tcp_moves_in_bulk_batches() {
 
 /// When the worker's bulk batches are all taken, a large body still moves,
 /// with the 64 KiB buffer: concurrent transfers do not multiply memory.
-#[test]
-fn without_a_free_bulk_slot_a_large_body_moves_in_the_read_buffer() {
+#[monoio::test_all(timer_enabled = true)]
+async fn without_a_free_bulk_slot_a_large_body_moves_in_the_read_buffer() {
     let held: Vec<_> = std::iter::from_fn(bufpool::BulkSlot::take).collect();
     assert_eq!(held.len(), bufpool::BULK_SLOTS);
     let data = body(1 << 20);
-    let (src, got, _) = relay(data.clone(), Framing::Length(data.len() as u64));
+    let (src, got, _) = relay(data.clone(), Framing::Length(data.len() as u64)).await;
     assert!(got == data, "the body arrives intact");
     assert_reads(&src, 1..=READ_BUF_BYTES);
     drop(held);
-    let (src, _, _) = relay(data.clone(), Framing::Length(data.len() as u64));
+    let (src, _, _) = relay(data.clone(), Framing::Length(data.len() as u64)).await;
     assert_reads(&src, BULK_BUF_BYTES..=usize::MAX);
 }
 
 /// A bulk batch goes back to the worker's pool after its body, and the
 /// next body takes the same one: freed to glibc instead, batches split by
 /// small allocations grew the heap (`bufpool`'s module note).
-#[test]
-fn a_bulk_batch_goes_back_to_the_pool_and_the_next_body_reuses_it() {
+#[monoio::test_all(timer_enabled = true)]
+async fn a_bulk_batch_goes_back_to_the_pool_and_the_next_body_reuses_it() {
     let class = bufpool::CLASSES
         .iter()
         .position(|&(cap, _)| cap == BULK_BUF_BYTES)
         .expect("a class for bulk batches");
     let data = body(1 << 20);
     for round in 0..3 {
-        let (src, got, _) = relay(data.clone(), Framing::Length(data.len() as u64));
+        let (src, got, _) = relay(data.clone(), Framing::Length(data.len() as u64)).await;
         assert!(got == data, "the body arrives intact");
         assert_reads(&src, BULK_BUF_BYTES..=usize::MAX);
         assert_eq!(bufpool::pooled()[class], 1, "round {round}");
@@ -180,10 +180,10 @@ fn a_bulk_batch_goes_back_to_the_pool_and_the_next_body_reuses_it() {
 /// A body one read buffer holds (most responses) takes no bulk batch:
 /// growing to one and giving it back cost each small TLS response two
 /// 64 KiB copies (callgrind: 177,000 instructions per request, not 45,000).
-#[test]
-fn a_body_that_fits_one_read_buffer_takes_no_bulk_batch() {
+#[monoio::test_all(timer_enabled = true)]
+async fn a_body_that_fits_one_read_buffer_takes_no_bulk_batch() {
     let data = body(READ_BUF_BYTES);
-    let (src, got, kept) = relay(data.clone(), Framing::Length(data.len() as u64));
+    let (src, got, kept) = relay(data.clone(), Framing::Length(data.len() as u64)).await;
     assert!(got == data, "the body arrives intact");
     assert_reads(&src, 1..=READ_BUF_BYTES);
     assert!(kept.capacity() <= READ_BUF_BYTES, "{}", kept.capacity());
@@ -191,49 +191,47 @@ fn a_body_that_fits_one_read_buffer_takes_no_bulk_batch() {
 
 /// Relays `wire` as a chunked body between plain TCP ends: a thread writes
 /// it to the relay's source, another reads the destination to the end.
-fn relay_tcp(wire: Vec<u8>, peek_ahead: bool) -> (Moved, Vec<u8>) {
+async fn relay_tcp(wire: Vec<u8>, peek_ahead: bool) -> (Moved, Vec<u8>) {
     let (sink_addr, reader) = sink();
-    let moved = block_on(async move {
-        super::splice::set_peek_ahead(peek_ahead);
-        let listener = monoio::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let writer = std::thread::spawn(move || {
-            let mut c = std::net::TcpStream::connect(addr).expect("connect");
-            std::io::Write::write_all(&mut c, &wire).expect("write");
-            c
-        });
-        let (s, _) = listener.accept().await.expect("accept");
-        let mut src = Buffered::new(s);
-        let mut dst = TcpStream::connect(sink_addr).await.expect("connect");
-        let mut out = Vec::new();
-        let moved = relay_body(
-            &mut src,
-            &mut dst,
-            Framing::Chunked,
-            Encode::Chunked,
-            T,
-            &mut Timer::new(),
-            &mut out,
-        )
-        .await
-        .expect("relay");
-        drop(dst);
-        drop(writer.join().expect("writer"));
-        super::splice::set_peek_ahead(true);
-        moved
+    super::splice::set_peek_ahead(peek_ahead);
+    let listener = monoio::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let writer = std::thread::spawn(move || {
+        let mut c = std::net::TcpStream::connect(addr).expect("connect");
+        std::io::Write::write_all(&mut c, &wire).expect("write");
+        c
     });
+    let (s, _) = listener.accept().await.expect("accept");
+    let mut src = Buffered::new(s);
+    let mut dst = TcpStream::connect(sink_addr).await.expect("connect");
+    let mut out = Vec::new();
+    let moved = relay_body(
+        &mut src,
+        &mut dst,
+        Framing::Chunked,
+        Encode::Chunked,
+        T,
+        &mut Timer::new(),
+        &mut out,
+    )
+    .await
+    .expect("relay");
+    // The receiver's EOF (see `relay`); the writer is done already.
+    AsyncWriteRent::shutdown(&mut dst).await.expect("shutdown");
+    drop(writer.join().expect("writer"));
+    super::splice::set_peek_ahead(true);
     (moved, reader.join().expect("reader"))
 }
 
 /// Both ways of splicing a chunked body: peeking past the chunks already
 /// checked (TCP `SO_PEEK_OFF`, Linux 6.10 and later), and chunk by chunk,
 /// which older kernels take and this kernel never would on its own.
-#[test]
-fn chunked_bodies_splice_with_and_without_peeking_ahead() {
+#[monoio::test_all(timer_enabled = true)]
+async fn chunked_bodies_splice_with_and_without_peeking_ahead() {
     let data = body(4 << 20);
     let wire = chunked(&data);
     for peek_ahead in [true, false] {
-        let (moved, got) = relay_tcp(wire.clone(), peek_ahead);
+        let (moved, got) = relay_tcp(wire.clone(), peek_ahead).await;
         assert!(
             got == wire,
             "peek ahead {peek_ahead}: the chunk lines and data pass unchanged"

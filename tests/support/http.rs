@@ -618,6 +618,36 @@ pub fn get(
     request(ep, "GET", path, basic_auth, extra, b"")
 }
 
+/// Opens a blob upload session in `repo` as `user` (`POST
+/// /v2/REPO/blobs/uploads/`, which must answer 202); the path and query of
+/// its `Location`, where the upload goes on.
+pub fn start_upload(ep: impl Into<Endpoint>, repo: &str, user: (&str, &str)) -> String {
+    let ep = ep.into();
+    let r = request(
+        &ep,
+        "POST",
+        &format!("/v2/{repo}/blobs/uploads/"),
+        Some(user),
+        &[],
+        b"",
+    )
+    .unwrap_or_else(|e| panic!("POST /v2/{repo}/blobs/uploads/ to {ep:?}: {e}"));
+    assert_eq!(r.status, 202, "{ep:?}: {r:?} {}", r.body_text());
+    path_of(
+        r.header("location")
+            .unwrap_or_else(|| panic!("no Location: {r:?}")),
+    )
+}
+
+/// The path and query of a URL or a `Location`, absolute
+/// (`https://host/v2/…?…`) or not.
+pub fn path_of(location: &str) -> String {
+    match location.split_once("://") {
+        Some((_, rest)) => rest.find('/').map_or("/".into(), |i| rest[i..].to_owned()),
+        None => location.to_owned(),
+    }
+}
+
 /// An error regproxy answered itself: `status`, the API version header, a
 /// JSON content type, and a registry error body whose first code is `code`.
 pub fn assert_registry_error(r: &RawResponse, status: u16, code: &str, what: &str) {

@@ -49,6 +49,7 @@ impl RssSampler {
                 if let Some(kib) = vm_rss_kib(pid) {
                     m.fetch_max(kib, Ordering::Relaxed);
                 }
+                // The sampling interval, not synchronisation.
                 std::thread::sleep(every);
             }
         });

@@ -11,17 +11,17 @@ pub struct Netns {
 }
 
 impl Netns {
-    /// Creates `regproxy-<tag>-<pid>` with its loopback up; `None` (after a
-    /// loud SKIP line) where `ip netns` cannot run.
+    /// Creates `regproxy-<tag>-<pid>` with its loopback up; `None` where
+    /// `ip netns` cannot run ([`super::skip_unless_ci`]: a failure under CI).
     pub fn create(tag: &str) -> Option<Netns> {
         let name = format!("regproxy-{tag}-{}", std::process::id());
         let _ = Command::new("ip").args(["netns", "delete", &name]).output();
-        let ok = Command::new("ip")
-            .args(["netns", "add", &name])
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            eprintln!("SKIP: `ip netns add {name}` failed (needs root and iproute2)");
+        let added = Command::new("ip").args(["netns", "add", &name]).output();
+        if !matches!(&added, Ok(o) if o.status.success()) {
+            super::skip_unless_ci(
+                &format!("`ip netns add {name}` failed: {added:?}"),
+                "run as root, with iproute2 (apt-get install iproute2)",
+            );
             return None;
         }
         let ns = Netns { name };

@@ -19,6 +19,11 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+// regbench's fake origin writes the same status lines: one table for both.
+#[path = "../../bench/origin/reason.rs"]
+mod reason;
+use reason::reason;
+
 /// Longest a connection waits for a request, or hangs, before closing.
 pub const IDLE_LIMIT: Duration = Duration::from_secs(120);
 /// Longest the origin lives, whatever the test does.
@@ -201,6 +206,8 @@ fn accept_loop(
         let stream = match listener.accept() {
             Ok((stream, _)) => stream,
             Err(_) => {
+                // The non-blocking accept's poll interval, so the loop sees
+                // `stop` and the lifetime deadline.
                 std::thread::sleep(POLL);
                 continue;
             }
@@ -234,6 +241,7 @@ fn pause(d: Duration, stop: &AtomicBool) -> bool {
         if now >= deadline {
             return true;
         }
+        // Not synchronisation: a scripted `Step::Sleep`, cut in slices.
         std::thread::sleep(POLL.min(deadline - now));
     }
 }
@@ -511,18 +519,4 @@ pub fn chunked_body(pieces: &[&[u8]], trailers: &[(&str, &str)]) -> Vec<u8> {
     }
     out.extend_from_slice(b"\r\n");
     out
-}
-
-fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        201 => "Created",
-        202 => "Accepted",
-        204 => "No Content",
-        206 => "Partial Content",
-        400 => "Bad Request",
-        404 => "Not Found",
-        500 => "Internal Server Error",
-        _ => "Whatever",
-    }
 }

@@ -15,6 +15,10 @@ use std::time::{Duration, Instant};
 
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The top-level key that puts the workers on the epoll fallback instead of
+/// io_uring: the tests that cover both drivers run once with it.
+pub const EPOLL: &str = "driver = \"epoll\"";
+
 /// Path of the binary Cargo built for these tests.
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_regproxy")
@@ -125,27 +129,26 @@ impl Proxy {
             admin_addr: None,
             workdir: workdir.to_owned(),
         };
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            if let Some((addr, admin)) =
-                parse_listening(super::complete_lines(&proxy.stderr_text()))
-            {
-                proxy.addr = addr;
-                proxy.admin_addr = admin;
-                return Ok(proxy);
+        // Listening (logged), or exited.
+        let started = super::wait_for(START_TIMEOUT, || {
+            match parse_listening(super::complete_lines(&proxy.stderr_text())) {
+                Some(listening) => Some(Ok(listening)),
+                None => proxy.try_wait().map(Err),
             }
-            let status = proxy.try_wait();
-            if status.is_some() || Instant::now() >= deadline {
-                proxy.kill();
-                // Anything logged between the last poll and the exit.
-                return Err(StartFailure {
-                    status,
-                    stderr: proxy.stderr_text(),
-                    stdout: proxy.access_log_text(),
-                });
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        });
+        if let Some(Ok((addr, admin))) = started {
+            proxy.addr = addr;
+            proxy.admin_addr = admin;
+            return Ok(proxy);
         }
+        let status = proxy.try_wait();
+        proxy.kill();
+        // Anything logged between the last poll and the exit.
+        Err(StartFailure {
+            status,
+            stderr: proxy.stderr_text(),
+            stdout: proxy.access_log_text(),
+        })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -194,6 +197,42 @@ impl Proxy {
         super::mem::vm_rss_kib(self.pid).expect("read VmRSS of regproxy (has it exited?)")
     }
 
+    /// `VmRSS` in KiB once it holds still: within 0.5% for 500 ms, five of
+    /// the workers' 100 ms sweeps, so a heap trim due after a wave of
+    /// closes has run. After 10 s without that, the value then (said on
+    /// stderr).
+    pub fn settled_rss_kib(&self) -> u64 {
+        const STILL: Duration = Duration::from_millis(500);
+        let mut held: Option<(u64, Instant)> = None;
+        let settled = super::wait_for(Duration::from_secs(10), || {
+            let now = self.vm_rss_kib();
+            match held {
+                Some((kib, since)) if now.abs_diff(kib) <= kib / 200 => {
+                    (since.elapsed() >= STILL).then_some(now)
+                }
+                _ => {
+                    held = Some((now, Instant::now()));
+                    None
+                }
+            }
+        });
+        settled.unwrap_or_else(|| {
+            let now = self.vm_rss_kib();
+            eprintln!("regproxy's RSS did not settle within 10 s; {now} KiB now");
+            now
+        })
+    }
+
+    /// Connections in the accept queues of its listening sockets: made by a
+    /// client, not yet accepted by a worker.
+    pub fn accept_queue_len(&self) -> u32 {
+        super::tcp::sockets()
+            .iter()
+            .filter(|s| s.state == super::tcp::LISTEN && s.local == self.addr)
+            .map(|s| s.rx_queue)
+            .sum()
+    }
+
     /// Resets `VmHWM` to the current RSS so a later [`Proxy::vm_hwm_kib`]
     /// measures only what happened in between.
     pub fn reset_peak_memory(&self) {
@@ -205,6 +244,39 @@ impl Proxy {
         super::strip_ansi(
             &std::fs::read_to_string(self.workdir.join("regproxy.stderr")).unwrap_or_default(),
         )
+    }
+
+    /// The I/O driver each worker logged at start (`io_uring` or `epoll`).
+    pub fn drivers(&self) -> Vec<String> {
+        self.stderr_text()
+            .lines()
+            .filter(|l| l.contains("worker started"))
+            .filter_map(|l| {
+                let at = l.find("driver=")? + "driver=".len();
+                l[at..].split_whitespace().next().map(str::to_owned)
+            })
+            .collect()
+    }
+
+    /// Every worker runs `want` (`io_uring` or `epoll`). Where the kernel
+    /// refuses io_uring, a default config falls back to epoll: under CI
+    /// that fails (the io_uring half of a both-drivers test would not have
+    /// run); elsewhere it is said on stderr.
+    pub fn assert_driver(&self, want: &str) {
+        let got = self.drivers();
+        assert!(
+            !got.is_empty(),
+            "no worker logged its driver:\n{}",
+            self.stderr_text()
+        );
+        if got.iter().all(|d| d == want) {
+            return;
+        }
+        if want == "io_uring" && !super::require::in_ci() {
+            eprintln!("NOTE: io_uring is unavailable here, the workers ran {got:?}");
+            return;
+        }
+        panic!("workers ran {got:?}, not {want}:\n{}", self.stderr_text());
     }
 
     /// The access log (stdout) so far.

@@ -234,6 +234,8 @@ impl Registry {
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         let mut last = len();
         loop {
+            // The condition is "no growth for `quiet`": this sleep is the
+            // observation window, polled until the log holds still.
             std::thread::sleep(quiet);
             let now = len();
             if now == last || std::time::Instant::now() >= deadline {

@@ -22,11 +22,18 @@ impl TlsStack {
     /// `tail` (more tables: `[admin]`, `[log]`, access rules) after
     /// `[upstream]`.
     pub fn start(users: &[(&str, &str)], auth: &str, tail: &str) -> TlsStack {
+        Self::start_top("", users, auth, tail)
+    }
+
+    /// [`TlsStack::start`] with `top` before the first table (top-level
+    /// keys, such as [`super::proxy::EPOLL`]).
+    pub fn start_top(top: &str, users: &[(&str, &str)], auth: &str, tail: &str) -> TlsStack {
         let dir = tempfile::tempdir().unwrap();
         let registry = Registry::start();
         let tls = Tls::generate(&dir.path().join("tls"));
         super::write_htpasswd(&dir.path().join("users"), users);
-        let proxy = Proxy::start(&config(&registry, &tls, auth, tail), dir.path());
+        let config = config_top(&registry, &tls, top, auth, tail);
+        let proxy = Proxy::start(&config, dir.path());
         TlsStack {
             dir,
             registry,
@@ -81,8 +88,12 @@ impl PlainStack {
 
 /// The config [`TlsStack::start`] writes, for a test that rewrites it.
 pub fn config(registry: &Registry, tls: &Tls, auth: &str, tail: &str) -> String {
+    config_top(registry, tls, "", auth, tail)
+}
+
+fn config_top(registry: &Registry, tls: &Tls, top: &str, auth: &str, tail: &str) -> String {
     let top = format!(
-        "[tls]\ncert = \"{}\"\nkey = \"{}\"",
+        "{top}\n[tls]\ncert = \"{}\"\nkey = \"{}\"",
         tls.server_cert().display(),
         tls.server_key().display()
     );

@@ -320,7 +320,8 @@ impl Tap {
                         let (stop3, seen3) = (stop2.clone(), seen2.clone());
                         std::thread::spawn(move || relay(client, target, &stop3, &seen3));
                     }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::sleep(POLL),
+                    // The non-blocking accept's poll interval, so the loop
+                    // sees `stop` (a blocking accept would never return).
                     Err(_) => std::thread::sleep(POLL),
                 }
             }

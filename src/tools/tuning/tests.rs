@@ -31,75 +31,27 @@ fn sysctl(root: &Path, name: &str, value: &str) {
     );
 }
 
-/// A host tuned as tuning/apply leaves it.
+/// The fixture host tuned as tuning/apply leaves it
+/// (`tests/fixtures/tuned-host`, shared with `tests/tuning.rs`), copied
+/// into `root` for the test to change.
 fn good_tree(root: &Path) {
-    for (k, v) in [
-        ("fs.nr_open", "1048576"),
-        ("fs.file-max", "9223372036854775807"),
-        ("fs.pipe-max-size", "1048576"),
-        ("net.core.somaxconn", "4096"),
-        ("net.ipv4.tcp_max_syn_backlog", "4096"),
-        ("net.ipv4.ip_local_port_range", "1024\t65535"),
-        ("net.ipv4.ip_unprivileged_port_start", "1024"),
-        ("net.ipv4.tcp_tw_reuse", "1"),
-        ("net.core.rmem_max", "16777216"),
-        ("net.core.wmem_max", "16777216"),
-        ("net.ipv4.tcp_rmem", "4096\t131072\t16777216"),
-        ("net.ipv4.tcp_wmem", "4096\t16384\t16777216"),
-        ("net.ipv4.tcp_migrate_req", "1"),
-        ("kernel.io_uring_disabled", "0"),
-        ("kernel.osrelease", "6.1.0-18-amd64"),
-    ] {
-        sysctl(root, k, v);
-    }
-    put(
+    copy_tree(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tuned-host"),
         root,
-        "proc/self/limits",
-        "Limit                     Soft Limit           Hard Limit           Units\n\
-         Max open files            1048576              1048576              files\n\
-         Max locked memory         8388608              8388608              bytes\n",
     );
-    put(
-        root,
-        "proc/self/status",
-        "Name:\tregproxy\nCapEff:\t0000000000000400\nCpus_allowed_list:\t0-3\n",
-    );
-    put(
-        root,
-        "sys/kernel/mm/transparent_hugepage/enabled",
-        "always [madvise] never\n",
-    );
-    for cpu in 0..4 {
-        put(
-            root,
-            &format!("sys/devices/system/cpu/cpu{cpu}/cpufreq/scaling_governor"),
-            "performance\n",
-        );
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
     }
-    put(root, "sys/class/net/eth0/device/vendor", "0x8086\n");
-    for (i, irq) in [40, 41, 42, 43].iter().enumerate() {
-        put(
-            root,
-            &format!("sys/class/net/eth0/device/msi_irqs/{irq}"),
-            "msix\n",
-        );
-        put(
-            root,
-            &format!("proc/irq/{irq}/smp_affinity_list"),
-            &format!("{i}\n"),
-        );
-        put(
-            root,
-            &format!("sys/class/net/eth0/queues/rx-{i}/rps_cpus"),
-            "0\n",
-        );
-        put(
-            root,
-            &format!("sys/class/net/eth0/queues/tx-{i}/xps_cpus"),
-            &format!("{:x}\n", 1 << i),
-        );
-    }
-    put(root, "sys/class/net/lo/operstate", "unknown\n");
 }
 
 fn verdict_of(rows: &[Check], setting: &str) -> Verdict {
