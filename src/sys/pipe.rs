@@ -87,13 +87,9 @@ pub fn splice_from_pipe(pipe: &Pipe, dst: &impl AsRawFd, len: usize) -> io::Resu
 /// relay reads the next chunk-size line this way and then splices line and
 /// data together.
 pub fn peek(sock: &impl AsRawFd, buf: &mut [u8]) -> io::Result<usize> {
-    use nix::sys::socket::{recv, MsgFlags};
-    recv(
-        sock.as_raw_fd(),
-        buf,
-        MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT,
-    )
-    .map_err(io::Error::from)
+    use rustix::net::RecvFlags;
+    let flags = RecvFlags::PEEK | RecvFlags::DONTWAIT;
+    Ok(rustix::net::recv(borrow(sock), buf, flags)?.0)
 }
 
 /// Puts a socket in `O_NONBLOCK` mode while it lives and restores its flags
