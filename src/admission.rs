@@ -14,6 +14,12 @@
 //! can be shed is the newcomer refused: accepted and closed at once (with a
 //! canned 503 on plain TCP), never left in the kernel's backlog to time out.
 //!
+//! The cap counts connections; what they hold is counted by the worker's
+//! descriptor budget (`admission/fds.rs`): a connection's own socket is
+//! taken from it here, at accept, and a request that needs a registry
+//! connection takes one more through [`Admission::room`]. When the budget
+//! is short, a waiting connection is shed for it just as for the cap.
+//!
 //! Everything here is worker-local (`Rc`, `Cell`) except the per-address
 //! table (`admission/per_ip.rs`), which all workers share because
 //! SO_REUSEPORT spreads one client's connections over every worker; it is
@@ -30,30 +36,36 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
+pub mod fds;
 pub mod per_ip;
 
 use crate::cidr;
 use crate::client_addr;
 use crate::config::ForwardingConfig;
 
+pub use fds::{FdLease, Fds};
 pub use per_ip::{IpHold, PerIp};
 
-/// Descriptors kept back from client connections for everything else the
-/// process opens: listeners, the admin port, the access log, watched files,
-/// io_uring instances, health checks. Per worker on top: its share of
-/// pooled registry connections and splice pipes beyond the two-per-client
-/// estimate below.
+/// Descriptors kept out of the workers' budgets for everything else the
+/// process opens: listeners, the admin port and its connections, the
+/// access log, watched files, health checks. Per worker on top: its
+/// io_uring or epoll instance, its event and timer descriptors, its
+/// spare descriptor (`fds::Spare`), and the few a budget may overshoot by
+/// while shed connections close.
 pub const FD_RESERVE_BASE: u64 = 64;
 pub const FD_RESERVE_PER_WORKER: u64 = 16;
-/// Descriptors one client connection is budgeted for: its own, and the
-/// registry connection it uses while a request is in flight. A splicing
-/// relay briefly holds a pooled pipe pair as well; those come out of the
-/// slack that idle connections (one descriptor each) leave.
+/// Descriptors per client connection the derived connection cap assumes:
+/// its own, and the registry connection of a request in flight. Pipes and
+/// pooled registry connections are not in it: the descriptor budget
+/// (`admission/fds.rs`) counts what connections really hold.
 pub const FDS_PER_CONNECTION: u64 = 2;
 /// `max_connections_per_ip` when not configured: generous, because a whole
 /// CI cluster may reach us through one NAT address, but a single address
 /// still cannot take more than a quarter of the cap.
 pub const PER_IP_DEFAULT_MIN: u64 = 256;
+/// Idle descriptor holders [`Admission::reclaim_idle`] closes at most at
+/// once.
+const RECLAIM_IDLE_MAX: usize = 8;
 
 /// The connection limits in force, resolved at start from the config and
 /// the descriptor limit the process actually got.
@@ -65,6 +77,8 @@ pub struct Limits {
     pub per_worker: usize,
     /// Client connections per client address (IPv6: per /64); `None`: off.
     pub per_ip: Option<u32>,
+    /// Descriptors each worker's connections may hold ([`fds::worker_budget`]).
+    pub fds_per_worker: usize,
 }
 
 /// Client connections a descriptor limit of `nofile` can hold with
@@ -94,6 +108,7 @@ impl Limits {
             max_connections: max,
             per_worker: usize::try_from(max.div_ceil(workers as u64)).unwrap_or(usize::MAX),
             per_ip,
+            fds_per_worker: fds::worker_budget(nofile, workers),
         }
     }
 }
@@ -153,6 +168,12 @@ pub struct StateGauges {
     pub idle: AtomicU64,
     /// A request in flight.
     pub active: AtomicU64,
+    /// Descriptors the worker's budget has handed out (`admission/fds.rs`).
+    pub descriptors: AtomicU64,
+    /// The worker's descriptor budget.
+    pub descriptor_budget: AtomicU64,
+    /// Bodies copied because no pipe could be had (a counter).
+    pub pipe_fallbacks: AtomicU64,
 }
 
 impl StateGauges {
@@ -177,6 +198,8 @@ pub struct Admission {
     /// How long a connection may take to complete its first request head,
     /// from accept: enforced by [`Admission::expire`], not a timer each.
     header_timeout: Duration,
+    /// The descriptors this worker's connections hold.
+    fds: Rc<Fds>,
     gauges: std::sync::Arc<Vec<StateGauges>>,
     worker: usize,
 }
@@ -204,11 +227,16 @@ pub enum Refusal {
     Full,
     /// The client address holds its share already.
     PerIp,
+    /// The worker's descriptor budget is spent and every connection is
+    /// mid-request.
+    Descriptors,
 }
 
 impl Admission {
+    /// `limit` connections holding at most `fd_budget` descriptors.
     pub fn new(
         limit: usize,
+        fd_budget: usize,
         header_timeout: Duration,
         gauges: std::sync::Arc<Vec<StateGauges>>,
         worker: usize,
@@ -218,9 +246,15 @@ impl Admission {
             header_timeout,
             open: Cell::new(0),
             queues: Default::default(),
+            fds: Fds::new(fd_budget, gauges.clone(), worker),
             gauges,
             worker,
         })
+    }
+
+    /// The worker's descriptor budget, for what else opens descriptors.
+    pub fn fds(&self) -> &Rc<Fds> {
+        &self.fds
     }
 
     /// Connections open on this worker.
@@ -229,18 +263,24 @@ impl Admission {
     }
 
     /// Admits a new connection, shedding the least proven waiting one if
-    /// the worker is full. `Ok(shed)` says whether one was shed.
+    /// the worker is full or its descriptor budget is spent: the shed
+    /// connection's descriptor goes to the newcomer. `Ok(shed)` says
+    /// whether one was shed.
     pub fn admit(self: &Rc<Self>) -> Result<(Rc<Slot>, bool), Refusal> {
-        let mut shed = false;
-        if self.open.get() >= self.limit {
-            match self.pick_victim() {
-                Some(victim) => {
-                    victim.shed();
-                    shed = true;
-                }
-                None => return Err(Refusal::Full),
+        let full = self.open.get() >= self.limit;
+        let (fd, shed) = match (!full).then(|| self.fds.try_take(1)).flatten() {
+            Some(fd) => (fd, false),
+            None => {
+                let refusal = if full {
+                    Refusal::Full
+                } else {
+                    Refusal::Descriptors
+                };
+                let victim = self.pick_victim().ok_or(refusal)?;
+                let fd = victim.shed().or_else(|| self.fds.try_take(1));
+                (fd.ok_or(refusal)?, true)
             }
-        }
+        };
         self.open.set(self.open.get() + 1);
         let slot = Rc::new(Slot {
             admission: self.clone(),
@@ -249,10 +289,49 @@ impl Admission {
             epoch: Cell::new(0),
             shed: Cell::new(false),
             waker: Cell::new(None),
+            fd: Cell::new(Some(fd)),
         });
         self.gauge(Tier::Fresh, Phase::Waiting, 1);
         self.enqueue(&slot);
         Ok((slot, shed))
+    }
+
+    /// One descriptor for a request in flight (its registry connection):
+    /// from the budget, closing idle holders if short, else by shedding
+    /// the least proven waiting connection. `(lease, shed)`; `None`: every
+    /// connection is mid-request, refuse.
+    pub fn room(&self) -> Option<(FdLease, bool)> {
+        if let Some(fd) = self.fds.try_take(1) {
+            return Some((fd, false));
+        }
+        let fd = self
+            .pick_victim()?
+            .shed()
+            .or_else(|| self.fds.try_take(1))?;
+        Some((fd, true))
+    }
+
+    /// For when the kernel says EMFILE or ENFILE although the budget has
+    /// room (something outside it took descriptors): closes up to a few
+    /// idle holders (pooled pipes and registry connections); how many.
+    pub fn reclaim_idle(&self) -> usize {
+        let mut closed = 0;
+        while closed < RECLAIM_IDLE_MAX && self.fds.reclaim() {
+            closed += 1;
+        }
+        closed
+    }
+
+    /// Sheds the least proven waiting connection, for a connection or a
+    /// request that needs its descriptor; whether there was one.
+    pub fn shed_one(&self) -> bool {
+        match self.pick_victim() {
+            Some(victim) => {
+                drop(victim.shed());
+                true
+            }
+            None => false,
+        }
     }
 
     /// The longest-waiting connection of the lowest tier, taken off its
@@ -282,7 +361,7 @@ impl Admission {
                 break;
             }
             if let Some(slot) = live {
-                slot.shed();
+                drop(slot.shed());
                 closed += 1;
             }
             q.pop_front();
@@ -340,6 +419,8 @@ pub struct Slot {
     epoch: Cell<u32>,
     shed: Cell<bool>,
     waker: Cell<Option<Waker>>,
+    /// The connection's own descriptor, handed on when it is shed.
+    fd: Cell<Option<FdLease>>,
 }
 
 impl Slot {
@@ -377,11 +458,15 @@ impl Slot {
         self.admission.enqueue(self);
     }
 
-    fn shed(&self) {
+    /// Marks the connection shed and wakes its task, which drops it.
+    /// Returns its descriptor's lease: the socket closes once the task
+    /// runs, within the turn, and the reserve covers the overlap.
+    fn shed(&self) -> Option<FdLease> {
         self.shed.set(true);
         if let Some(w) = self.waker.take() {
             w.wake();
         }
+        self.fd.take()
     }
 
     /// Completes when the worker sheds this connection. The connection's

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::access_log::AccessLog;
-use crate::admission::Slot;
+use crate::admission::{Admission, Slot};
 use crate::auth::acl::{Decision, Identity};
 use crate::auth::basic::{self, Credentials};
 use crate::auth::cache::{AuthFailure, LocalVerifier, Lookup};
@@ -52,6 +52,9 @@ pub struct Ctx {
     /// Users and policy; a reload swaps them between requests.
     pub auth: Snapshot<AuthState>,
     pub pool: Pool,
+    /// The worker's admission: its descriptor budget, and the waiting
+    /// connections a request may shed for a registry connection.
+    pub admission: Rc<Admission>,
     pub metrics: Arc<Vec<WorkerMetrics>>,
     pub worker: usize,
     pub log: AccessLog,
@@ -580,21 +583,16 @@ async fn forward<S: Io>(
     let mut attempt = 0;
     let mut body_unfinished = false;
     let mut failed_server = None;
-    let (mut upstream, server, response, _lease) = loop {
+    let (mut upstream, server, response, _lease, fd) = loop {
         attempt += 1;
-        let up = match failed_server {
-            None => ctx.pool.get().await,
-            // A retry goes to another server when one is up.
-            Some(s) => ctx.pool.connect_other(s).await,
-        }
-        .inspect_err(|_| WorkerMetrics::inc(&ctx.m().upstream_errors_total))?;
+        let up = upstream::connect(ctx, failed_server).await?;
         let lease = ctx.pool.lease(up.server);
         WorkerMetrics::inc(if up.reused {
             &ctx.m().upstream_reuses_total
         } else {
             &ctx.m().upstream_connects_total
         });
-        let (server, reused) = (up.server, up.reused);
+        let (server, reused, fd) = (up.server, up.reused, up.fd);
         let mut upstream = Buffered::with_buf(up.stream, bufpool::take());
         ex.upstream = Some(server);
         let sent = Instant::now();
@@ -625,7 +623,7 @@ async fn forward<S: Io>(
             Ok(resp) => {
                 ex.ttfb = Some(sent.elapsed());
                 lease.responded(resp.status);
-                break (upstream, server, resp, lease);
+                break (upstream, server, resp, lease, fd);
             }
             Err(failure) => {
                 bufpool::give(upstream.into_parts().1);
@@ -736,6 +734,7 @@ async fn forward<S: Io>(
             stream,
             server,
             reused: true,
+            fd,
         });
     }
     ex.keep_alive = keep_alive && framing != ClientFraming::Close;

@@ -46,6 +46,8 @@ counters! {
     connections_refused_total: "New connections answered 503 and closed: the worker was full of requests in flight.",
     connections_timed_out_total: "Connections closed for not completing a first request head within header_timeout of their accept.",
     connections_refused_per_ip_total: "New connections answered 429 and closed: their client address held max_connections_per_ip.",
+    descriptor_refusals_total: "New connections and requests answered 503: the worker's descriptor budget was spent, nothing idle could be closed and no waiting connection shed.",
+    descriptor_exhausted_total: "accept(2) calls and registry connects that failed with EMFILE or ENFILE (descriptors taken outside the budget). Each closes idle pooled descriptors and frees one (the worker's spare, or a shed waiting connection's) before trying again; with none to free, accepts back off and requests get 503.",
     tls_handshake_failures_total: "TLS handshakes that failed or timed out.",
     proxy_protocol_refused_total: "Connections closed for a missing, malformed or untrusted PROXY header.",
     requests_total: "Requests read from clients.",
@@ -145,7 +147,8 @@ impl Registry {
         out
     }
 
-    /// Open client connections by state, summed over workers.
+    /// Open client connections by state, and the descriptor budgets,
+    /// summed over workers.
     fn render_states(&self, out: &mut String) {
         out.push_str(
             "# HELP regproxy_connections_open Open client connections: head = no request head completed yet (handshake included), idle = keep-alive between requests, active = a request in flight.\n\
@@ -164,6 +167,36 @@ impl Registry {
                 .sum();
             out.push_str(&format!(
                 "regproxy_connections_open{{state=\"{state}\"}} {n}\n"
+            ));
+        }
+        let families: [(&str, &str, &str, Gauge); 3] = [
+            (
+                "descriptors_budgeted",
+                "gauge",
+                "Descriptors the workers' budgets have handed out: client and registry sockets (pooled ones included) and pipes.",
+                |g| &g.descriptors,
+            ),
+            (
+                "descriptor_budget",
+                "gauge",
+                "The workers' descriptor budgets together: RLIMIT_NOFILE less the reserve.",
+                |g| &g.descriptor_budget,
+            ),
+            (
+                "pipe_fallbacks_total",
+                "counter",
+                "Bodies between plain sockets copied through user space because no pipe was to be had (the budget's share for pipes was spent, or pipe2 failed).",
+                |g| &g.pipe_fallbacks,
+            ),
+        ];
+        for (name, kind, help, get) in families {
+            let n: u64 = self
+                .states
+                .iter()
+                .map(|g| get(g).load(Ordering::Relaxed))
+                .sum();
+            out.push_str(&format!(
+                "# HELP regproxy_{name} {help}\n# TYPE regproxy_{name} {kind}\nregproxy_{name} {n}\n"
             ));
         }
     }

@@ -4,7 +4,8 @@
 //! Memory per connection is bounded by the buffers here, whatever the body
 //! size: a body is never held whole. When both ends are plain TCP sockets,
 //! length-delimited bodies move with splice(2) through a pooled pipe and
-//! never enter user space (`relay/splice.rs`).
+//! never enter user space (`relay/splice.rs`), unless the worker's
+//! descriptor budget has no pipe to give: then they are copied, as with TLS.
 
 use std::io;
 use std::time::Duration;
@@ -390,10 +391,12 @@ async fn relay_length<S: Io, D: Io>(
         return Ok(moved);
     }
     if let (Some(s), Some(d)) = (src.io.as_tcp(), dst.as_tcp()) {
-        splice::splice_exact(s, d, left, t).await?;
-        moved.body += left;
-        moved.spliced += left;
-        return Ok(moved);
+        // No pipe to be had: the copy below, as for TLS.
+        if splice::splice_exact(s, d, left, t).await? {
+            moved.body += left;
+            moved.spliced += left;
+            return Ok(moved);
+        }
     }
     while left > 0 {
         let got = src.fill(timer, t.src).await.map_err(RelayError::Src)?;

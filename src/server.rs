@@ -263,7 +263,7 @@ fn connection_limits(config: &Config) -> Limits {
         tracing::warn!(
             max_connections = limits.max_connections,
             descriptors = nofile,
-            "max_connections is more than the descriptor limit holds; accepts may fail with \"Too many open files\""
+            "max_connections is more than the descriptor limit holds; past the descriptor budget connections are shed or refused with 503"
         );
     }
     tracing::info!(
@@ -271,6 +271,7 @@ fn connection_limits(config: &Config) -> Limits {
         per_worker = limits.per_worker,
         per_ip = %limits.per_ip.map_or("off".to_owned(), |n| n.to_string()),
         descriptors = nofile,
+        descriptor_budget_per_worker = limits.fds_per_worker,
         "connection limits"
     );
     limits

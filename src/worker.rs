@@ -18,7 +18,8 @@ use monoio::io::Canceller;
 use monoio::net::{TcpListener, TcpStream};
 
 use crate::access_log::{AccessLog, FLUSH_INTERVAL};
-use crate::admission::{self, Admission, Limits, PerIp, Slot, StateGauges};
+use crate::admission::fds::{Spare, Throttle};
+use crate::admission::{self, Admission, Limits, PerIp, Refusal, Slot, StateGauges};
 use crate::auth::cache::{LocalVerifier, Verifier};
 use crate::config::{Config, Driver};
 use crate::conn::{self, Ctx};
@@ -38,8 +39,10 @@ use crate::upstream::pool::Pool;
 const URING_ENTRIES: u32 = 1024;
 /// How often a draining worker checks whether its connections are done.
 const DRAIN_POLL: Duration = Duration::from_millis(20);
-/// Back-off after accept fails (e.g. out of file descriptors).
+/// Back-off after accept fails, when nothing could be closed to help.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+/// At most one log line per this for accept failures, however many.
+const ACCEPT_LOG_EVERY: Duration = Duration::from_secs(10);
 /// How often a worker closes connections past their header timeout: the
 /// timeout's precision.
 const SWEEP_INTERVAL: Duration = Duration::from_millis(100);
@@ -220,6 +223,118 @@ fn pin(id: usize) -> Option<usize> {
     core_affinity::set_for_current(core).then_some(core.id)
 }
 
+/// The accept loop's answer to failing accepts: the spare descriptor
+/// (`admission::fds::Spare`), and a log line that cannot flood.
+///
+/// Under io_uring an accept fails with EMFILE at once, whether or not a
+/// connection is waiting (the kernel takes the descriptor first), so a
+/// failure alone sheds nobody: it closes idle holders and lets go of the
+/// spare, and the next accept waits for a connection with a descriptor
+/// to give it. Only a connection that then arrives on the spare's
+/// descriptor has a waiting one shed for it, as when the worker is full.
+struct Accepting {
+    spare: Spare,
+    /// The spare was let go: the next connection accepted holds its
+    /// descriptor.
+    on_spare: bool,
+    log: Throttle,
+}
+
+impl Accepting {
+    fn new() -> Accepting {
+        Accepting {
+            spare: Spare::open(),
+            on_spare: false,
+            log: Throttle::new(ACCEPT_LOG_EVERY),
+        }
+    }
+
+    /// accept(2) failed with `e`; returns how long to wait before the next
+    /// one. For lack of descriptors: closes a few idle holders and lets go
+    /// of the spare (opened again first, should a descriptor have come
+    /// free since it was last let go), and accepts again at once; with no
+    /// spare to let go, and for any other failure, backs off.
+    fn failed(
+        &mut self,
+        e: &io::Error,
+        admission: &Admission,
+        m: &WorkerMetrics,
+        worker: usize,
+    ) -> Option<Duration> {
+        let (closed, released) = if crate::sys::is_descriptor_exhaustion(e) {
+            WorkerMetrics::inc(&m.descriptor_exhausted_total);
+            let closed = admission.reclaim_idle();
+            self.spare.restore();
+            let released = self.spare.release();
+            self.on_spare |= released;
+            (closed, released)
+        } else {
+            (0, false)
+        };
+        if let Some(held_back) = self.log.tick(Instant::now()) {
+            tracing::warn!(
+                worker,
+                error = %e,
+                idle_closed = closed,
+                spare_released = released,
+                similar_since_last = held_back,
+                "accept failed"
+            );
+        }
+        (!released).then_some(ACCEPT_BACKOFF)
+    }
+
+    /// Whether the connection just accepted holds the spare's descriptor;
+    /// takes the spare back if it was let go (failing while the process
+    /// still has no descriptor to give).
+    fn on_spare(&mut self) -> bool {
+        self.spare.restore();
+        std::mem::take(&mut self.on_spare)
+    }
+}
+
+/// A place for the connection just accepted (counted), or `None` when it
+/// was refused: with a 503 on plain TCP, and closed.
+fn admit(
+    admission: &Rc<Admission>,
+    accepting: &mut Accepting,
+    stream: &TcpStream,
+    m: &WorkerMetrics,
+    plain: bool,
+) -> Option<Rc<Slot>> {
+    WorkerMetrics::inc(&m.connections_total);
+    // On the spare's descriptor the process has none left: a waiting
+    // connection gives up its own, or the newcomer is refused.
+    let admitted = if !accepting.on_spare() {
+        admission.admit()
+    } else if admission.shed_one() {
+        WorkerMetrics::inc(&m.connections_shed_total);
+        admission.admit()
+    } else {
+        Err(Refusal::Descriptors)
+    };
+    let refusal = match admitted {
+        Ok((slot, shed)) => {
+            if shed {
+                WorkerMetrics::inc(&m.connections_shed_total);
+            }
+            return Some(slot);
+        }
+        Err(refusal) => refusal,
+    };
+    WorkerMetrics::inc(&m.connections_refused_total);
+    let err = match refusal {
+        Refusal::Descriptors => {
+            WorkerMetrics::inc(&m.descriptor_refusals_total);
+            ProxyError::OutOfDescriptors
+        }
+        Refusal::Full => ProxyError::TooManyConnections { per_address: false },
+        Refusal::PerIp => ProxyError::TooManyConnections { per_address: true },
+    };
+    refuse(stream, err, plain);
+    None
+}
+
 /// Decrements the worker's live-connection count when a connection ends.
 struct Active(Rc<Cell<usize>>);
 
@@ -260,10 +375,18 @@ async fn run(
     );
 
     let cfg = shared.config.clone();
+    let admission = Admission::new(
+        shared.limits.per_worker,
+        shared.limits.fds_per_worker,
+        cfg.client.header_timeout,
+        shared.states.clone(),
+        id,
+    );
     let ctx = Rc::new(Ctx {
         verifier: LocalVerifier::new(shared.verifier.clone()),
         auth: Snapshot::new(shared.auth.clone()),
         pool: Pool::new(&cfg.upstream, shared.health.clone(), id),
+        admission: admission.clone(),
         metrics: shared.metrics.clone(),
         worker: id,
         log: AccessLog::open(
@@ -277,15 +400,16 @@ async fn run(
         top: (shared.top.n() > 0).then(|| RefCell::new(TopTable::for_top(shared.top.n()))),
         config: cfg.clone(),
     });
+    // Idle descriptor holders the budget closes when short: pooled pipes
+    // first (cheapest to make again), then pooled registry connections.
+    crate::relay::splice::use_budget(admission.fds());
+    let pooled = Rc::downgrade(&ctx);
+    admission
+        .fds()
+        .on_short(move || pooled.upgrade().is_some_and(|c| c.pool.close_oldest_idle()));
     // A certificate reload reaches new connections; open ones keep theirs.
     let tls = Snapshot::new(shared.tls.clone());
     let active = Rc::new(Cell::new(0usize));
-    let admission = Admission::new(
-        shared.limits.per_worker,
-        cfg.client.header_timeout,
-        shared.states.clone(),
-        id,
-    );
     let plain = shared.config.tls.is_none();
 
     let (flusher, board) = (ctx.clone(), shared.top.clone());
@@ -324,6 +448,7 @@ async fn run(
     drop(ready);
 
     let mut stopping = false;
+    let mut accepting = Accepting::new();
     loop {
         let canceller = Canceller::new();
         let mut accept = std::pin::pin!(listener.cancelable_accept(canceller.handle()));
@@ -343,28 +468,15 @@ async fn run(
             Ok(pair) => pair,
             Err(_) if stopping => break,
             Err(e) => {
-                tracing::warn!(worker = id, error = %e, "accept failed");
-                monoio::time::sleep(ACCEPT_BACKOFF).await;
+                if let Some(wait) = accepting.failed(&e, &admission, &ctx.metrics[id], id) {
+                    monoio::time::sleep(wait).await;
+                }
                 continue;
             }
         };
-        WorkerMetrics::inc(&ctx.metrics[id].connections_total);
-        let slot = match admission.admit() {
-            Ok((slot, shed)) => {
-                if shed {
-                    WorkerMetrics::inc(&ctx.metrics[id].connections_shed_total);
-                }
-                slot
-            }
-            Err(_full) => {
-                WorkerMetrics::inc(&ctx.metrics[id].connections_refused_total);
-                refuse(
-                    &stream,
-                    ProxyError::TooManyConnections { per_address: false },
-                    plain,
-                );
-                continue;
-            }
+        let m = &ctx.metrics[id];
+        let Some(slot) = admit(&admission, &mut accepting, &stream, m, plain) else {
+            continue;
         };
         let _ = stream.set_nodelay(true);
         active.set(active.get() + 1);

@@ -12,6 +12,11 @@
 //! - `max_connections_per_ip`: 429 and close over the share, counted by the
 //!   PROXY header's address behind a balancer, off behind an
 //!   X-Forwarded-For balancer.
+//! - The descriptor budget: under a 1,024-descriptor limit, 300 stalled
+//!   downloads (clients that never read) and 400 idle connections leave
+//!   every authenticated request answered, and nothing fails with EMFILE;
+//!   descriptors taken outside the budget (the admin port) get requests a
+//!   503, never a 502, and accept failures a log line per 10 s.
 #![allow(clippy::unwrap_used)]
 
 mod support;
@@ -76,9 +81,16 @@ impl Holder {
     }
 
     fn start_sending(port: u16, count: usize, octet: u8, first_hex: &str) -> Holder {
+        let (port, count, octet) = (port.to_string(), count.to_string(), octet.to_string());
+        Self::spawn(HOLDER, &[&port, &count, &octet, first_hex])
+    }
+
+    /// Runs `script` with `args` until its stdin closes, once it says
+    /// `held N`.
+    fn spawn(script: &str, args: &[&str]) -> Holder {
         let mut child = Command::new("python3")
-            .args(["-c", HOLDER, &port.to_string(), &count.to_string()])
-            .args([&octet.to_string(), first_hex])
+            .args(["-c", script])
+            .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -526,4 +538,283 @@ fn tls_connections_waiting_for_a_client_hello_hold_no_tls_state() {
     // A real client is not held up by them.
     assert_eq!(get(), 200);
     drop(holder);
+}
+
+/// Holds `argv[2]` connections to the admin port `argv[1]`, each with a
+/// byte of a head sent, and opens new ones as the port closes them (its
+/// per-request deadline), until stdin closes: descriptors the process
+/// holds outside the workers' budgets.
+const ADMIN_HOLDER: &str = r#"
+import resource, select, socket, sys
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+port, count = int(sys.argv[1]), int(sys.argv[2])
+held = []
+def top_up():
+    for s in held[:]:
+        try:
+            s.recv(4096)
+        except BlockingIOError:
+            continue
+        except OSError:
+            pass
+        held.remove(s)
+        s.close()
+    while len(held) < count:
+        s = socket.socket()
+        s.settimeout(1)
+        try:
+            s.connect(("127.0.0.1", port))
+            s.send(b"G")
+        except OSError:
+            s.close()
+            return
+        s.setblocking(False)
+        held.append(s)
+top_up()
+print("held", len(held), flush=True)
+while not select.select([sys.stdin], [], [], 0.1)[0]:
+    top_up()
+"#;
+
+/// An authenticated `GET path` on a new connection, waiting at most
+/// `timeout` for the answer: the answer, or why there was none.
+fn answered(addr: SocketAddr, path: &str, timeout: Duration) -> Result<http::RawResponse, String> {
+    let mut c = Conn::connect(addr).map_err(|e| format!("connect: {e}"))?;
+    c.set_timeout(timeout).map_err(|e| e.to_string())?;
+    c.send(&http::build_request(
+        "GET",
+        path,
+        Some((USER, PASS)),
+        &[],
+        b"",
+    ))
+    .map_err(|e| format!("send: {e}"))?;
+    c.read_response().map_err(|e| format!("no answer: {e}"))
+}
+
+/// `n` authenticated requests one after another, each given 10 s, within
+/// a minute: the ping and a small blob in turn, each needing a registry
+/// connection. Returns those whose answer `ok` refuses, with why (also
+/// printed), and the statuses of all answers.
+fn legit_requests(
+    addr: SocketAddr,
+    small: &str,
+    n: usize,
+    ok: impl Fn(&http::RawResponse) -> bool,
+) -> (Vec<String>, Vec<u16>) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (mut refused, mut statuses) = (Vec::new(), Vec::new());
+    for i in 0..n {
+        let path = if i % 2 == 0 { "/v2/" } else { small };
+        let why = if Instant::now() >= deadline {
+            "not sent, out of time".to_owned()
+        } else {
+            match answered(addr, path, Duration::from_secs(10)) {
+                Ok(r) => {
+                    statuses.push(r.status);
+                    if ok(&r) {
+                        continue;
+                    }
+                    format!("{} {}", r.status, r.body_text().trim_end())
+                }
+                Err(e) => e,
+            }
+        };
+        eprintln!("#{i} {path}: {why}");
+        refused.push(format!("#{i} {path}: {why}"));
+    }
+    (refused, statuses)
+}
+
+/// Uploads `data` as a blob of `repo` through the proxy; its digest.
+fn push_blob(addr: SocketAddr, repo: &str, data: &[u8]) -> String {
+    let auth = Some((USER, PASS));
+    let path = format!("/v2/{repo}/blobs/uploads/");
+    let r = http::request(addr, "POST", &path, auth, &[], b"").unwrap();
+    assert_eq!(r.status, 202, "{r:?}");
+    let location = r.header("location").unwrap();
+    let location = match location.split_once("://") {
+        Some((_, rest)) => &rest[rest.find('/').unwrap()..],
+        None => location,
+    };
+    let digest = support::skopeo::sha256_digest(data);
+    let sep = if location.contains('?') { '&' } else { '?' };
+    let put = format!("{location}{sep}digest={digest}");
+    let r = http::request(addr, "PUT", &put, auth, &[], data).unwrap();
+    assert_eq!(r.status, 201, "{r:?}");
+    digest
+}
+
+/// Descriptors regproxy holds open now.
+fn open_descriptors(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count)
+}
+
+/// Two workers under a hard limit of 1,024 descriptors (cap 464) in front
+/// of the real registry, holding a 20 MiB blob anonymous clients may pull
+/// and a small one for `USER`, then 300 anonymous downloads of the big one
+/// whose clients never read, each holding what it will hold: a client
+/// socket, a registry socket and, while the budget's share lasts, a pipe.
+/// Returns the stack, the holder of the downloads and the small blob's path.
+fn stalled_downloads() -> (PlainStack, Holder, String) {
+    let rules = "\n[[access]]\nrepository = \"public/**\"\nwho = [\"anonymous\"]\nactions = [\"pull\"]\n\
+                 \n[[access]]\nrepository = \"**\"\nwho = [\"authenticated\"]\nactions = [\"pull\", \"push\"]\n";
+    let s = PlainStack::start_wrapped(
+        &support::htpasswd_text(&[(USER, PASS)]),
+        "workers = 2",
+        "",
+        rules,
+        &["prlimit", "--nofile=1024:1024", "--"],
+    );
+    let (addr, pid) = (s.proxy.addr(), s.proxy.pid());
+    let big: Vec<u8> = (0..20u32 << 20).map(|i| (i % 251) as u8).collect();
+    let big = push_blob(addr, "public/big", &big);
+    let small = push_blob(
+        addr,
+        "private/small",
+        b"a small blob, what a CI job fetches",
+    );
+    let download = http::build_request(
+        "GET",
+        &format!("/v2/public/big/blobs/{big}"),
+        None,
+        &[("Connection", "keep-alive")],
+        b"",
+    );
+    let hex: String = download.iter().map(|b| format!("{b:02x}")).collect();
+    let stalled = Holder::start_sending(addr.port(), 300, 20, &hex);
+    // Until the descriptor count has not moved for a second.
+    let mut last = (0, Instant::now());
+    let settled = support::wait_for(Duration::from_secs(20), || {
+        let now = open_descriptors(pid);
+        if now != last.0 {
+            last = (now, Instant::now());
+        }
+        (last.1.elapsed() >= Duration::from_secs(1)).then_some(now)
+    });
+    eprintln!("300 stalled downloads: regproxy holds {settled:?} descriptors");
+    (s, stalled, format!("/v2/private/small/blobs/{small}"))
+}
+
+/// Access-log lines with a 502: a descriptor shortage is not the
+/// registry's fault.
+fn bad_gateway_lines(proxy: &Proxy) -> Vec<String> {
+    let log = proxy.access_log_text();
+    log.lines()
+        .filter(|l| l.contains(" 502 "))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The attack of a client with no account on descriptors rather than
+/// connections: downloads of a large blob whose clients never read hold a
+/// client socket, a registry socket and (spliced) a pipe each, for as long
+/// as the body timeout allows. Under a hard limit of 1,024 (two workers,
+/// cap 464) 300 of them and 400 idle connections once drove regproxy to
+/// 1,023 descriptors and `accept failed: Too many open files`, and
+/// legitimate requests went unanswered or got 502.
+#[test]
+fn stalled_downloads_and_idle_connections_under_1024_descriptors_leave_requests_answered() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let (s, stalled, small) = stalled_downloads();
+    let (addr, pid) = (s.proxy.addr(), s.proxy.pid());
+    let idle = Holder::start(addr.port(), 400, 21);
+    eprintln!(
+        "and 400 idle connections: {} descriptors",
+        open_descriptors(pid)
+    );
+
+    let (refused, _) = legit_requests(addr, &small, 50, |r| r.status == 200);
+    let log = s.proxy.stderr_text();
+    let exhausted: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("Too many open files") || l.contains("accept failed"))
+        .collect();
+    eprintln!(
+        "{} descriptors at the end; {} log lines on exhaustion",
+        open_descriptors(pid),
+        exhausted.len()
+    );
+    assert!(
+        refused.is_empty(),
+        "{} of 50 requests were not answered 200:\n{}",
+        refused.len(),
+        refused.join("\n")
+    );
+    assert!(
+        exhausted.is_empty(),
+        "descriptors ran out:\n{}",
+        exhausted[..exhausted.len().min(5)].join("\n")
+    );
+    assert_eq!(bad_gateway_lines(&s.proxy), Vec::<String>::new());
+    // The attack was real: the downloads are in flight, holding their
+    // registry connections, and some of them had no pipe left to take.
+    let active = gauge(&s.proxy, "active");
+    assert!(active >= 250, "only {active} downloads in flight");
+    let budget = s.proxy.metric("regproxy_descriptor_budget");
+    let used = s.proxy.metric("regproxy_descriptors_budgeted");
+    let fallbacks = s.proxy.metric("regproxy_pipe_fallbacks_total");
+    eprintln!(
+        "{active} downloads in flight; {used} of {budget} descriptors budgeted; \
+         {fallbacks} bodies copied for want of a pipe; {} shed, {} refused for descriptors",
+        s.proxy.metric("regproxy_connections_shed_total"),
+        s.proxy.metric("regproxy_descriptor_refusals_total"),
+    );
+    assert!(used <= budget, "{used} descriptors budgeted of {budget}");
+    assert!(fallbacks >= 1, "every download had a pipe");
+    drop((stalled, idle));
+}
+
+/// Descriptors taken outside the budget (here: the admin port, held open
+/// by a client that keeps reconnecting) still run the process out, and
+/// accept(2) and registry connects fail with EMFILE. The worker must not
+/// log each failure nor wait on them in a loop: it lets go of its spare
+/// descriptor, sheds waiting connections, and answers. Every request gets
+/// an answer, 200 or 503 with `Retry-After`, and none a 502.
+#[test]
+fn descriptors_taken_outside_the_budget_get_503s_and_a_quiet_log_not_502s() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let started = Instant::now();
+    let (s, stalled, small) = stalled_downloads();
+    let (addr, pid) = (s.proxy.addr(), s.proxy.pid());
+    let admin = Holder::spawn(
+        ADMIN_HOLDER,
+        &[&s.proxy.admin_addr().port().to_string(), "250"],
+    );
+    let idle = Holder::start(addr.port(), 400, 21);
+    eprintln!(
+        "admin and idle connections: {} descriptors",
+        open_descriptors(pid)
+    );
+
+    let (refused, statuses) = legit_requests(addr, &small, 20, |r| {
+        r.status == 200 || (r.status == 503 && r.header("retry-after") == Some("1"))
+    });
+    let ok = statuses.iter().filter(|&&s| s == 200).count();
+    eprintln!(
+        "of 20 requests, {ok} answered 200, {} 503",
+        statuses.len() - ok
+    );
+    drop(admin);
+    assert!(refused.is_empty(), "{}", refused.join("\n"));
+    let log = s.proxy.stderr_text();
+    let accept_failed = log
+        .lines()
+        .filter(|l| l.contains("accept failed"))
+        .inspect(|l| eprintln!("{l}"))
+        .count();
+    // One line per worker per 10 s at most, however many failures.
+    let allowed = 2 * (started.elapsed().as_secs() / 10 + 1) as usize;
+    assert!(accept_failed <= allowed, "{accept_failed} lines:\n{log}");
+    assert_eq!(bad_gateway_lines(&s.proxy), Vec::<String>::new());
+    let exhausted = s.proxy.metric("regproxy_descriptor_exhausted_total");
+    eprintln!(
+        "{exhausted} EMFILE failures, {accept_failed} log lines; {} refused for descriptors, \
+         {} shed",
+        s.proxy.metric("regproxy_descriptor_refusals_total"),
+        s.proxy.metric("regproxy_connections_shed_total"),
+    );
+    assert!(exhausted >= 1, "the descriptors never ran out: no test");
+    drop((stalled, idle));
 }

@@ -60,6 +60,10 @@ pub enum ProxyError {
     /// its address holds its share, 503 when the worker is full of
     /// requests in flight. Sent on a connection that is then closed.
     TooManyConnections { per_address: bool },
+    /// The worker's descriptor budget has no room for a connection or its
+    /// registry connection, and nothing could be closed for one (503 with
+    /// `Retry-After`).
+    OutOfDescriptors,
     /// No upstream connection could be made, or it failed mid-exchange (502).
     UpstreamFailed(io::Error),
     /// The upstream answered with something that is not valid HTTP/1.1 (502).
@@ -90,7 +94,7 @@ impl ProxyError {
             Self::UpstreamFailed(_) | Self::UpstreamProtocol(_) | Self::UpstreamTimeout => {
                 Side::Upstream
             }
-            Self::AuthBusy => Side::Internal,
+            Self::AuthBusy | Self::OutOfDescriptors => Side::Internal,
             Self::TooManyConnections { per_address } => {
                 if *per_address {
                     Side::Client
@@ -116,7 +120,7 @@ impl ProxyError {
             Self::HeadTooLarge => 431,
             Self::NotImplemented(_) => 501,
             Self::UpstreamFailed(_) | Self::UpstreamProtocol(_) => 502,
-            Self::AuthBusy => 503,
+            Self::AuthBusy | Self::OutOfDescriptors => 503,
             Self::UpstreamTimeout => 504,
             // Never written (the client is gone); logged as nginx does.
             Self::ClientIo(_) => 499,
@@ -136,6 +140,7 @@ impl ProxyError {
                 "TOOMANYREQUESTS"
             }
             Self::AuthBusy
+            | Self::OutOfDescriptors
             | Self::TooManyConnections { per_address: false }
             | Self::UpstreamFailed(_)
             | Self::UpstreamProtocol(_)
@@ -189,6 +194,7 @@ impl ProxyError {
             Self::TooManyConnections { per_address: false } => {
                 "too many connections; retry shortly".into()
             }
+            Self::OutOfDescriptors => "too many open connections; retry shortly".into(),
             Self::UpstreamFailed(_) => "upstream registry unavailable".into(),
             Self::UpstreamProtocol(_) => "upstream registry sent an invalid response".into(),
             Self::UpstreamTimeout => "upstream registry timed out".into(),
@@ -299,6 +305,7 @@ mod tests {
             (ProxyError::NotImplemented("gzip"), 501, Side::Client),
             (ProxyError::Denied, 403, Side::Client),
             (ProxyError::AuthBusy, 503, Side::Internal),
+            (ProxyError::OutOfDescriptors, 503, Side::Internal),
             (
                 ProxyError::UpstreamFailed(io::ErrorKind::ConnectionRefused.into()),
                 502,

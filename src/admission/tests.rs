@@ -5,7 +5,17 @@ use std::sync::Arc;
 use super::*;
 
 fn admission(limit: usize) -> Rc<Admission> {
-    Admission::new(limit, HEADER, Arc::new(vec![StateGauges::default()]), 0)
+    with_budget(limit, 1_000_000)
+}
+
+fn with_budget(limit: usize, fds: usize) -> Rc<Admission> {
+    Admission::new(
+        limit,
+        fds,
+        HEADER,
+        Arc::new(vec![StateGauges::default()]),
+        0,
+    )
 }
 
 const HEADER: Duration = Duration::from_secs(10);
@@ -58,6 +68,10 @@ fn limits_derive_from_the_descriptor_limit() {
     );
     // A limit below the reserve still admits something.
     assert_eq!(derive_max_connections(10, 4), 1);
+    // Each worker's descriptor budget: what the cap assumes, pipes and
+    // pooled registry connections included.
+    assert_eq!(Limits::resolve(None, None, 1_024, 2).fds_per_worker, 464);
+    assert_eq!(Limits::resolve(Some(5), None, 1_024, 2).fds_per_worker, 464);
 }
 
 #[test]
@@ -151,6 +165,66 @@ fn shed_signal_completes_once_shed() {
     assert_eq!(Pin::new(&mut signal).poll(&mut cx), Poll::Pending);
     let _n = a.admit().unwrap();
     assert_eq!(Pin::new(&mut signal).poll(&mut cx), Poll::Ready(()));
+}
+
+#[test]
+fn a_spent_descriptor_budget_sheds_a_waiting_connection_for_the_newcomer() {
+    // The cap (10) is far; the budget (3 descriptors) is what is short.
+    let a = with_budget(10, 3);
+    let (waiting, _) = a.admit().unwrap();
+    let (busy, _) = a.admit().unwrap();
+    busy.busy();
+    let (registry, shed) = a.room().unwrap();
+    assert!(!shed, "the budget had room for the registry connection");
+    assert_eq!(a.fds().used(), 3);
+    // The waiting connection's descriptor goes to the newcomer.
+    let (newcomer, shed) = a.admit().unwrap();
+    assert!(shed && waiting.shed.get());
+    assert_eq!(a.fds().used(), 3);
+    drop(waiting);
+    newcomer.busy();
+    // Everyone is mid-request: refused for descriptors, not for the cap.
+    assert_eq!(a.admit().err(), Some(Refusal::Descriptors));
+    assert!(a.room().is_none());
+    drop(registry);
+    assert!(a.room().is_some());
+}
+
+#[test]
+fn a_request_gets_its_registry_connection_by_shedding_a_waiting_one() {
+    let a = with_budget(10, 2);
+    let (idle, _) = a.admit().unwrap();
+    idle.busy();
+    idle.waiting(true);
+    let (busy, _) = a.admit().unwrap();
+    busy.busy();
+    let (fd, shed) = a.room().unwrap();
+    assert!(
+        shed && idle.shed.get(),
+        "even an authenticated keep-alive one"
+    );
+    assert_eq!(fd.count(), 1);
+    assert_eq!(a.fds().used(), 2);
+}
+
+#[test]
+fn idle_holders_are_closed_before_a_waiting_connection_is_shed() {
+    let a = with_budget(10, 2);
+    let pooled: Rc<RefCell<Vec<FdLease>>> = Rc::default();
+    pooled.borrow_mut().push(a.fds().try_take(1).unwrap());
+    let pool = pooled.clone();
+    a.fds().on_short(move || pool.borrow_mut().pop().is_some());
+    let (waiting, _) = a.admit().unwrap();
+    // Full: the pooled descriptor is closed for the newcomer, not waiting.
+    let (newcomer, shed) = a.admit().unwrap();
+    assert!(!shed && !waiting.shed.get());
+    assert!(pooled.borrow().is_empty());
+    newcomer.busy();
+    // The kernel says EMFILE anyway: nothing idle is left to close, and
+    // the waiting connection is shed for whoever needs its descriptor.
+    assert_eq!(a.reclaim_idle(), 0);
+    assert!(a.shed_one() && waiting.shed.get());
+    assert!(!a.shed_one(), "the newcomer is busy");
 }
 
 #[test]

@@ -3,6 +3,7 @@
 //! kinds apart (a stale pooled connection may be retried; anything after
 //! the registry saw the request may not).
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use monoio::net::TcpStream;
@@ -13,7 +14,11 @@ use crate::http::head::{parse_response, Method, Parse, RequestBody, ResponseHead
 use crate::lingering::BodyState;
 use crate::metrics::WorkerMetrics;
 use crate::relay::{self, Buffered, Encode, Framing, Io, RelayError, Timeouts, Timer};
-use crate::upstream::pool::is_stale_connection_error;
+use crate::upstream::pool::{is_stale_connection_error, Upstream};
+
+/// How long a request waits, once, for the descriptors closed on EMFILE to
+/// be released (io_uring closes them asynchronously) before it tries again.
+const EMFILE_RETRY_WAIT: Duration = Duration::from_millis(5);
 
 /// How one attempt at the registry failed.
 pub(super) enum Attempt {
@@ -23,6 +28,55 @@ pub(super) enum Attempt {
     /// answered early.
     BodyRefused(ProxyError),
     Failed(ProxyError),
+}
+
+/// A registry connection for one attempt: a pooled one, or a new one with
+/// a descriptor from the budget, closing idle holders or shedding a
+/// waiting connection for it (`Admission::room`). A retry (`failed`) goes
+/// to another server when one is up. No descriptor to be had is a 503
+/// with `Retry-After`, counted, never a 502: the registry is not at fault.
+pub(super) async fn connect(ctx: &Ctx, failed: Option<SocketAddr>) -> Result<Upstream, ProxyError> {
+    let m = ctx.m();
+    for second in [false, true] {
+        let room = || {
+            let (fd, shed) = ctx.admission.room()?;
+            if shed {
+                WorkerMetrics::inc(&m.connections_shed_total);
+            }
+            Some(fd)
+        };
+        let got = match failed {
+            None => ctx.pool.get(room).await,
+            Some(s) => ctx.pool.connect_other(s, room).await,
+        };
+        match got {
+            Ok(up) => return Ok(up),
+            // The kernel is out although the budget had room: close what
+            // can be closed, and try once more when it is gone.
+            Err(ProxyError::UpstreamFailed(e)) if crate::sys::is_descriptor_exhaustion(&e) => {
+                WorkerMetrics::inc(&m.descriptor_exhausted_total);
+                if second {
+                    break;
+                }
+                let idle = ctx.admission.reclaim_idle();
+                let shed = ctx.admission.shed_one();
+                if shed {
+                    WorkerMetrics::inc(&m.connections_shed_total);
+                }
+                if idle == 0 && !shed {
+                    break;
+                }
+                monoio::time::sleep(EMFILE_RETRY_WAIT).await;
+            }
+            Err(ProxyError::OutOfDescriptors) => break,
+            Err(e) => {
+                WorkerMetrics::inc(&m.upstream_errors_total);
+                return Err(e);
+            }
+        }
+    }
+    WorkerMetrics::inc(&m.descriptor_refusals_total);
+    Err(ProxyError::OutOfDescriptors)
 }
 
 /// Forwards the head and the request body (framed as `body`).

@@ -40,14 +40,17 @@ pub async fn relay<S: Io, D: Io>(
     let mut pass = ChunkPass::new();
     let mut moved = Moved::default();
     let mut need_more = false;
+    // Whether a pipe may be had; once refused, the body is copied.
+    let mut pipes = true;
     loop {
-        if src.unconsumed().is_empty() && splices(&pass) {
+        if src.unconsumed().is_empty() && pipes && splices(&pass) {
             if let (Some(s), Some(d)) = (src.io.as_tcp(), dst.as_tcp()) {
                 flush(d, out, timer, t.dst).await?;
-                if splice_chunks(s, d, &mut pass, t, &mut moved).await? {
-                    return Ok(moved);
+                match splice_chunks(s, d, &mut pass, t, &mut moved).await? {
+                    Some(true) => return Ok(moved),
+                    Some(false) => need_more = true,
+                    None => pipes = false,
                 }
-                need_more = true;
             }
         }
         if !need_more && !src.unconsumed().is_empty() {
@@ -84,7 +87,7 @@ pub async fn relay<S: Io, D: Io>(
         }
         // Pass on what we have before blocking on the sender.
         flush(dst, out, timer, t.dst).await?;
-        let got = read_more(src, dst, &pass, need_more, t, timer).await?;
+        let got = read_more(src, dst, &pass, need_more, pipes, t, timer).await?;
         if got == 0 {
             return Err(RelayError::Src(io::ErrorKind::UnexpectedEof.into()));
         }
@@ -120,21 +123,25 @@ async fn forward<S: Io, D: Io>(
     src.forward_buffered(dst, len, timer, t.dst).await
 }
 
-/// Reads more of the body. Between plain TCP ends with large chunks, a
-/// read stops where the splicing can take over again: at the end of the
-/// current chunk's data, or, when a chunk line is cut short, after at most
-/// the rest of a plain line. Otherwise reads a chunk boundary straddles
-/// would keep straddling one, and every chunk would be copied.
+/// Reads more of the body. Between plain TCP ends with large chunks (and
+/// `pipes` to splice them with), a read stops where the splicing can take
+/// over again: at the end of the current chunk's data, or, when a chunk
+/// line is cut short, after at most the rest of a plain line. Otherwise
+/// reads a chunk boundary straddles would keep straddling one, and every
+/// chunk would be copied.
 async fn read_more<S: Io, D: Io>(
     src: &mut Buffered<S>,
     dst: &mut D,
     pass: &ChunkPass,
     line_cut: bool,
+    pipes: bool,
     t: Timeouts,
     timer: &mut Timer,
 ) -> Result<usize, RelayError> {
-    let realign =
-        pass.last_size() >= SPLICE_MIN_CHUNK && src.io.as_tcp().is_some() && dst.as_tcp().is_some();
+    let realign = pipes
+        && pass.last_size() >= SPLICE_MIN_CHUNK
+        && src.io.as_tcp().is_some()
+        && dst.as_tcp().is_some();
     let max = match pass.data_left() {
         _ if !realign => usize::MAX,
         _ if line_cut => PLAIN_FRAMING_MAX,
@@ -147,9 +154,10 @@ async fn read_more<S: Io, D: Io>(
 }
 
 /// The spliced way, from a chunk boundary or inside a large chunk, with
-/// nothing buffered. Returns `true` when the body ended, `false` when the
-/// next framing must be read (not plain, not whole yet, or a small chunk);
-/// either way all that was checked has been written out.
+/// nothing buffered. Returns `Some(true)` when the body ended,
+/// `Some(false)` when the next framing must be read (not plain, not whole
+/// yet, or a small chunk), either way with all that was checked written
+/// out; `None` when no pipe could be had and nothing was read.
 ///
 /// Where the kernel peeks at an offset (`SO_PEEK_OFF`), the next chunk
 /// line is read past the chunks already checked, and one splice moves up
@@ -162,8 +170,10 @@ async fn splice_chunks(
     pass: &mut ChunkPass,
     t: Timeouts,
     moved: &mut Moved,
-) -> Result<bool, RelayError> {
-    let mut s = Session::open(src, dst, t)?;
+) -> Result<Option<bool>, RelayError> {
+    let Some(mut s) = Session::open(src, dst, t)? else {
+        return Ok(None);
+    };
     let ahead = s.peek_ahead();
     let mut peeked = [0u8; PLAIN_FRAMING_MAX + 8];
     // Bytes at the front of the source's queue that have been checked and
@@ -194,7 +204,7 @@ async fn splice_chunks(
             // The end of the stream, which the buffered read reports.
             s.pass(checked).await?;
             s.flush().await?;
-            return Ok(false);
+            return Ok(Some(false));
         }
         let start = pass
             .plain_start(&peeked[..n], SPLICE_MIN_CHUNK)
@@ -216,13 +226,13 @@ async fn splice_chunks(
             Some(Start::End { framing }) => {
                 s.pass(checked + framing as u64).await?;
                 s.flush().await?;
-                return Ok(true);
+                return Ok(Some(true));
             }
             // Framing to read and rewrite, or a small chunk to copy.
             None => {
                 s.pass(checked).await?;
                 s.flush().await?;
-                return Ok(false);
+                return Ok(Some(false));
             }
         }
     }

@@ -12,34 +12,64 @@
 //! Each pipe is enlarged to `splice_pipe_size` (F_SETPIPE_SZ), so one splice
 //! moves up to that much, and pipes are pooled per worker rather than made
 //! per connection: an idle connection holds none.
+//!
+//! A pipe is two descriptors, taken from the worker's descriptor budget as
+//! optional ones (`admission/fds.rs`, [`use_budget`]). When none can be
+//! had (the budget's share for pipes is spent, or pipe2 fails with EMFILE)
+//! a session does not open, and the caller copies the body through user
+//! space instead: slower, never a failed request.
 
 use std::cell::{Cell, RefCell};
 use std::io;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use monoio::net::TcpStream;
 
 use super::{RelayError, Timeouts};
+use crate::admission::{FdLease, Fds};
 use crate::sys::pipe::{self, NonBlocking, Pipe};
 use crate::sys::sockopt;
 use std::os::fd::AsRawFd;
 
 pub use crate::config::DEFAULT_PIPE_SIZE;
 /// Pipes a worker keeps for reuse; more concurrent splices make their own
-/// and close them afterwards. Each costs two descriptors, no memory when
-/// empty (pipe pages are allocated as data arrives).
+/// and close them afterwards. Each costs two descriptors (counted in the
+/// budget, and closed first when it runs short), no memory when empty
+/// (pipe pages are allocated as data arrives).
 const MAX_IDLE_PIPES: usize = 16;
 
 /// The pipe size every worker asks for, set once at start by [`configure`].
 static PIPE_SIZE: AtomicUsize = AtomicUsize::new(DEFAULT_PIPE_SIZE);
 
+/// A pipe and its two descriptors in the budget (`None`: no budget on
+/// this thread, as in unit tests).
+type Held = (Pipe, Option<FdLease>);
+
 thread_local! {
     /// This worker's idle pipes, all empty.
-    static POOL: RefCell<Vec<Pipe>> = const { RefCell::new(Vec::new()) };
+    static POOL: RefCell<Vec<Held>> = const { RefCell::new(Vec::new()) };
+    /// The worker's descriptor budget, which new pipes are taken from.
+    static BUDGET: RefCell<Option<Rc<Fds>>> = const { RefCell::new(None) };
     /// Whether sessions on this thread may peek past the front of the
     /// source's queue where the kernel can ([`Session::peek_ahead`]).
     static PEEK_AHEAD: Cell<bool> = const { Cell::new(true) };
+}
+
+/// Takes this thread's (worker's) pipes from `fds` from now on, and lets
+/// it close idle pooled pipes when it runs short.
+pub fn use_budget(fds: &Rc<Fds>) {
+    BUDGET.with(|b| *b.borrow_mut() = Some(fds.clone()));
+    fds.on_short(close_idle_pipe);
+}
+
+/// Closes one idle pooled pipe of this thread; whether there was one.
+pub fn close_idle_pipe() -> bool {
+    POOL.with(|p| {
+        p.try_borrow_mut()
+            .is_ok_and(|mut pool| pool.pop().is_some())
+    })
 }
 
 /// Off: sessions on this thread never peek ahead, and splice chunk by
@@ -75,6 +105,7 @@ pub fn effective_size(requested: usize, kernel_max: Option<usize>) -> usize {
 
 /// Moves exactly `n` bytes from `src` to `dst` (RFC 9112 §6.2: a length
 /// known in advance, a Content-Length body or one chunk's data).
+/// `Ok(false)`: no pipe could be had and nothing moved; copy instead.
 ///
 /// The waits for readiness are bounded by `t.src` and `t.dst`: how long one
 /// side may stay silent, not how long the whole body may take.
@@ -83,10 +114,13 @@ pub async fn splice_exact(
     dst: &TcpStream,
     n: u64,
     t: Timeouts,
-) -> Result<(), RelayError> {
-    let mut s = Session::open(src, dst, t)?;
+) -> Result<bool, RelayError> {
+    let Some(mut s) = Session::open(src, dst, t)? else {
+        return Ok(false);
+    };
     s.pass(n).await?;
-    s.flush().await
+    s.flush().await?;
+    Ok(true)
 }
 
 /// A run of spliced transfers from `src` to `dst` through one pipe, with
@@ -96,7 +130,7 @@ pub async fn splice_exact(
 pub struct Session<'a> {
     src: &'a TcpStream,
     dst: &'a TcpStream,
-    pipe: Option<Pipe>,
+    pipe: Option<Held>,
     /// Bytes read into the pipe, not yet written out.
     in_pipe: usize,
     /// Assumed ready until the kernel says EAGAIN: a readiness wait per
@@ -110,11 +144,19 @@ pub struct Session<'a> {
 }
 
 impl<'a> Session<'a> {
-    pub fn open(src: &'a TcpStream, dst: &'a TcpStream, t: Timeouts) -> Result<Self, RelayError> {
+    /// A session through a pipe from the pool or the budget; `Ok(None)`
+    /// when none can be had (counted), with the sockets untouched.
+    pub fn open(
+        src: &'a TcpStream,
+        dst: &'a TcpStream,
+        t: Timeouts,
+    ) -> Result<Option<Self>, RelayError> {
+        let Some(pipe) = take_pipe() else {
+            return Ok(None);
+        };
         let nb_src = NonBlocking::new(src).map_err(RelayError::Src)?;
         let nb_dst = NonBlocking::new(dst).map_err(RelayError::Dst)?;
-        let pipe = take_pipe().map_err(RelayError::Src)?;
-        Ok(Self {
+        Ok(Some(Self {
             src,
             dst,
             pipe: Some(pipe),
@@ -124,7 +166,7 @@ impl<'a> Session<'a> {
             t,
             peek_off: None,
             _nonblocking: (nb_src, nb_dst),
-        })
+        }))
     }
 
     /// Turns on peeking past the front of the source's queue
@@ -323,9 +365,11 @@ impl<'a> Session<'a> {
 
     fn pipe(&self) -> &Pipe {
         // Present from `open` until `drop`.
-        self.pipe
+        &self
+            .pipe
             .as_ref()
             .unwrap_or_else(|| unreachable!("pipe taken before drop"))
+            .0
     }
 }
 
@@ -358,14 +402,37 @@ fn clamp(left: u64, room: usize) -> usize {
     usize::try_from(left).map_or(room, |l| l.min(room))
 }
 
-fn take_pipe() -> io::Result<Pipe> {
-    match POOL.with(|p| p.borrow_mut().pop()) {
-        Some(pipe) => Ok(pipe),
-        None => Pipe::new(PIPE_SIZE.load(Ordering::Relaxed)),
+/// A pooled pipe, else a new one if the budget has room for it and the
+/// kernel makes it; `None` (counted in the budget's gauges) otherwise.
+fn take_pipe() -> Option<Held> {
+    if let Some(held) = POOL.with(|p| p.borrow_mut().pop()) {
+        return Some(held);
+    }
+    let budget = BUDGET.with(|b| b.borrow().clone());
+    let lease = match &budget {
+        Some(fds) => match fds.try_take_optional(2) {
+            Some(lease) => Some(lease),
+            None => {
+                fds.note_pipe_fallback();
+                return None;
+            }
+        },
+        None => None,
+    };
+    match Pipe::new(PIPE_SIZE.load(Ordering::Relaxed)) {
+        Ok(pipe) => Some((pipe, lease)),
+        Err(e) => {
+            // EMFILE or ENFILE, most likely: nothing is lost by copying.
+            tracing::debug!(error = %e, "no pipe for splice; copying");
+            if let Some(fds) = &budget {
+                fds.note_pipe_fallback();
+            }
+            None
+        }
     }
 }
 
-fn put_pipe(pipe: Pipe) {
+fn put_pipe(pipe: Held) {
     POOL.with(|p| {
         let mut pool = p.borrow_mut();
         if pool.len() < MAX_IDLE_PIPES {

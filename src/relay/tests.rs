@@ -189,9 +189,10 @@ async fn a_body_that_fits_one_read_buffer_takes_no_bulk_batch() {
     assert!(kept.capacity() <= READ_BUF_BYTES, "{}", kept.capacity());
 }
 
-/// Relays `wire` as a chunked body between plain TCP ends: a thread writes
-/// it to the relay's source, another reads the destination to the end.
-async fn relay_tcp(wire: Vec<u8>, peek_ahead: bool) -> (Moved, Vec<u8>) {
+/// Relays `wire`, framed as `framing`, between plain TCP ends: a thread
+/// writes it to the relay's source, another reads the destination to the
+/// end.
+async fn relay_tcp(wire: Vec<u8>, framing: Framing, peek_ahead: bool) -> (Moved, Vec<u8>) {
     let (sink_addr, reader) = sink();
     super::splice::set_peek_ahead(peek_ahead);
     let listener = monoio::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -208,7 +209,7 @@ async fn relay_tcp(wire: Vec<u8>, peek_ahead: bool) -> (Moved, Vec<u8>) {
     let moved = relay_body(
         &mut src,
         &mut dst,
-        Framing::Chunked,
+        framing,
         Encode::Chunked,
         T,
         &mut Timer::new(),
@@ -231,7 +232,7 @@ async fn chunked_bodies_splice_with_and_without_peeking_ahead() {
     let data = body(4 << 20);
     let wire = chunked(&data);
     for peek_ahead in [true, false] {
-        let (moved, got) = relay_tcp(wire.clone(), peek_ahead).await;
+        let (moved, got) = relay_tcp(wire.clone(), Framing::Chunked, peek_ahead).await;
         assert!(
             got == wire,
             "peek ahead {peek_ahead}: the chunk lines and data pass unchanged"
@@ -242,4 +243,46 @@ async fn chunked_bodies_splice_with_and_without_peeking_ahead() {
             "peek ahead {peek_ahead}: {moved:?}"
         );
     }
+}
+
+/// With no pipe to be had (the descriptor budget's share for pipes is
+/// spent), bodies between plain TCP ends are copied through the read
+/// buffer, intact, and the fallback is counted: never a failed request.
+/// With room, they are spliced, and the pooled pipe keeps its two
+/// descriptors in the budget until it is closed.
+#[monoio::test_all(timer_enabled = true)]
+async fn without_a_pipe_plain_bodies_are_copied_and_with_one_spliced() {
+    use crate::admission::{Fds, StateGauges};
+    use std::sync::atomic::Ordering;
+    let gauges = std::sync::Arc::new(vec![StateGauges::default()]);
+    let fallbacks = || gauges[0].pipe_fallbacks.load(Ordering::Relaxed);
+    while super::splice::close_idle_pipe() {}
+    let data = body(4 << 20);
+    let len = data.len() as u64;
+    let cases = [
+        (data.clone(), Framing::Length(len)),
+        (chunked(&data), Framing::Chunked),
+    ];
+    // Two descriptors: no share for pipes at all.
+    let starved = Fds::new(2, gauges.clone(), 0);
+    super::splice::use_budget(&starved);
+    for (n, (wire, framing)) in cases.iter().enumerate() {
+        let (moved, got) = relay_tcp(wire.clone(), *framing, true).await;
+        assert!(got == *wire, "{framing:?}: the body arrives intact");
+        assert_eq!((moved.body, moved.spliced), (len, 0), "{framing:?}");
+        assert_eq!(fallbacks(), n as u64 + 1, "one fallback per body");
+    }
+    assert_eq!(starved.used(), 0);
+
+    let roomy = Fds::new(64, gauges.clone(), 0);
+    super::splice::use_budget(&roomy);
+    for (wire, framing) in &cases {
+        let (moved, got) = relay_tcp(wire.clone(), *framing, true).await;
+        assert!(got == *wire, "{framing:?}: the body arrives intact");
+        assert!(moved.spliced * 10 >= len * 9, "{framing:?}: {moved:?}");
+    }
+    assert_eq!(fallbacks(), 2);
+    assert_eq!(roomy.used(), 2, "the pooled pipe");
+    assert!(super::splice::close_idle_pipe());
+    assert_eq!(roomy.used(), 0);
 }

@@ -3,8 +3,10 @@
 //! RLIMIT_NOFILE most distributions start processes with caps it at a few
 //! hundred clients. The hard limit is what the administrator allows; raising
 //! the soft limit to it is what nginx's `worker_rlimit_nofile` and systemd's
-//! own services do.
+//! own services do. Running out anyway shows as EMFILE or ENFILE
+//! ([`is_descriptor_exhaustion`]).
 
+use nix::errno::Errno;
 use nix::sys::resource::{getrlimit, setrlimit, Resource};
 
 /// What [`raise_nofile`] found and did.
@@ -38,6 +40,17 @@ pub fn raise_nofile() -> nix::Result<NofileRaise> {
     })
 }
 
+/// Whether `e` says the process (EMFILE) or the system (ENFILE) has no
+/// descriptor left to give: what the descriptor budget exists to avoid,
+/// and what callers answer by shedding or falling back, never by retrying
+/// at once.
+pub fn is_descriptor_exhaustion(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(code) if code == Errno::EMFILE as i32 || code == Errno::ENFILE as i32
+    )
+}
+
 /// The current (soft, hard) limits of `resource`, for the host checks.
 pub fn current(resource: Resource) -> Option<(u64, u64)> {
     getrlimit(resource).ok()
@@ -56,5 +69,16 @@ mod tests {
         assert_eq!(r.after, hard);
         let (now, _) = getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit");
         assert_eq!(now, hard);
+    }
+
+    #[test]
+    fn emfile_and_enfile_are_exhaustion_and_nothing_else_is() {
+        let os = std::io::Error::from_raw_os_error;
+        assert!(is_descriptor_exhaustion(&os(Errno::EMFILE as i32)));
+        assert!(is_descriptor_exhaustion(&os(Errno::ENFILE as i32)));
+        assert!(!is_descriptor_exhaustion(&os(Errno::ECONNREFUSED as i32)));
+        assert!(!is_descriptor_exhaustion(
+            &std::io::ErrorKind::TimedOut.into()
+        ));
     }
 }

@@ -6,6 +6,13 @@
 //! have been closed by the registry's idle timer, and give it back once a
 //! response has been read to its end.
 //!
+//! Every connection, in use or idle, holds a descriptor of the worker's
+//! budget (`admission/fds.rs`): a new one is opened only with a lease the
+//! caller finds room for, and the worker closes idle ones
+//! ([`Pool::close_oldest_idle`]) when the budget runs short. A connect
+//! that fails for lack of descriptors (EMFILE) says nothing about the
+//! server, which is not ejected for it.
+//!
 //! Selection: least outstanding requests (this worker's) among the servers
 //! the shared [`Board`] says are up, ties broken round-robin; when none is
 //! up, all of them (logged), since a wrong health verdict must not turn
@@ -22,6 +29,7 @@ use std::time::{Duration, Instant};
 
 use monoio::net::TcpStream;
 
+use crate::admission::FdLease;
 use crate::config::UpstreamConfig;
 use crate::error::ProxyError;
 use crate::health::Board;
@@ -34,6 +42,8 @@ pub struct Upstream {
     /// It came from the idle pool: the registry may have closed it meanwhile,
     /// which makes a failure on first use retryable.
     pub reused: bool,
+    /// Its descriptor in the worker's budget.
+    pub fd: FdLease,
 }
 
 #[derive(Debug)]
@@ -41,6 +51,7 @@ struct Idle {
     stream: TcpStream,
     server: SocketAddr,
     since: Instant,
+    fd: FdLease,
 }
 
 #[derive(Debug)]
@@ -76,36 +87,52 @@ impl Pool {
     }
 
     /// An idle connection to the server selection picks if there is a live
-    /// one, else a new connection.
-    pub async fn get(&self) -> Result<Upstream, ProxyError> {
+    /// one, else a new connection with the descriptor `room` finds
+    /// ([`ProxyError::OutOfDescriptors`] when it finds none).
+    pub async fn get(
+        &self,
+        room: impl FnOnce() -> Option<FdLease>,
+    ) -> Result<Upstream, ProxyError> {
         let i = self.pick(None);
         if let Some(up) = self.take_idle(self.servers[i]) {
             return Ok(up);
         }
-        self.connect_from(i).await
-    }
-
-    /// A fresh connection, bypassing the idle pool.
-    pub async fn connect(&self) -> Result<Upstream, ProxyError> {
-        self.connect_from(self.pick(None)).await
+        let fd = room().ok_or(ProxyError::OutOfDescriptors)?;
+        self.connect_from(i, fd).await
     }
 
     /// A fresh connection to another server than `failed` when there is
     /// one up: a retry should not meet the same fault.
-    pub async fn connect_other(&self, failed: SocketAddr) -> Result<Upstream, ProxyError> {
+    pub async fn connect_other(
+        &self,
+        failed: SocketAddr,
+        room: impl FnOnce() -> Option<FdLease>,
+    ) -> Result<Upstream, ProxyError> {
         let i = self.pick(self.index(failed));
-        self.connect_from(i).await
+        let fd = room().ok_or(ProxyError::OutOfDescriptors)?;
+        self.connect_from(i, fd).await
     }
 
     /// Connects to server `first`; on failure ejects it and tries the next
-    /// pick, each server at most once.
-    async fn connect_from(&self, first: usize) -> Result<Upstream, ProxyError> {
+    /// pick, each server at most once. Out of descriptors, it stops there:
+    /// no server is at fault, and every other would fail the same way.
+    async fn connect_from(&self, first: usize, fd: FdLease) -> Result<Upstream, ProxyError> {
         let mut tried = vec![false; self.servers.len()];
         let mut i = first;
         loop {
             tried[i] = true;
             let err = match self.connect_to(self.servers[i]).await {
-                Ok(up) => return Ok(up),
+                Ok((stream, server)) => {
+                    return Ok(Upstream {
+                        stream,
+                        server,
+                        reused: false,
+                        fd,
+                    })
+                }
+                Err(ProxyError::UpstreamFailed(e)) if crate::sys::is_descriptor_exhaustion(&e) => {
+                    return Err(ProxyError::UpstreamFailed(e))
+                }
                 Err(e) => e,
             };
             self.board.eject(i, "connect failed");
@@ -190,7 +217,7 @@ impl Pool {
         }
     }
 
-    async fn connect_to(&self, server: SocketAddr) -> Result<Upstream, ProxyError> {
+    async fn connect_to(&self, server: SocketAddr) -> Result<(TcpStream, SocketAddr), ProxyError> {
         match monoio::time::timeout(self.connect_timeout, TcpStream::connect_addr(server)).await {
             Err(_elapsed) => Err(ProxyError::UpstreamTimeout),
             Ok(Err(e)) => Err(ProxyError::UpstreamFailed(e)),
@@ -199,11 +226,7 @@ impl Pool {
                 stream
                     .set_nodelay(true)
                     .map_err(ProxyError::UpstreamFailed)?;
-                Ok(Upstream {
-                    stream,
-                    server,
-                    reused: false,
-                })
+                Ok((stream, server))
             }
         }
     }
@@ -228,6 +251,7 @@ impl Pool {
                     stream: c.stream,
                     server: c.server,
                     reused: true,
+                    fd: c.fd,
                 });
             }
         }
@@ -245,7 +269,18 @@ impl Pool {
                 stream: up.stream,
                 server: up.server,
                 since: Instant::now(),
+                fd: up.fd,
             });
+        }
+    }
+
+    /// Closes the idle connection that has waited longest, giving its
+    /// descriptor back to the budget; whether there was one.
+    pub fn close_oldest_idle(&self) -> bool {
+        // Never called while the pool itself holds the list.
+        match self.idle.try_borrow_mut() {
+            Ok(mut idle) => idle.pop_front().is_some(),
+            Err(_) => false,
         }
     }
 

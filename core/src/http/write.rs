@@ -267,7 +267,9 @@ pub fn error_response(
         ProxyError::TooManyRequests(secs) => {
             let _ = write!(out, "Retry-After: {secs}\r\n");
         }
-        ProxyError::TooManyConnections { .. } => header(out, "Retry-After", b"1"),
+        ProxyError::TooManyConnections { .. } | ProxyError::OutOfDescriptors => {
+            header(out, "Retry-After", b"1")
+        }
         _ => {}
     }
     if !keep_alive {
