@@ -349,11 +349,31 @@ async fn run(
     core: Option<usize>,
     shared: Shared,
     listener: std::net::TcpListener,
-    mut stop: oneshot::Receiver<()>,
+    stop: oneshot::Receiver<()>,
     ready: std::sync::mpsc::Sender<usize>,
 ) -> io::Result<()> {
     let listener = TcpListener::from_std(listener)?;
-    let local: SocketAddr = listener.local_addr()?;
+    announce(id, core, &shared, listener.local_addr()?);
+    let admission = Admission::new(
+        shared.limits.per_worker,
+        shared.limits.fds_per_worker,
+        shared.config.client.header_timeout,
+        shared.states.clone(),
+        id,
+    );
+    let ctx = setup(id, &shared, &admission)?;
+    spawn_housekeeping(id, &ctx, &admission, &shared);
+    let _ = ready.send(id);
+    drop(ready);
+    let active = Rc::new(Cell::new(0usize));
+    accept_loop(&listener, stop, &ctx, &admission, &shared, &active).await;
+    drop(listener);
+    drain(&ctx, &active).await;
+    Ok(())
+}
+
+/// Says which driver, core and address this worker serves with.
+fn announce(id: usize, core: Option<usize>, shared: &Shared, local: SocketAddr) {
     let driver = if monoio::utils::is_legacy() {
         "epoll"
     } else {
@@ -373,15 +393,11 @@ async fn run(
         tls = %if shared.config.tls.is_some() { "on" } else { "off" },
         "worker started"
     );
+}
 
+/// The worker's own state, which every connection shares.
+fn setup(id: usize, shared: &Shared, admission: &Rc<Admission>) -> io::Result<Rc<Ctx>> {
     let cfg = shared.config.clone();
-    let admission = Admission::new(
-        shared.limits.per_worker,
-        shared.limits.fds_per_worker,
-        cfg.client.header_timeout,
-        shared.states.clone(),
-        id,
-    );
     let ctx = Rc::new(Ctx {
         verifier: LocalVerifier::new(shared.verifier.clone()),
         auth: Snapshot::new(shared.auth.clone()),
@@ -398,7 +414,7 @@ async fn run(
         drain: Rc::new(Drain::default()),
         ids: Generator::new(id),
         top: (shared.top.n() > 0).then(|| RefCell::new(TopTable::for_top(shared.top.n()))),
-        config: cfg.clone(),
+        config: cfg,
     });
     // Idle descriptor holders the budget closes when short: pooled pipes
     // first (cheapest to make again), then pooled registry connections.
@@ -407,11 +423,12 @@ async fn run(
     admission
         .fds()
         .on_short(move || pooled.upgrade().is_some_and(|c| c.pool.close_oldest_idle()));
-    // A certificate reload reaches new connections; open ones keep theirs.
-    let tls = Snapshot::new(shared.tls.clone());
-    let active = Rc::new(Cell::new(0usize));
-    let plain = shared.config.tls.is_none();
+    Ok(ctx)
+}
 
+/// The two timers a worker runs beside its connections: the access log's
+/// flush (and the top-repositories publication), and the first-head sweep.
+fn spawn_housekeeping(id: usize, ctx: &Rc<Ctx>, admission: &Rc<Admission>, shared: &Shared) {
     let (flusher, board) = (ctx.clone(), shared.top.clone());
     monoio::spawn(async move {
         loop {
@@ -422,7 +439,6 @@ async fn run(
             }
         }
     });
-
     // First heads have no timer each: one sweep closes the late ones.
     // After a flood of connections has gone, its memory goes back too.
     let (sweeper, swept) = (admission.clone(), ctx.clone());
@@ -443,10 +459,22 @@ async fn run(
             last = open;
         }
     });
+}
 
-    let _ = ready.send(id);
-    drop(ready);
-
+/// Accepts until `stop` fires, admitting each connection and starting its
+/// task.
+async fn accept_loop(
+    listener: &TcpListener,
+    mut stop: oneshot::Receiver<()>,
+    ctx: &Rc<Ctx>,
+    admission: &Rc<Admission>,
+    shared: &Shared,
+    active: &Rc<Cell<usize>>,
+) {
+    let id = ctx.worker;
+    // A certificate reload reaches new connections; open ones keep theirs.
+    let tls = Snapshot::new(shared.tls.clone());
+    let plain = shared.config.tls.is_none();
     let mut stopping = false;
     let mut accepting = Accepting::new();
     loop {
@@ -468,63 +496,69 @@ async fn run(
             Ok(pair) => pair,
             Err(_) if stopping => break,
             Err(e) => {
-                if let Some(wait) = accepting.failed(&e, &admission, &ctx.metrics[id], id) {
+                if let Some(wait) = accepting.failed(&e, admission, &ctx.metrics[id], id) {
                     monoio::time::sleep(wait).await;
                 }
                 continue;
             }
         };
         let m = &ctx.metrics[id];
-        let Some(slot) = admit(&admission, &mut accepting, &stream, m, plain) else {
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
-        active.set(active.get() + 1);
-        let guard = Active(active.clone());
-        let tls_config = tls.get().as_ref().clone();
-        let conn = connection(
-            ctx.clone(),
-            shared.per_ip.clone(),
-            stream,
-            peer,
-            tls_config,
-            slot.clone(),
-        );
-        let shed = slot.shed_signal();
-        drop(slot);
-        monoio::spawn(async move {
-            let _guard = guard;
-            // Shed: the connection was waiting for a head; dropping its
-            // task closes it, and nothing of a request is lost.
-            monoio::select! {
-                _ = shed => {}
-                _ = conn => {}
-            }
-        });
+        if let Some(slot) = admit(admission, &mut accepting, &stream, m, plain) {
+            let tls_config = tls.get().as_ref().clone();
+            let per_ip = shared.per_ip.clone();
+            start(ctx, per_ip, stream, peer, tls_config, slot, active);
+        }
         if stopping {
             break;
         }
     }
+}
 
-    // Draining: no new connections; idle ones close now, busy ones after
-    // their current response, and whatever is left at the deadline is cut.
-    drop(listener);
+/// Starts an admitted connection's task, counted in `active` while it runs.
+fn start(
+    ctx: &Rc<Ctx>,
+    per_ip: Option<Arc<PerIp>>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    tls_config: Option<Arc<rustls::ServerConfig>>,
+    slot: Rc<Slot>,
+    active: &Rc<Cell<usize>>,
+) {
+    let _ = stream.set_nodelay(true);
+    active.set(active.get() + 1);
+    let guard = Active(active.clone());
+    let conn = connection(ctx.clone(), per_ip, stream, peer, tls_config, slot.clone());
+    let shed = slot.shed_signal();
+    drop(slot);
+    monoio::spawn(async move {
+        let _guard = guard;
+        // Shed: the connection was waiting for a head; dropping its task
+        // closes it, and nothing of a request is lost.
+        monoio::select! {
+            _ = shed => {}
+            _ = conn => {}
+        }
+    });
+}
+
+/// Draining: no new connections; idle ones close now, busy ones after
+/// their current response, and whatever is left at the deadline is cut.
+async fn drain(ctx: &Rc<Ctx>, active: &Rc<Cell<usize>>) {
     // Connections accepted just before the stop keep waiting for their
     // first request (conn.rs `read_head`), bounded by the admission sweep.
     ctx.drain.start();
-    let deadline = Instant::now() + cfg.shutdown_timeout;
+    let deadline = Instant::now() + ctx.config.shutdown_timeout;
     while active.get() > 0 && Instant::now() < deadline {
         monoio::time::sleep(DRAIN_POLL).await;
     }
     if active.get() > 0 {
         tracing::warn!(
-            worker = id,
+            worker = ctx.worker,
             connections = active.get(),
             "shutdown deadline reached; closing connections still in flight"
         );
     }
     ctx.pool.clear();
     ctx.log.close();
-    tracing::info!(worker = id, "worker stopped");
-    Ok(())
+    tracing::info!(worker = ctx.worker, "worker stopped");
 }
