@@ -213,6 +213,14 @@ fn chunked(data: &[u8], cuts: &[usize]) -> Vec<u8> {
 
 // === against the real registry ===
 
+/// The top-level config key that selects `driver` (`io_uring`: the default).
+fn driver_key(driver: &str) -> &'static str {
+    match driver {
+        "epoll" => EPOLL,
+        _ => "",
+    }
+}
+
 fn registry_front(tls: bool, top: &str) -> (Registry, Front) {
     let registry = Registry::start();
     let f = front(registry.addr(), tls, top, "", "");
@@ -222,8 +230,7 @@ fn registry_front(tls: bool, top: &str) -> (Registry, Front) {
 /// POST, chunked PATCH, PUT ?digest=, then GET, HEAD, another request and a
 /// Range GET on the same connection, on the workers' `driver`.
 fn chunked_upload_round_trip(tls: bool, driver: &str) {
-    let top = if driver == "epoll" { EPOLL } else { "" };
-    let (registry, f) = registry_front(tls, top);
+    let (registry, f) = registry_front(tls, driver_key(driver));
     f.proxy.assert_driver(driver);
     let repo = format!(
         "relay/chunked-{}-{driver}",
@@ -433,18 +440,20 @@ fn expect_100_continue_only_after_auth_tls() {
 
 #[test]
 fn keep_alive_reuses_client_and_upstream_connections() {
-    keep_alive_reuse("workers = 1");
+    keep_alive_reuse("io_uring");
 }
 
 /// The epoll driver: a pooled connection's liveness check is a readiness
 /// peek there too.
 #[test]
 fn keep_alive_reuses_client_and_upstream_connections_on_epoll() {
-    keep_alive_reuse(&format!("workers = 1\n{EPOLL}"));
+    keep_alive_reuse("epoll");
 }
 
-fn keep_alive_reuse(top: &str) {
-    let (_registry, f) = registry_front(false, top);
+fn keep_alive_reuse(driver: &str) {
+    let top = format!("workers = 1\n{}", driver_key(driver));
+    let (_registry, f) = registry_front(false, &top);
+    f.proxy.assert_driver(driver);
     let (connects0, reuses0) = (
         f.metric("regproxy_upstream_connects_total"),
         f.metric("regproxy_upstream_reuses_total"),
@@ -549,18 +558,19 @@ fn refused_upstream_is_502_unavailable() {
 
 #[test]
 fn silent_upstream_is_504_within_read_timeout() {
-    silent_upstream_times_out("");
+    silent_upstream_times_out("io_uring");
 }
 
 /// The epoll driver: its timers end the wait too.
 #[test]
 fn silent_upstream_is_504_within_read_timeout_on_epoll() {
-    silent_upstream_times_out(EPOLL);
+    silent_upstream_times_out("epoll");
 }
 
-fn silent_upstream_times_out(top: &str) {
+fn silent_upstream_times_out(driver: &str) {
     let o = Origin::silent();
-    let f = front(o.addr(), false, top, FAST_UPSTREAM, "");
+    let f = front(o.addr(), false, driver_key(driver), FAST_UPSTREAM, "");
+    f.proxy.assert_driver(driver);
     let started = Instant::now();
     let r = f.once("GET", "/v2/", Some(READER), b"");
     assert_error(&r, 504, "UNAVAILABLE");

@@ -123,12 +123,12 @@ fn restarts(tag: &str, migrate_req: u8, handoff: bool) -> Option<Outcome> {
     support::write_htpasswd(&users, &[("ci", "ci-password")]);
     let creds = dir.path().join("creds");
     std::fs::write(&creds, "ci:ci-password\n").unwrap();
-    // Every process must name the same port, so pick one first.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // Every process must name the same port. The namespace is this test's
+    // own, so a fixed port below the ephemeral range is free; one picked by
+    // binding port 0 was in that range, and an outgoing connect (to the
+    // registry, say) could take it before regproxy bound it (seen once:
+    // "cannot listen ... Address already in use").
+    let port = 5043;
     let handoff_line = if handoff {
         format!(
             "handoff_socket = \"{}\"\n",

@@ -143,8 +143,12 @@ pub fn signal(pid: u32, sig: &str) {
 }
 
 /// The first line of `cmd`'s stdout (e.g. `tool --version`), or `None` if
-/// it cannot run.
+/// it cannot run (not installed, or it fails).
 pub fn version_line(cmd: &mut Command) -> Option<String> {
+    let program = Path::new(cmd.get_program());
+    if program.components().count() == 1 {
+        super::require::find_tool(&program.to_string_lossy())?;
+    }
     let r = run(cmd, Duration::from_secs(20));
     r.success()
         .then(|| r.stdout.lines().next().unwrap_or("").trim().to_owned())
