@@ -23,7 +23,7 @@ use crate::client_addr;
 use crate::config::Config;
 use crate::error::{chunk_error, ProxyError, Side};
 use crate::http::head::{
-    parse_request, Method, Parse, RequestBody, RequestHead, ResponseBody, Version,
+    parse_request, Method, Parse, RequestBody, RequestHead, ResponseBody, ResponseHead, Version,
 };
 use crate::http::write::{self, ClientFraming, Forwarding, CONTINUE_100};
 use crate::lingering::{self, BodyState, DiscardError, Plan};
@@ -43,7 +43,7 @@ mod record;
 mod upstream;
 
 use record::Finished;
-use upstream::{read_response_head, relay_error, send_request, Attempt};
+use upstream::{relay_error, Answered};
 
 /// Everything a worker's requests share. One per worker, never across cores.
 pub struct Ctx {
@@ -572,90 +572,29 @@ async fn forward<S: Io>(
     };
     conn.out.clear();
     write::request_head(head, &fwd, &mut conn.out);
-    let to_upstream = Timeouts {
-        src: cfg.client.body_timeout,
-        dst: cfg.upstream.read_timeout,
-    };
-    // Only a request with nothing to resend may be retried (and only if it
-    // is idempotent): the body has been streamed, not kept.
-    let retryable = head.method.is_idempotent() && body == RequestBody::None;
+    let answered = upstream::ask_registry(ctx, conn, head, body, ex).await?;
+    respond(ctx, conn, head, answered, ex).await
+}
 
-    let mut attempt = 0;
-    let mut body_unfinished = false;
-    let mut failed_server = None;
-    let (mut upstream, server, response, _lease, fd) = loop {
-        attempt += 1;
-        let up = upstream::connect(ctx, failed_server).await?;
-        let lease = ctx.pool.lease(up.server);
-        WorkerMetrics::inc(if up.reused {
-            &ctx.m().upstream_reuses_total
-        } else {
-            &ctx.m().upstream_connects_total
-        });
-        let (server, reused, fd) = (up.server, up.reused, up.fd);
-        let mut upstream = Buffered::with_buf(up.stream, bufpool::take());
-        ex.upstream = Some(server);
-        let sent = Instant::now();
-
-        let sending = send_request(ctx, conn, body, &mut upstream.io, to_upstream, ex).await;
-        let result = match sending {
-            // BodyRefused: the registry stopped reading the body. It has
-            // usually answered already (an error, or a POST that ignores its
-            // body): relay that answer rather than a 502; the unread rest of
-            // the client's body means the client connection closes after it.
-            Ok(()) | Err(Attempt::BodyRefused(_)) => {
-                body_unfinished = sending.is_err();
-                let answer = read_response_head(
-                    &mut upstream,
-                    &head.method,
-                    &mut conn.timer,
-                    cfg.upstream.read_timeout,
-                )
-                .await;
-                match sending {
-                    Err(Attempt::BodyRefused(e)) => answer.map_err(|_| Attempt::Failed(e)),
-                    _ => answer,
-                }
-            }
-            Err(e) => Err(e),
-        };
-        match result {
-            Ok(resp) => {
-                ex.ttfb = Some(sent.elapsed());
-                lease.responded(resp.status);
-                break (upstream, server, resp, lease, fd);
-            }
-            Err(failure) => {
-                bufpool::give(upstream.into_parts().1);
-                match failure {
-                    // Closed before any answer: the registry never acted on
-                    // it (a stale pooled connection, or a replica going away).
-                    Attempt::Stale(e) if retryable && attempt == 1 => {
-                        tracing::debug!(error = %e, upstream = %server, reused, "connection closed before an answer; retrying");
-                        WorkerMetrics::inc(&ctx.m().upstream_retries_total);
-                        if !reused {
-                            lease.failed();
-                        }
-                        failed_server = Some(server);
-                    }
-                    Attempt::Stale(e) => {
-                        WorkerMetrics::inc(&ctx.m().upstream_errors_total);
-                        lease.failed();
-                        return Err(ProxyError::UpstreamFailed(e));
-                    }
-                    Attempt::Failed(e) | Attempt::BodyRefused(e) => {
-                        if e.side() == Side::Upstream {
-                            WorkerMetrics::inc(&ctx.m().upstream_errors_total);
-                            lease.failed();
-                        }
-                        return Err(e);
-                    }
-                }
-            }
-        }
-    };
-
-    // The response head, rewritten for the client.
+/// Relays the registry's answer to the client: its head rewritten, then
+/// its body; gives the registry connection back when the answer ended
+/// cleanly.
+async fn respond<S: Io>(
+    ctx: &Ctx,
+    conn: &mut Conn<S>,
+    head: &RequestHead,
+    answered: Answered<'_>,
+    ex: &mut Exchange,
+) -> Result<(), ProxyError> {
+    let cfg = &ctx.config;
+    let Answered {
+        mut upstream,
+        server,
+        response,
+        lease: _lease,
+        fd,
+        body_unfinished,
+    } = answered;
     let keep_alive = head.keep_alive
         && head.version == Version::Http11
         && !body_unfinished
@@ -686,41 +625,13 @@ async fn forward<S: Io>(
     .await;
     conn.out = buf;
     res.map_err(ProxyError::ClientIo)?;
-
-    // The response body.
-    let to_client = Timeouts {
-        src: cfg.upstream.read_timeout,
-        dst: client_timeout,
-    };
-    let body = match response.body {
-        ResponseBody::None => None,
-        ResponseBody::Length(n) => Some(Framing::Length(n - early)),
-        ResponseBody::Chunked => Some(Framing::Chunked),
-        ResponseBody::CloseDelimited => Some(Framing::Close),
-    };
-    let moved = match body {
-        None => Ok(Moved::default()),
-        Some(body) => {
-            relay::relay_body(
-                &mut upstream,
-                &mut conn.client.io,
-                body,
-                encoding(framing),
-                to_client,
-                &mut conn.timer,
-                &mut conn.out,
-            )
-            .await
-        }
-    };
-    let moved = moved.map_err(|e| relay_error(e, Side::Upstream))?;
+    let moved = respond_body(ctx, conn, &mut upstream, &response, framing, early).await?;
     ex.bytes_out = early + moved.body;
     WorkerMetrics::add(&ctx.m().response_body_bytes_total, ex.bytes_out);
     ctx.m().count_moved(&Moved {
         body: ex.bytes_out,
         spliced: moved.spliced,
     });
-
     // Give the registry connection back only if its response ended cleanly
     // and nothing unasked-for follows it.
     let clean = response.keep_alive
@@ -739,6 +650,38 @@ async fn forward<S: Io>(
     }
     ex.keep_alive = keep_alive && framing != ClientFraming::Close;
     Ok(())
+}
+
+/// The response body, after the `early` bytes that left with the head.
+async fn respond_body<S: Io>(
+    ctx: &Ctx,
+    conn: &mut Conn<S>,
+    upstream: &mut Buffered<monoio::net::TcpStream>,
+    response: &ResponseHead,
+    framing: ClientFraming,
+    early: u64,
+) -> Result<Moved, ProxyError> {
+    let to_client = Timeouts {
+        src: ctx.config.upstream.read_timeout,
+        dst: ctx.config.client.body_timeout,
+    };
+    let body = match response.body {
+        ResponseBody::None => return Ok(Moved::default()),
+        ResponseBody::Length(n) => Framing::Length(n - early),
+        ResponseBody::Chunked => Framing::Chunked,
+        ResponseBody::CloseDelimited => Framing::Close,
+    };
+    relay::relay_body(
+        upstream,
+        &mut conn.client.io,
+        body,
+        encoding(framing),
+        to_client,
+        &mut conn.timer,
+        &mut conn.out,
+    )
+    .await
+    .map_err(|e| relay_error(e, Side::Upstream))
 }
 
 /// A response body at most this large goes out in the head's write when

@@ -247,8 +247,7 @@ fn raise_descriptor_limit() {
 /// The connection caps for the descriptor limit this process got (after
 /// `raise_descriptor_limit`), logged: they decide when connections are shed.
 fn connection_limits(config: &Config) -> Limits {
-    let nofile = crate::sys::current_limit(nix::sys::resource::Resource::RLIMIT_NOFILE)
-        .map_or(1024, |(soft, _)| soft);
+    let (nofile, _) = crate::sys::nofile();
     let limits = Limits::resolve(
         config.max_connections,
         config.max_connections_per_ip,

@@ -13,5 +13,5 @@ pub mod sockopt;
 
 pub use activation::systemd_listeners;
 pub use ifaddrs::interface_addrs;
-pub use rlimit::{current as current_limit, is_descriptor_exhaustion, raise_nofile, NofileRaise};
+pub use rlimit::{is_descriptor_exhaustion, nofile, raise_nofile, NofileRaise};
 pub use scm::{recv_fds, send_fds};

@@ -198,18 +198,16 @@ async fn serve_tls(
 /// that could destroy the answer), and the socket is closed. Over TLS
 /// there is no cheap answer: the close alone says it.
 fn refuse(stream: &TcpStream, err: ProxyError, plain: bool) {
-    use nix::sys::socket::{recv, send, shutdown, MsgFlags, Shutdown};
-    use std::os::fd::AsRawFd;
-    let fd = stream.as_raw_fd();
+    use crate::sys::socket;
     if plain {
         let mut answer = Vec::with_capacity(256);
         write::error_response(&err, "", false, false, "", &mut answer);
-        let _ = send(fd, &answer, MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL);
+        let _ = socket::send_now(stream, &answer);
     }
-    let _ = shutdown(fd, Shutdown::Write);
+    let _ = socket::shutdown_write(stream);
     let mut sink = [0u8; 1024];
     for _ in 0..REFUSE_DRAIN_READS {
-        match recv(fd, &mut sink, MsgFlags::MSG_DONTWAIT) {
+        match socket::recv_now(stream, &mut sink) {
             Ok(n) if n > 0 => {}
             _ => break,
         }

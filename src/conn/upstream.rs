@@ -1,7 +1,7 @@
-//! The registry side of one request: forwarding the head and body on one
-//! connection attempt, reading the response head, and telling the failure
-//! kinds apart (a stale pooled connection may be retried; anything after
-//! the registry saw the request may not).
+//! The registry side of one request: a connection, forwarding the head
+//! and body, reading the response head, and telling the failure kinds
+//! apart: a stale pooled connection may be retried once, on another
+//! connection; anything after the registry saw the request may not.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -9,16 +9,141 @@ use std::time::{Duration, Instant};
 use monoio::net::TcpStream;
 
 use super::{Conn, Ctx, Exchange};
+use crate::admission::FdLease;
 use crate::error::{chunk_error, ProxyError, Side};
-use crate::http::head::{parse_response, Method, Parse, RequestBody, ResponseHead};
+use crate::http::head::{parse_response, Method, Parse, RequestBody, RequestHead, ResponseHead};
 use crate::lingering::BodyState;
 use crate::metrics::WorkerMetrics;
-use crate::relay::{self, Buffered, Encode, Framing, Io, RelayError, Timeouts, Timer};
-use crate::upstream::pool::{is_stale_connection_error, Upstream};
+use crate::relay::{self, bufpool, Buffered, Encode, Framing, Io, RelayError, Timeouts, Timer};
+use crate::upstream::pool::{is_stale_connection_error, Lease, Upstream};
 
 /// How long a request waits, once, for the descriptors closed on EMFILE to
 /// be released (io_uring closes them asynchronously) before it tries again.
 const EMFILE_RETRY_WAIT: Duration = Duration::from_millis(5);
+
+/// A registry connection whose answer's head has arrived.
+pub(super) struct Answered<'p> {
+    pub upstream: Buffered<TcpStream>,
+    pub server: SocketAddr,
+    pub response: ResponseHead,
+    /// Counts the request as outstanding at `server` until dropped.
+    pub lease: Lease<'p>,
+    /// The connection's descriptor in the worker's budget.
+    pub fd: FdLease,
+    /// The registry stopped reading the request body before its end.
+    pub body_unfinished: bool,
+}
+
+/// Sends the request (its head already in `conn.out`) and reads the
+/// answer's head. A request with nothing to resend that is idempotent is
+/// retried once, on another connection (another server when one is up),
+/// when the first closed before any answer: the registry never acted on
+/// it (a stale pooled connection, or a replica going away).
+pub(super) async fn ask_registry<'c, S: Io>(
+    ctx: &'c Ctx,
+    conn: &mut Conn<S>,
+    head: &RequestHead,
+    body: RequestBody,
+    ex: &mut Exchange,
+) -> Result<Answered<'c>, ProxyError> {
+    // Only a request with nothing to resend may be retried: the body has
+    // been streamed, not kept.
+    let retryable = head.method.is_idempotent() && body == RequestBody::None;
+    let mut failed_server = None;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let up = connect(ctx, failed_server).await?;
+        let lease = ctx.pool.lease(up.server);
+        WorkerMetrics::inc(if up.reused {
+            &ctx.m().upstream_reuses_total
+        } else {
+            &ctx.m().upstream_connects_total
+        });
+        let (server, reused, fd) = (up.server, up.reused, up.fd);
+        let mut upstream = Buffered::with_buf(up.stream, bufpool::take());
+        ex.upstream = Some(server);
+        let sent = Instant::now();
+        let failure = match send_and_read_head(ctx, conn, head, body, &mut upstream, ex).await {
+            Ok((response, body_unfinished)) => {
+                ex.ttfb = Some(sent.elapsed());
+                lease.responded(response.status);
+                return Ok(Answered {
+                    upstream,
+                    server,
+                    response,
+                    lease,
+                    fd,
+                    body_unfinished,
+                });
+            }
+            Err(failure) => failure,
+        };
+        bufpool::give(upstream.into_parts().1);
+        match failure {
+            Attempt::Stale(e) if retryable && attempt == 1 => {
+                tracing::debug!(error = %e, upstream = %server, reused, "connection closed before an answer; retrying");
+                WorkerMetrics::inc(&ctx.m().upstream_retries_total);
+                if !reused {
+                    lease.failed();
+                }
+                failed_server = Some(server);
+            }
+            Attempt::Stale(e) => {
+                WorkerMetrics::inc(&ctx.m().upstream_errors_total);
+                lease.failed();
+                return Err(ProxyError::UpstreamFailed(e));
+            }
+            Attempt::Failed(e) | Attempt::BodyRefused(e) => {
+                if e.side() == Side::Upstream {
+                    WorkerMetrics::inc(&ctx.m().upstream_errors_total);
+                    lease.failed();
+                }
+                return Err(e);
+            }
+        }
+    }
+}
+
+/// One attempt: the request out, the answer's head in; with whether the
+/// registry stopped reading the body first.
+async fn send_and_read_head<S: Io>(
+    ctx: &Ctx,
+    conn: &mut Conn<S>,
+    head: &RequestHead,
+    body: RequestBody,
+    upstream: &mut Buffered<TcpStream>,
+    ex: &mut Exchange,
+) -> Result<(ResponseHead, bool), Attempt> {
+    let cfg = &ctx.config;
+    let to_upstream = Timeouts {
+        src: cfg.client.body_timeout,
+        dst: cfg.upstream.read_timeout,
+    };
+    let sending = send_request(ctx, conn, body, &mut upstream.io, to_upstream, ex).await;
+    match sending {
+        // BodyRefused: the registry stopped reading the body. It has
+        // usually answered already (an error, or a POST that ignores its
+        // body): relay that answer rather than a 502; the unread rest of
+        // the client's body means the client connection closes after it.
+        Ok(()) | Err(Attempt::BodyRefused(_)) => {
+            let answer = read_response_head(
+                upstream,
+                &head.method,
+                &mut conn.timer,
+                cfg.upstream.read_timeout,
+            )
+            .await;
+            match sending {
+                Err(Attempt::BodyRefused(e)) => {
+                    answer.map(|r| (r, true)).map_err(|_| Attempt::Failed(e))
+                }
+                _ => answer.map(|r| (r, false)),
+            }
+        }
+        Err(e) => Err(e),
+    }
+}
 
 /// How one attempt at the registry failed.
 pub(super) enum Attempt {

@@ -6,8 +6,8 @@
 //! own services do. Running out anyway shows as EMFILE or ENFILE
 //! ([`is_descriptor_exhaustion`]).
 
-use nix::errno::Errno;
-use nix::sys::resource::{getrlimit, setrlimit, Resource};
+use rustix::io::Errno;
+use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
 
 /// What [`raise_nofile`] found and did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,8 +22,8 @@ pub struct NofileRaise {
 
 /// Raises the soft RLIMIT_NOFILE to the hard limit. Never lowers it; an
 /// error leaves the limit as it was.
-pub fn raise_nofile() -> nix::Result<NofileRaise> {
-    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+pub fn raise_nofile() -> std::io::Result<NofileRaise> {
+    let (soft, hard) = nofile();
     if soft >= hard {
         return Ok(NofileRaise {
             before: soft,
@@ -31,13 +31,25 @@ pub fn raise_nofile() -> nix::Result<NofileRaise> {
             hard,
         });
     }
-    setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
-    let (after, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: Some(hard),
+            maximum: Some(hard),
+        },
+    )?;
+    let (after, hard) = nofile();
     Ok(NofileRaise {
         before: soft,
         after,
         hard,
     })
+}
+
+/// The (soft, hard) RLIMIT_NOFILE; "unlimited" reads as `u64::MAX`.
+pub fn nofile() -> (u64, u64) {
+    let l = getrlimit(Resource::Nofile);
+    (l.current.unwrap_or(u64::MAX), l.maximum.unwrap_or(u64::MAX))
 }
 
 /// Whether `e` says the process (EMFILE) or the system (ENFILE) has no
@@ -47,13 +59,8 @@ pub fn raise_nofile() -> nix::Result<NofileRaise> {
 pub fn is_descriptor_exhaustion(e: &std::io::Error) -> bool {
     matches!(
         e.raw_os_error(),
-        Some(code) if code == Errno::EMFILE as i32 || code == Errno::ENFILE as i32
+        Some(code) if code == Errno::MFILE.raw_os_error() || code == Errno::NFILE.raw_os_error()
     )
-}
-
-/// The current (soft, hard) limits of `resource`, for the host checks.
-pub fn current(resource: Resource) -> Option<(u64, u64)> {
-    getrlimit(resource).ok()
 }
 
 #[cfg(test)]
@@ -62,21 +69,21 @@ mod tests {
 
     #[test]
     fn raise_reaches_the_hard_limit_and_never_lowers() {
-        let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit");
+        let (soft, hard) = nofile();
         let r = raise_nofile().expect("raise");
         assert_eq!(r.before, soft);
         assert_eq!(r.hard, hard);
         assert_eq!(r.after, hard);
-        let (now, _) = getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit");
+        let (now, _) = nofile();
         assert_eq!(now, hard);
     }
 
     #[test]
     fn emfile_and_enfile_are_exhaustion_and_nothing_else_is() {
         let os = std::io::Error::from_raw_os_error;
-        assert!(is_descriptor_exhaustion(&os(Errno::EMFILE as i32)));
-        assert!(is_descriptor_exhaustion(&os(Errno::ENFILE as i32)));
-        assert!(!is_descriptor_exhaustion(&os(Errno::ECONNREFUSED as i32)));
+        assert!(is_descriptor_exhaustion(&os(Errno::MFILE.raw_os_error())));
+        assert!(is_descriptor_exhaustion(&os(Errno::NFILE.raw_os_error())));
+        assert!(!is_descriptor_exhaustion(&os(Errno::CONNREFUSED.raw_os_error())));
         assert!(!is_descriptor_exhaustion(
             &std::io::ErrorKind::TimedOut.into()
         ));

@@ -333,18 +333,10 @@ impl Drop for Lease<'_> {
 /// closed it nor sent anything unsolicited. One non-blocking peek, far
 /// cheaper than a failed request.
 fn is_open(stream: &TcpStream) -> bool {
-    use nix::errno::Errno;
-    use nix::sys::socket::{recv, MsgFlags};
-    use std::os::fd::AsRawFd;
     let mut byte = [0u8; 1];
-    matches!(
-        recv(
-            stream.as_raw_fd(),
-            &mut byte,
-            MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT
-        ),
-        Err(Errno::EAGAIN)
-    )
+    // Nothing queued (EAGAIN) is the one healthy answer: data or EOF
+    // (Some) or an error means the registry has spoken or gone.
+    matches!(crate::sys::socket::peek(stream, &mut byte), Ok(None))
 }
 
 /// Whether an I/O error on a reused connection means the registry had closed

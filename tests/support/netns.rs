@@ -60,9 +60,9 @@ impl Netns {
     /// Moves the calling thread into the namespace.
     pub fn enter(&self) {
         let f = std::fs::File::open(format!("/run/netns/{}", self.name)).expect("open netns");
-        nix::sched::setns(
-            std::os::fd::AsRawFd::as_raw_fd(&f),
-            nix::sched::CloneFlags::CLONE_NEWNET,
+        rustix::thread::move_into_link_name_space(
+            std::os::fd::AsFd::as_fd(&f),
+            Some(rustix::thread::LinkNameSpaceType::Network),
         )
         .expect("setns");
     }
