@@ -83,7 +83,9 @@ mod tests {
         let os = std::io::Error::from_raw_os_error;
         assert!(is_descriptor_exhaustion(&os(Errno::MFILE.raw_os_error())));
         assert!(is_descriptor_exhaustion(&os(Errno::NFILE.raw_os_error())));
-        assert!(!is_descriptor_exhaustion(&os(Errno::CONNREFUSED.raw_os_error())));
+        assert!(!is_descriptor_exhaustion(&os(
+            Errno::CONNREFUSED.raw_os_error()
+        )));
         assert!(!is_descriptor_exhaustion(
             &std::io::ErrorKind::TimedOut.into()
         ));
