@@ -15,7 +15,6 @@
 //! flipped, so clients can prove they verify digests.
 
 mod catalog;
-mod reason;
 mod route;
 
 use std::cell::Cell;
@@ -41,7 +40,7 @@ use crate::content::{Hasher, PATTERN_BYTES};
 use crate::registry::MANIFEST_TYPE;
 use catalog::{Blob, Catalog};
 pub use catalog::{Shape, MAX_LAYERS};
-use reason::reason;
+use regproxy_core::http::reason::reason;
 use route::{query_param, route, Route};
 
 /// Read buffer per connection; uploads are read and dropped through it.

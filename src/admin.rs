@@ -181,16 +181,7 @@ impl Reply {
     }
 
     fn into_bytes(self) -> Vec<u8> {
-        let reason = match self.status {
-            200 => "OK",
-            400 => "Bad Request",
-            404 => "Not Found",
-            405 => "Method Not Allowed",
-            414 => "URI Too Long",
-            431 => "Request Header Fields Too Large",
-            503 => "Service Unavailable",
-            _ => "Not Implemented",
-        };
+        let reason = crate::http::reason::reason(self.status);
         let mut out = format!(
             "HTTP/1.1 {} {reason}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
             self.status,

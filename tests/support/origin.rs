@@ -20,9 +20,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 // regbench's fake origin writes the same status lines: one table for both.
-#[path = "../../bench/origin/reason.rs"]
-mod reason;
-use reason::reason;
+use regproxy_core::http::reason::reason;
 
 /// Longest a connection waits for a request, or hangs, before closing.
 pub const IDLE_LIMIT: Duration = Duration::from_secs(120);

@@ -301,24 +301,12 @@ fn header(out: &mut Vec<u8>, name: impl AsRef<[u8]>, value: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// Reason phrases for the statuses regproxy itself sends.
+/// The reason phrase of a status regproxy itself sends; "Error" for one
+/// without a phrase, so the status line never ends in a space.
 fn reason(status: u16) -> &'static str {
-    match status {
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        403 => "Forbidden",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        413 => "Content Too Large",
-        414 => "URI Too Long",
-        429 => "Too Many Requests",
-        431 => "Request Header Fields Too Large",
-        499 => "Client Closed Request",
-        501 => "Not Implemented",
-        502 => "Bad Gateway",
-        503 => "Service Unavailable",
-        504 => "Gateway Timeout",
-        _ => "Error",
+    match super::reason::reason(status) {
+        "" => "Error",
+        phrase => phrase,
     }
 }
 

@@ -1,9 +1,9 @@
-//! Reason phrases for the status lines the fake origins write: regbench's
-//! (`bench/origin.rs`) and the tests' (`tests/support/origin.rs`, which
-//! includes this file), one table for both. Unknown codes get an empty
-//! phrase, which HTTP/1.1 allows (RFC 9112 §4).
+//! Reason phrases for status lines: one table for every status line this
+//! project writes, regproxy's own answers and admin port, and the fake
+//! origins of regbench and the tests. Unknown codes get an empty phrase,
+//! which HTTP/1.1 allows (RFC 9112 §4).
 
-/// The RFC 9110 reason phrase of `status`, or `""`.
+/// The RFC 9110 reason phrase of `status` (and nginx's 499), or `""`.
 pub fn reason(status: u16) -> &'static str {
     match status {
         100 => "Continue",
@@ -23,6 +23,7 @@ pub fn reason(status: u16) -> &'static str {
         416 => "Range Not Satisfiable",
         429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
+        499 => "Client Closed Request",
         500 => "Internal Server Error",
         501 => "Not Implemented",
         502 => "Bad Gateway",
