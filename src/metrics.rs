@@ -116,19 +116,27 @@ pub struct Registry {
     pub top: Arc<TopBoard>,
 }
 
+/// One atomic of each worker's block, summed.
+fn sum<T>(per_worker: &[T], get: impl Fn(&T) -> &AtomicU64) -> u64 {
+    per_worker
+        .iter()
+        .map(|w| get(w).load(Ordering::Relaxed))
+        .sum()
+}
+
+/// A metric family of one unlabelled sample, with its HELP and TYPE lines.
+fn family(out: &mut String, name: &str, kind: &str, help: &str, value: u64) {
+    out.push_str(&format!(
+        "# HELP regproxy_{name} {help}\n# TYPE regproxy_{name} {kind}\nregproxy_{name} {value}\n"
+    ));
+}
+
 impl Registry {
     /// Prometheus text exposition format, summed over workers.
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(2048);
         for (name, help, get) in COUNTERS {
-            let total: u64 = self
-                .workers
-                .iter()
-                .map(|w| get(w).load(Ordering::Relaxed))
-                .sum();
-            out.push_str(&format!(
-                "# HELP regproxy_{name} {help}\n# TYPE regproxy_{name} counter\nregproxy_{name} {total}\n"
-            ));
+            family(&mut out, name, "counter", help, sum(&self.workers, get));
         }
         out.push_str(&format!(
             "# HELP regproxy_password_hashes_total Password hashes computed (bcrypt runs), all cores.\n\
@@ -160,11 +168,7 @@ impl Registry {
             ("active", |g| &g.active),
         ];
         for (state, get) in states {
-            let n: u64 = self
-                .states
-                .iter()
-                .map(|g| get(g).load(Ordering::Relaxed))
-                .sum();
+            let n = sum(&self.states, get);
             out.push_str(&format!(
                 "regproxy_connections_open{{state=\"{state}\"}} {n}\n"
             ));
@@ -190,14 +194,7 @@ impl Registry {
             ),
         ];
         for (name, kind, help, get) in families {
-            let n: u64 = self
-                .states
-                .iter()
-                .map(|g| get(g).load(Ordering::Relaxed))
-                .sum();
-            out.push_str(&format!(
-                "# HELP regproxy_{name} {help}\n# TYPE regproxy_{name} {kind}\nregproxy_{name} {n}\n"
-            ));
+            family(out, name, kind, help, sum(&self.states, get));
         }
     }
 

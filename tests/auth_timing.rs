@@ -35,26 +35,26 @@ fn one_at_a_time() -> MutexGuard<'static, ()> {
 const TRIES: usize = 50;
 const TOLERANCE: f64 = 0.20;
 
+/// One worker and one hash thread checking `dir/users`, with the limiter
+/// off (hundreds of failures from one address would trip it) and `auth`
+/// lines added to `[auth]`.
+fn timing_proxy(dir: &std::path::Path, upstream: &str, auth: &str) -> Proxy {
+    Proxy::start(
+        &format!(
+            "listen = \"127.0.0.1:0\"\nworkers = 1\n[auth]\nhtpasswd = \"users\"\n\
+             max_failures = 0\nhash_threads = 1\n{auth}[upstream]\nservers = [\"{upstream}\"]\n"
+        ),
+        dir,
+    )
+}
+
 /// Medians of (known user, wrong password) and (unknown user) for a file
 /// holding `line`.
 fn medians(line: &str) -> (Duration, Duration) {
     let _turn = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("users"), format!("{line}\n")).unwrap();
-    // The limiter is off: 100 failures from one address would trip it.
-    let p = Proxy::start(
-        r#"
-listen = "127.0.0.1:0"
-workers = 1
-[auth]
-htpasswd = "users"
-max_failures = 0
-hash_threads = 1
-[upstream]
-servers = ["127.0.0.1:9"]
-"#,
-        dir.path(),
-    );
+    let p = timing_proxy(dir.path(), "127.0.0.1:9", "");
     let mut c = Conn::connect(p.addr()).unwrap();
     let keep = [("Connection", "keep-alive")];
     let mut time = |user: &str| {
@@ -176,25 +176,9 @@ fn failed_checks_take_as_long_for_every_user_of_a_mixed_cost_file() {
     assert!(lines[2].starts_with("sha:{SHA}"), "{}", lines[2]);
     assert!(lines[3].starts_with("apr1:$apr1$"), "{}", lines[3]);
     std::fs::write(dir.path().join("users"), lines.join("\n") + "\n").unwrap();
-    // The limiter is off (hundreds of failures from one address), and so is
-    // the cache, so that every success is a check of its own.
-    let p = Proxy::start(
-        &format!(
-            r#"
-listen = "127.0.0.1:0"
-workers = 1
-[auth]
-htpasswd = "users"
-max_failures = 0
-hash_threads = 1
-cache_ttl = "0s"
-[upstream]
-servers = ["{}"]
-"#,
-            registry.addr()
-        ),
-        dir.path(),
-    );
+    // The cache is off too, so that every success is a check of its own.
+    let upstream = registry.addr().to_string();
+    let p = timing_proxy(dir.path(), &upstream, "cache_ttl = \"0s\"\n");
     let mut c = Conn::connect(p.addr()).unwrap();
     c.set_timeout(Duration::from_secs(30)).unwrap();
     let failures = [

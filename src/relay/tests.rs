@@ -91,19 +91,19 @@ fn sink() -> (std::net::SocketAddr, std::thread::JoinHandle<Vec<u8>>) {
     (addr, reader)
 }
 
-/// Relays `wire` from an in-memory sender (not TCP, as a TLS client is
-/// not) to a plain TCP receiver (as the registry is), which a thread reads
-/// to the end. Returns the sender, what arrived, and the buffer kept.
-async fn relay(wire: Vec<u8>, framing: Framing) -> (Mem, Vec<u8>, Vec<u8>) {
-    let (addr, reader) = sink();
-    let mut src = Buffered::new(Mem {
-        data: wire,
-        ..Mem::default()
-    });
+/// Relays a `framing` body from `src` to a new connection to `addr`, then
+/// half-closes it. The receiver's EOF comes from that FIN: on io_uring a
+/// dropped socket is closed by the ring, which a thread blocked on a join
+/// would never drive.
+async fn relay_to<S: Io>(
+    src: &mut Buffered<S>,
+    addr: std::net::SocketAddr,
+    framing: Framing,
+) -> Moved {
     let mut dst = TcpStream::connect(addr).await.expect("connect");
     let mut out = Vec::new();
-    relay_body(
-        &mut src,
+    let moved = relay_body(
+        src,
         &mut dst,
         framing,
         Encode::Chunked,
@@ -113,10 +113,20 @@ async fn relay(wire: Vec<u8>, framing: Framing) -> (Mem, Vec<u8>, Vec<u8>) {
     )
     .await
     .expect("relay");
-    // The receiver's EOF comes from this FIN: on io_uring a dropped socket
-    // is closed by the ring, which a thread blocked on the join below
-    // would never drive.
     AsyncWriteRent::shutdown(&mut dst).await.expect("shutdown");
+    moved
+}
+
+/// Relays `wire` from an in-memory sender (not TCP, as a TLS client is
+/// not) to a plain TCP receiver (as the registry is), which a thread reads
+/// to the end. Returns the sender, what arrived, and the buffer kept.
+async fn relay(wire: Vec<u8>, framing: Framing) -> (Mem, Vec<u8>, Vec<u8>) {
+    let (addr, reader) = sink();
+    let mut src = Buffered::new(Mem {
+        data: wire,
+        ..Mem::default()
+    });
+    relay_to(&mut src, addr, framing).await;
     let (src, kept) = src.into_parts();
     (src, reader.join().expect("reader"), kept)
 }
@@ -204,21 +214,8 @@ async fn relay_tcp(wire: Vec<u8>, framing: Framing, peek_ahead: bool) -> (Moved,
     });
     let (s, _) = listener.accept().await.expect("accept");
     let mut src = Buffered::new(s);
-    let mut dst = TcpStream::connect(sink_addr).await.expect("connect");
-    let mut out = Vec::new();
-    let moved = relay_body(
-        &mut src,
-        &mut dst,
-        framing,
-        Encode::Chunked,
-        T,
-        &mut Timer::new(),
-        &mut out,
-    )
-    .await
-    .expect("relay");
-    // The receiver's EOF (see `relay`); the writer is done already.
-    AsyncWriteRent::shutdown(&mut dst).await.expect("shutdown");
+    let moved = relay_to(&mut src, sink_addr, framing).await;
+    // The writer is done already.
     drop(writer.join().expect("writer"));
     super::splice::set_peek_ahead(true);
     (moved, reader.join().expect("reader"))
