@@ -393,13 +393,17 @@ fn split_route<'s, 'a>(segments: &'s [&'a str]) -> Result<(RepoRoute, &'s [&'a s
         (Some("tags"), Some("list")) => (RepoRoute::Tags, n - 2, true),
         // A reference with a colon can only be a digest.
         (Some("manifests"), Some(r)) if r.contains(':') => {
-            (RepoRoute::Manifest, n - 2, check_digest(r)?)
+            (RepoRoute::Manifest, n - 2, check_digest(r).map(|()| true)?)
         }
         (Some("manifests"), Some(r)) => (RepoRoute::Manifest, n - 2, is_tag(r)),
-        (Some("referrers"), Some(d)) => (RepoRoute::Referrers, n - 2, check_digest(d)?),
+        (Some("referrers"), Some(d)) => {
+            (RepoRoute::Referrers, n - 2, check_digest(d).map(|()| true)?)
+        }
         // `blobs/NAME` without a colon is the registry's 404 (no route);
         // with one, its DIGEST_INVALID.
-        (Some("blobs"), Some(d)) if d.contains(':') => (RepoRoute::Blob, n - 2, check_digest(d)?),
+        (Some("blobs"), Some(d)) if d.contains(':') => {
+            (RepoRoute::Blob, n - 2, check_digest(d).map(|()| true)?)
+        }
         (Some("blobs"), Some(_)) => (RepoRoute::Blob, n - 2, false),
         (Some("uploads"), Some(u)) if is_upload_tail => {
             (RepoRoute::BlobUploadChunk, n - 3, is_upload_id(u))
@@ -603,13 +607,13 @@ fn is_digest(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'=' | b'_' | b'-'))
 }
 
-/// `Ok(true)` for a digest of the route grammar's shape; a malformed one
-/// is refused here, with the registry's `DIGEST_INVALID`, rather than
-/// routed nowhere (404) or sent on. Whether the algorithm and length are
-/// right is the registry's to say (it answers `DIGEST_INVALID` itself).
-fn check_digest(s: &str) -> Result<bool, RouteError> {
+/// A digest of the route grammar's shape passes; a malformed one is
+/// refused here, with the registry's `DIGEST_INVALID`, rather than routed
+/// nowhere (404) or sent on. Whether the algorithm and length are right is
+/// the registry's to say (it answers `DIGEST_INVALID` itself).
+fn check_digest(s: &str) -> Result<(), RouteError> {
     if is_digest(s) {
-        Ok(true)
+        Ok(())
     } else {
         Err(RouteError::DigestInvalid)
     }
