@@ -28,6 +28,13 @@ use crate::sys::file as sysfile;
 /// long when the socket drains fast.
 const SENDFILE_MAX: usize = 4 << 20;
 
+/// Bytes one hit sends before it lets the worker's other connections run:
+/// a client that reads as fast as sendfile writes (loopback, a fast LAN)
+/// would otherwise take a whole layer's worth of the worker without a
+/// pause, and the fleet bench saw hot pulls wait seconds for their first
+/// byte behind it. nginx's `sendfile_max_chunk` (2m) is the same fix.
+const SEND_QUANTUM: u64 = 2 << 20;
+
 /// Where the bytes come from.
 #[derive(Debug, Clone, Copy)]
 pub struct Source<'a> {
@@ -103,6 +110,7 @@ async fn sendfile_range(
     let end = start + len;
     let mut pos = start;
     let mut warmed = start;
+    let mut since_yield = 0;
     while pos < end {
         let ready = available(src, pos, end, timer).await?;
         while pos < ready {
@@ -115,7 +123,14 @@ async fn sendfile_range(
                 Ok(Some(0)) => {
                     return Err(RelayError::Src(io::ErrorKind::UnexpectedEof.into()));
                 }
-                Ok(Some(n)) => pos += n as u64,
+                Ok(Some(n)) => {
+                    pos += n as u64;
+                    since_yield += n as u64;
+                    if since_yield >= SEND_QUANTUM {
+                        since_yield = 0;
+                        YieldNow(false).await;
+                    }
+                }
                 Ok(None) => match timer.within(timeout, tcp.writable(false)).await {
                     Ok(r) => r.map_err(RelayError::Dst)?,
                     Err(_elapsed) => return Err(RelayError::Dst(io::ErrorKind::TimedOut.into())),
@@ -125,6 +140,26 @@ async fn sendfile_range(
         }
     }
     Ok(pos - start)
+}
+
+/// Lets the worker's other ready tasks run, and the driver collect I/O,
+/// before this one goes on (monoio has no `yield_now`).
+struct YieldNow(bool);
+
+impl std::future::Future for YieldNow {
+    type Output = ();
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        if self.0 {
+            return std::task::Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    }
 }
 
 /// Makes sure body bytes `start..end` are in memory before sendfile reads
