@@ -235,8 +235,11 @@ async fn open(
 
 /// A hit's file, its header read and checked against the digest asked for.
 async fn open_whole(cache: &Cache, c: &Cacheable, fd: FdLease) -> Option<Opened> {
-    let file = match std::fs::File::open(cache.path(&c.digest)) {
-        Ok(f) => monoio::fs::File::from_std(f).ok()?,
+    let (file, len) = match std::fs::File::open(cache.path(&c.digest)) {
+        Ok(f) => {
+            let len = f.metadata().map_or(0, |m| m.len());
+            (monoio::fs::File::from_std(f).ok()?, len)
+        }
         Err(e) => {
             tracing::info!(digest = %c.digest, error = %e, "cache: an indexed file is gone; fetching again");
             cache.forget(&c.digest);
@@ -246,14 +249,18 @@ async fn open_whole(cache: &Cache, c: &Cacheable, fd: FdLease) -> Option<Opened>
     let (res, buf) = file.read_exact_at(vec![0u8; HEADER_LEN as usize], 0).await;
     let meta: Option<EntryMeta> = res.ok().and_then(|()| entry::decode(&buf).ok());
     match meta {
-        Some(m) if m.digest == c.digest => Some(Opened {
-            file,
-            _fd: fd,
-            flight: None,
-            size: m.size,
-            content_type: m.content_type,
-            digest: c.digest.to_string(),
-        }),
+        // The rebuild lists files by name and size only: the header is
+        // checked here, against the digest asked for and the file's length.
+        Some(m) if m.digest == c.digest && len.checked_sub(HEADER_LEN) == Some(m.size) => {
+            Some(Opened {
+                file,
+                _fd: fd,
+                flight: None,
+                size: m.size,
+                content_type: m.content_type,
+                digest: c.digest.to_string(),
+            })
+        }
         _ => {
             tracing::warn!(digest = %c.digest, "cache: a file's header is damaged; removing it");
             cache.discard(&c.digest);
