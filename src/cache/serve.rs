@@ -22,6 +22,7 @@ use regproxy_core::cache::entry::HEADER_LEN;
 use super::flight::{Flight, Stage};
 use crate::relay::{bufpool, Io, RelayError, Timer, BULK_BUF_BYTES, READ_BUF_BYTES};
 use crate::sys::file as sysfile;
+use crate::sys::pipe::NonBlocking;
 
 /// At most this much per sendfile call: the call returns when the socket
 /// buffer is full anyway; the cap keeps one call from holding the worker
@@ -107,6 +108,11 @@ async fn sendfile_range(
     timer: &mut Timer,
     timeout: Duration,
 ) -> Result<u64, RelayError> {
+    // Under io_uring monoio keeps sockets blocking: sendfile on one would
+    // sleep the whole worker until the client drained. Non-blocking while
+    // the file moves, as for splice (`sys::pipe::NonBlocking`).
+    let tcp: &TcpStream = tcp;
+    let _nonblocking = NonBlocking::new(tcp).map_err(RelayError::Dst)?;
     let end = start + len;
     let mut pos = start;
     let mut warmed = start;
