@@ -97,7 +97,7 @@ impl Setup {
     /// the config once in all; the layer's GETs were a fill, then hits.
     fn check(&self, client: &str, round: usize) {
         self.registry.settle(Duration::from_millis(300));
-        for d in [self.layer(), &self.image.config.digest] {
+        for d in [self.layer(), self.image.config.digest.as_str()] {
             assert_eq!(blob_gets(&self.registry, d), 1, "{client} pull {round}: GETs of {d}");
         }
         let path = blob_path(&self.repo, self.layer());

@@ -10,7 +10,7 @@ use crate::support::cache::{
     self, blob_answer, blob_head, blob_path, get_hashed, origin_gets, push_blob, random_blob,
     serve_blob, CacheOpts, Edge, Tmpfs, WAIT,
 };
-use crate::support::origin::{self, Origin, Step};
+use crate::support::origin::{Origin, Step};
 use crate::support::registry::Registry;
 use crate::{KIB, MIB};
 
@@ -208,7 +208,8 @@ fn stale_if_error_serves_through_503_and_429() {
             let status = answer.load(Ordering::SeqCst);
             if status != 0 {
                 let body = br#"{"errors":[{"code":"TOOMANYREQUESTS","message":"busy"}]}"#;
-                return vec![Step::Write(origin::response(
+                return vec![Step::Write(cache::answer(
+                    req,
                     status,
                     &[("Content-Type", "application/json"), ("Retry-After", "1")],
                     body,

@@ -321,9 +321,18 @@ pub fn serve_blob(req: &Request, data: &[u8], digest: &str) -> Option<Vec<Step>>
         blob_head(digest, data.len())
     } else {
         let body = br#"{"errors":[{"code":"BLOB_UNKNOWN","message":"blob unknown to registry"}]}"#;
-        origin::response(404, &[("Content-Type", "application/json")], body)
+        answer(req, 404, &[("Content-Type", "application/json")], body)
     };
     Some(vec![Step::Write(bytes)])
+}
+
+/// A whole answer with `Content-Length`; to a `HEAD`, the head alone.
+pub fn answer(req: &Request, status: u16, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
+    let mut bytes = origin::response(status, headers, body);
+    if req.method == "HEAD" {
+        bytes.truncate(bytes.len() - body.len());
+    }
+    bytes
 }
 
 /// The whole `GET` answer of a blob, in pieces of `piece` bytes with
@@ -380,10 +389,13 @@ impl SlowRead {
     pub fn run(&self, ep: &Endpoint, path: &str) -> io::Result<SlowBody> {
         use std::io::Read;
         let addr = ep.addr;
-        let mut sock = std::net::TcpStream::connect_timeout(&addr, http::DEFAULT_TIMEOUT)?;
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+        // A small receive buffer (set before the handshake fixes the
+        // window), so the server's sends wait on this reader.
+        socket.set_recv_buffer_size(16 * 1024)?;
+        socket.connect_timeout(&addr.into(), http::DEFAULT_TIMEOUT)?;
+        let mut sock: std::net::TcpStream = socket.into();
         sock.set_read_timeout(Some(http::DEFAULT_TIMEOUT))?;
-        // A small receive buffer, so the server's send blocks on this reader.
-        socket2::SockRef::from(&sock).set_recv_buffer_size(16 * 1024)?;
         let host = addr.to_string();
         let req = http::build_request("GET", path, Some(USER), &[("Host", &host)], b"");
         std::io::Write::write_all(&mut sock, &req)?;
