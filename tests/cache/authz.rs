@@ -9,7 +9,10 @@ use crate::KIB;
 /// The first error code of a registry error body.
 fn error_code(r: &RawResponse) -> String {
     let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
-    v["errors"][0]["code"].as_str().unwrap_or_default().to_owned()
+    v["errors"][0]["code"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
 }
 
 /// A blob pushed to `team-a/app` only and cached through it: a pull of the
@@ -22,11 +25,19 @@ fn a_blob_cached_through_one_repository_is_not_served_to_another() {
     let registry = Registry::start();
     let (data, _) = random_blob(200 * KIB);
     let digest = push_blob(registry.addr(), "team-a/app", &data);
-    let (a, b) = (blob_path("team-a/app", &digest), blob_path("team-b/app", &digest));
+    let (a, b) = (
+        blob_path("team-a/app", &digest),
+        blob_path("team-b/app", &digest),
+    );
     // What a client of B gets with no cache in between.
     let direct = http::get(registry.addr(), &b, None, &[]).unwrap();
     assert_eq!(direct.status, 404, "{direct:?}");
-    assert_eq!(error_code(&direct), "BLOB_UNKNOWN", "{}", direct.body_text());
+    assert_eq!(
+        error_code(&direct),
+        "BLOB_UNKNOWN",
+        "{}",
+        direct.body_text()
+    );
 
     for ttl in ["0s", "1h"] {
         let edge = Edge::start(
@@ -44,14 +55,24 @@ fn a_blob_cached_through_one_repository_is_not_served_to_another() {
         for round in 0..2 {
             let r = edge.get_blob("team-b/app", &digest).unwrap();
             assert_eq!(r.status, direct.status, "ttl {ttl}, B #{round}: {r:?}");
-            assert_eq!(error_code(&r), "BLOB_UNKNOWN", "ttl {ttl}: {}", r.body_text());
+            assert_eq!(
+                error_code(&r),
+                "BLOB_UNKNOWN",
+                "ttl {ttl}: {}",
+                r.body_text()
+            );
             assert_ne!(r.body, data);
         }
-        assert!(edge.entry_path(&digest).is_file(), "ttl {ttl}: the file went");
+        assert!(
+            edge.entry_path(&digest).is_file(),
+            "ttl {ttl}: the file went"
+        );
         assert_eq!(edge.outcomes(&a, 1), [Some("fill".to_owned())], "ttl {ttl}");
         let b_lines = edge.wait_log(&b, 2);
         assert!(
-            b_lines.iter().all(|l| l.status == 404 && l.cache.as_deref() != Some("hit")),
+            b_lines
+                .iter()
+                .all(|l| l.status == 404 && l.cache.as_deref() != Some("hit")),
             "ttl {ttl}: {b_lines:?}"
         );
         assert_eq!(edge.metric("hits_total"), 0, "ttl {ttl}");

@@ -55,7 +55,12 @@ impl Setup {
         std::fs::write(ctx.join("blob"), random_blob(6 * MIB).0).unwrap();
         let layer_tar = dir.path().join("layer.tar");
         run(
-            Command::new("tar").arg("-C").arg(&ctx).arg("-cf").arg(&layer_tar).arg("blob"),
+            Command::new("tar")
+                .arg("-C")
+                .arg(&ctx)
+                .arg("-cf")
+                .arg(&layer_tar)
+                .arg("blob"),
             STEP_LIMIT,
         )
         .assert_success();
@@ -98,7 +103,11 @@ impl Setup {
     fn check(&self, client: &str, round: usize) {
         self.registry.settle(Duration::from_millis(300));
         for d in [self.layer(), self.image.config.digest.as_str()] {
-            assert_eq!(blob_gets(&self.registry, d), 1, "{client} pull {round}: GETs of {d}");
+            assert_eq!(
+                blob_gets(&self.registry, d),
+                1,
+                "{client} pull {round}: GETs of {d}"
+            );
         }
         let path = blob_path(&self.repo, self.layer());
         let lines: Vec<_> = self
@@ -107,12 +116,21 @@ impl Setup {
             .into_iter()
             .filter(|l| l.method == "GET")
             .collect();
-        let outcomes: Vec<_> = lines.iter().map(|l| l.cache.as_deref().unwrap_or("-")).collect();
+        let outcomes: Vec<_> = lines
+            .iter()
+            .map(|l| l.cache.as_deref().unwrap_or("-"))
+            .collect();
         assert!(outcomes.len() >= round, "{client} pull {round}: {lines:?}");
         assert_eq!(outcomes[0], "fill", "{client} pull {round}: {outcomes:?}");
-        assert!(outcomes[1..].iter().all(|o| *o == "hit"), "{client} pull {round}: {outcomes:?}");
+        assert!(
+            outcomes[1..].iter().all(|o| *o == "hit"),
+            "{client} pull {round}: {outcomes:?}"
+        );
         if round > 1 {
-            assert!(self.edge.metric("hits_total") >= 2, "{client}: layer and config hits");
+            assert!(
+                self.edge.metric("hits_total") >= 2,
+                "{client}: layer and config hits"
+            );
         }
         eprintln!("cache-client: {client} pull {round}: layer {outcomes:?}");
     }
@@ -146,7 +164,9 @@ fn docker_pulls_cold_then_hot_through_the_cache() {
     };
     let cfg = s.path("docker-config");
     run(
-        d.docker(Some(&cfg)).args(["login", "-u", USER.0, "-p", USER.1]).arg(s.host()),
+        d.docker(Some(&cfg))
+            .args(["login", "-u", USER.0, "-p", USER.1])
+            .arg(s.host()),
         STEP_LIMIT,
     )
     .assert_success();
@@ -154,7 +174,13 @@ fn docker_pulls_cold_then_hot_through_the_cache() {
     for round in 1..=2 {
         run(d.docker(Some(&cfg)).args(["pull", &image]), TRANSFER_LIMIT).assert_success();
         let inspect = run(
-            d.docker(None).args(["image", "inspect", "--format", "{{json .RootFS.Layers}}", &image]),
+            d.docker(None).args([
+                "image",
+                "inspect",
+                "--format",
+                "{{json .RootFS.Layers}}",
+                &image,
+            ]),
             STEP_LIMIT,
         );
         assert_eq!(diff_ids(inspect.assert_success()), [s.layer()]);
@@ -176,15 +202,23 @@ fn podman_pulls_cold_then_hot_through_the_cache() {
     let creds = creds();
     for round in 1..=2 {
         run(
-            p.podman()
-                .arg("pull")
-                .args(&policy)
-                .args(["--tls-verify=false", "--creds", &creds, &image]),
+            p.podman().arg("pull").args(&policy).args([
+                "--tls-verify=false",
+                "--creds",
+                &creds,
+                &image,
+            ]),
             TRANSFER_LIMIT,
         )
         .assert_success();
         let inspect = run(
-            p.podman().args(["image", "inspect", "--format", "{{json .RootFS.Layers}}", &image]),
+            p.podman().args([
+                "image",
+                "inspect",
+                "--format",
+                "{{json .RootFS.Layers}}",
+                &image,
+            ]),
             STEP_LIMIT,
         );
         assert_eq!(diff_ids(inspect.assert_success()), [s.layer()]);

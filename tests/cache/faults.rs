@@ -76,7 +76,11 @@ fn lying_origin(lie: Lie) {
         "{lie:?}: tmp/ keeps {:?}",
         edge.tmp_files()
     );
-    assert!(edge.blob_files().is_empty(), "{lie:?}: {:?}", edge.blob_files());
+    assert!(
+        edge.blob_files().is_empty(),
+        "{lie:?}: {:?}",
+        edge.blob_files()
+    );
     assert_eq!(edge.metric("fills_total"), 0);
 
     lying.store(false, Ordering::SeqCst);
@@ -130,20 +134,39 @@ fn kill_9_mid_fill_leaves_no_partial_file_after_a_restart() {
     let half = 512 + data.len() as u64 / 2;
     let written = crate::support::wait_for(WAIT, || {
         let files = edge.tmp_files();
-        let len = files.iter().filter_map(|f| std::fs::metadata(f).ok()).map(|m| m.len()).max();
+        let len = files
+            .iter()
+            .filter_map(|f| std::fs::metadata(f).ok())
+            .map(|m| m.len())
+            .max();
         (len >= Some(half)).then_some(files)
     });
-    let written = written.unwrap_or_else(|| panic!("no half-written fill under tmp/: {:?}", edge.tmp_files()));
+    let written = written
+        .unwrap_or_else(|| panic!("no half-written fill under tmp/: {:?}", edge.tmp_files()));
     let dead = edge.proxy.pid();
     let dead_tmp = edge.cache_dir.join("tmp").join(dead.to_string());
-    assert!(written.iter().all(|f| f.starts_with(&dead_tmp)), "{written:?} not under {dead_tmp:?}");
+    assert!(
+        written.iter().all(|f| f.starts_with(&dead_tmp)),
+        "{written:?} not under {dead_tmp:?}"
+    );
 
     stalled.store(false, Ordering::SeqCst);
     edge.restart();
     let cut = client.join().unwrap();
-    assert!(cut.is_err(), "the killed fill's client got a whole body: {cut:?}");
-    assert!(!dead_tmp.exists(), "{dead_tmp:?} survived the restart: {:?}", edge.tmp_files());
-    assert!(edge.blob_files().is_empty(), "partial blob kept: {:?}", edge.blob_files());
+    assert!(
+        cut.is_err(),
+        "the killed fill's client got a whole body: {cut:?}"
+    );
+    assert!(
+        !dead_tmp.exists(),
+        "{dead_tmp:?} survived the restart: {:?}",
+        edge.tmp_files()
+    );
+    assert!(
+        edge.blob_files().is_empty(),
+        "partial blob kept: {:?}",
+        edge.blob_files()
+    );
     assert!(edge.tmp_files().is_empty(), "{:?}", edge.tmp_files());
 
     let r = get_hashed(&edge.ep(), &path).unwrap();
@@ -186,7 +209,11 @@ fn stale_if_error_serves_confirmed_blobs_while_the_registry_is_stopped() {
     let px = blob_path("stale/app", &dx);
     assert_eq!(lenient.outcomes(&px, 2)[1], Some("stale".to_owned()));
     assert_eq!(lenient.metric("stale_served_total"), 1);
-    for (e, d, what) in [(&lenient, &dy, "never cached"), (&strict, &dy, "never cached"), (&strict, &dx, "stale_if_error 0s")] {
+    for (e, d, what) in [
+        (&lenient, &dy, "never cached"),
+        (&strict, &dy, "never cached"),
+        (&strict, &dx, "stale_if_error 0s"),
+    ] {
         let r = e.get_blob("stale/app", d).unwrap();
         assert_eq!(r.status, 502, "{what}: {r:?}");
     }
@@ -215,8 +242,13 @@ fn stale_if_error_serves_through_503_and_429() {
                     body,
                 ))];
             }
-            let (data, digest) = if req.target.ends_with(&dy) { (&y, &dy) } else { (&x, &dx) };
-            serve_blob(req, data, digest).unwrap_or_else(|| blob_answer(data, digest, 64 * 1024, Duration::ZERO))
+            let (data, digest) = if req.target.ends_with(&dy) {
+                (&y, &dy)
+            } else {
+                (&x, &dx)
+            };
+            serve_blob(req, data, digest)
+                .unwrap_or_else(|| blob_answer(data, digest, 64 * 1024, Duration::ZERO))
         })
     };
     let edge = Edge::start(
@@ -232,12 +264,20 @@ fn stale_if_error_serves_through_503_and_429() {
     for status in [503, 429] {
         answer.store(status, Ordering::SeqCst);
         let r = get_hashed(&edge.ep(), &blob_path("busy/app", &dx)).unwrap();
-        assert_eq!((r.status, &r.digest), (200, &dx), "registry answering {status}: {r:?}");
+        assert_eq!(
+            (r.status, &r.digest),
+            (200, &dx),
+            "registry answering {status}: {r:?}"
+        );
     }
     let px = blob_path("busy/app", &dx);
     assert_eq!(
         edge.outcomes(&px, 3),
-        [Some("fill".to_owned()), Some("stale".to_owned()), Some("stale".to_owned())]
+        [
+            Some("fill".to_owned()),
+            Some("stale".to_owned()),
+            Some("stale".to_owned())
+        ]
     );
     assert_eq!(edge.metric("stale_served_total"), 2);
     answer.store(503, Ordering::SeqCst);
@@ -284,12 +324,27 @@ fn an_unusable_cache_folder_or_no_cache_table_means_a_plain_proxy() {
         }
         let lines = edge.wait_log(&path, 2);
         assert_eq!(lines.len(), 2, "{what}: {lines:?}");
-        assert!(lines.iter().all(|l| l.raw.get("cache").is_none()), "{what}: {lines:?}");
-        assert_eq!(edge.metric("hits_total") + edge.metric("entries"), 0, "{what}");
+        assert!(
+            lines.iter().all(|l| l.raw.get("cache").is_none()),
+            "{what}: {lines:?}"
+        );
+        assert_eq!(
+            edge.metric("hits_total") + edge.metric("entries"),
+            0,
+            "{what}"
+        );
     }
-    assert!(!none.cache_dir.exists(), "no [cache] made {:?}", none.cache_dir);
+    assert!(
+        !none.cache_dir.exists(),
+        "no [cache] made {:?}",
+        none.cache_dir
+    );
     registry.settle(Duration::from_millis(300));
-    assert_eq!(cache::blob_gets(&registry, &digest), 4, "every pull reached the registry");
+    assert_eq!(
+        cache::blob_gets(&registry, &digest),
+        4,
+        "every pull reached the registry"
+    );
 }
 
 /// A full disk: the cache folder on a 20 MiB tmpfs and a 32 MiB blob. The
@@ -316,9 +371,20 @@ fn a_full_disk_fails_the_fill_not_the_pull() {
     );
     for round in 0..2 {
         let r = get_hashed(&edge.ep(), &blob_path("full/app", &digest)).unwrap();
-        assert_eq!((r.status, &r.digest), (200, &digest), "round {round}: {r:?}");
-        assert!(edge.wait_metric("fill_failures_total", round + 1) > round, "round {round}");
-        assert!(cache::wait_empty(|| edge.tmp_files()), "round {round}: {:?}", edge.tmp_files());
+        assert_eq!(
+            (r.status, &r.digest),
+            (200, &digest),
+            "round {round}: {r:?}"
+        );
+        assert!(
+            edge.wait_metric("fill_failures_total", round + 1) > round,
+            "round {round}"
+        );
+        assert!(
+            cache::wait_empty(|| edge.tmp_files()),
+            "round {round}: {:?}",
+            edge.tmp_files()
+        );
         assert!(edge.blob_files().is_empty(), "{:?}", edge.blob_files());
     }
     assert_eq!(edge.metric("bytes"), 0);

@@ -6,8 +6,8 @@ use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
 use crate::support::cache::{
-    blob_answer, blob_gets, blob_head, blob_path, files_under, get_hashed, origin_gets,
-    push_blob, random_blob, serve_blob, CacheOpts, Edge, SlowRead, WAIT,
+    blob_answer, blob_gets, blob_head, blob_path, files_under, get_hashed, origin_gets, push_blob,
+    random_blob, serve_blob, CacheOpts, Edge, SlowRead, WAIT,
 };
 use crate::support::http;
 use crate::support::origin::{Origin, Step};
@@ -47,29 +47,50 @@ fn ranges_and_head_from_a_hit_match_the_registry() {
         let (mine, theirs) = (edge.call(method, &path, &[]).unwrap(), direct(method, &[]));
         assert_eq!(mine.status, 200, "{method}: {mine:?}");
         for name in SAME_HEADERS {
-            assert_eq!(mine.header(name), theirs.header(name), "{method} {name}: {mine:?} vs {theirs:?}");
+            assert_eq!(
+                mine.header(name),
+                theirs.header(name),
+                "{method} {name}: {mine:?} vs {theirs:?}"
+            );
         }
         let want: &[u8] = if method == "GET" { &data } else { b"" };
-        assert!(mine.body == want, "{method}: body of {} bytes", mine.body.len());
+        assert!(
+            mine.body == want,
+            "{method}: body of {} bytes",
+            mine.body.len()
+        );
     }
     let ranges = [
         ("bytes=0-0".to_owned(), Some(0..1)),
         ("bytes=10-99".to_owned(), Some(10..100)),
         ("bytes=-100".to_owned(), Some(size - 100..size)),
         (format!("bytes={}-", size - 1000), Some(size - 1000..size)),
-        (format!("bytes={}-{}", size - 5, size + 50), Some(size - 5..size)),
+        (
+            format!("bytes={}-{}", size - 5, size + 50),
+            Some(size - 5..size),
+        ),
         (format!("bytes={size}-"), None),
     ];
     for (range, want) in &ranges {
         let mine = edge.call("GET", &path, &[("Range", range)]).unwrap();
         let theirs = direct("GET", &[("Range", range)]);
-        assert_eq!(mine.status, theirs.status, "{range}: {mine:?} vs {theirs:?}");
-        assert_eq!(mine.header("content-range"), theirs.header("content-range"), "{range}");
+        assert_eq!(
+            mine.status, theirs.status,
+            "{range}: {mine:?} vs {theirs:?}"
+        );
+        assert_eq!(
+            mine.header("content-range"),
+            theirs.header("content-range"),
+            "{range}"
+        );
         match want {
             Some(span) => {
                 assert_eq!(mine.status, 206, "{range}");
                 assert!(mine.body == data[span.clone()], "{range}: wrong bytes");
-                assert_eq!(mine.header("content-length"), Some(span.len().to_string().as_str()));
+                assert_eq!(
+                    mine.header("content-length"),
+                    Some(span.len().to_string().as_str())
+                );
             }
             None => {
                 assert_eq!(mine.status, 416, "{range}");
@@ -127,21 +148,34 @@ fn eviction_never_breaks_a_reader() {
         })
         .collect();
     for (slow, _) in &readers {
-        let started = crate::support::wait_for(WAIT, || (slow.progress.load(Ordering::SeqCst) >= MIB).then_some(()));
+        let started = crate::support::wait_for(WAIT, || {
+            (slow.progress.load(Ordering::SeqCst) >= MIB).then_some(())
+        });
         assert!(started.is_some(), "a slow reader never got its first MiB");
     }
     for (data, d) in &blobs[2..] {
         let r = get_hashed(&edge.ep(), &blob_path("evict/app", d)).unwrap();
         assert_eq!((r.status, r.len), (200, data.len() as u64));
-        assert!(edge.metric("bytes") <= max, "{} bytes held", edge.metric("bytes"));
+        assert!(
+            edge.metric("bytes") <= max,
+            "{} bytes held",
+            edge.metric("bytes")
+        );
     }
-    assert!(edge.metric("evictions_total") >= 2, "{}", edge.metric("evictions_total"));
+    assert!(
+        edge.metric("evictions_total") >= 2,
+        "{}",
+        edge.metric("evictions_total")
+    );
     for (_, d) in &blobs[..2] {
         assert!(!edge.entry_path(d).exists(), "{d} should have been evicted");
     }
     for ((slow, reader), (data, d)) in readers.into_iter().zip(&blobs) {
         slow.gate.store(true, Ordering::SeqCst);
-        let got = reader.join().unwrap().unwrap_or_else(|e| panic!("reader of {d}: {e}"));
+        let got = reader
+            .join()
+            .unwrap()
+            .unwrap_or_else(|e| panic!("reader of {d}: {e}"));
         assert_eq!(got.status, 200);
         assert!(got.body == *data, "reader of {d}: wrong bytes");
     }
@@ -152,7 +186,10 @@ fn eviction_never_breaks_a_reader() {
     assert!(on_disk <= max, "{on_disk} bytes of blobs on disk");
     assert!(edge.metric("bytes") <= max);
     let path_a = blob_path("evict/app", &blobs[0].1);
-    assert_eq!(edge.outcomes(&path_a, 2), [Some("fill".to_owned()), Some("hit".to_owned())]);
+    assert_eq!(
+        edge.outcomes(&path_a, 2),
+        [Some("fill".to_owned()), Some("hit".to_owned())]
+    );
 }
 
 /// A fake origin that sends a blob's head and first MiB, then waits for
@@ -204,11 +241,28 @@ fn sixty_four_concurrent_cold_pulls_make_one_upstream_get() {
         let r = c.join().unwrap().expect("a client's pull");
         assert_eq!((r.status, &r.digest), (200, &digest), "{r:?}");
     }
-    assert_eq!(waits, CLIENTS as u64 - 1, "followers counted before the gate opened");
-    assert_eq!(origin_gets(&origin.requests(), &digest), 1, "GETs that reached the origin");
+    assert_eq!(
+        waits,
+        CLIENTS as u64 - 1,
+        "followers counted before the gate opened"
+    );
+    assert_eq!(
+        origin_gets(&origin.requests(), &digest),
+        1,
+        "GETs that reached the origin"
+    );
     let lines = edge.wait_log(&path, CLIENTS);
-    let count = |what: &str| lines.iter().filter(|l| l.cache.as_deref() == Some(what)).count();
-    assert_eq!((count("fill"), count("wait")), (1, CLIENTS - 1), "{lines:?}");
+    let count = |what: &str| {
+        lines
+            .iter()
+            .filter(|l| l.cache.as_deref() == Some(what))
+            .count()
+    };
+    assert_eq!(
+        (count("fill"), count("wait")),
+        (1, CLIENTS - 1),
+        "{lines:?}"
+    );
     assert_eq!(edge.metric("fills_total"), 1);
 }
 
@@ -246,9 +300,15 @@ fn tls_clients_get_fills_followers_and_hits_byte_exact() {
     let r = pull().join().unwrap().unwrap();
     assert_eq!((r.status, &r.digest), (200, &digest), "hit: {r:?}");
     let lines = edge.wait_log(&path, 3);
-    let mut outcomes: Vec<_> = lines.iter().map(|l| l.cache.clone().unwrap_or_default()).collect();
+    let mut outcomes: Vec<_> = lines
+        .iter()
+        .map(|l| l.cache.clone().unwrap_or_default())
+        .collect();
     outcomes.sort();
     assert_eq!(outcomes, ["fill", "hit", "wait"], "{lines:?}");
-    assert!(lines.iter().all(|l| l.raw.get("tls").is_some()), "{lines:?}");
+    assert!(
+        lines.iter().all(|l| l.raw.get("tls").is_some()),
+        "{lines:?}"
+    );
     assert_eq!(origin_gets(&origin.requests(), &digest), 1);
 }

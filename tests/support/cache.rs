@@ -83,10 +83,7 @@ impl Edge {
     pub fn start(upstream: SocketAddr, opts: &CacheOpts) -> Edge {
         let dir = tempfile::tempdir().expect("edge temp dir");
         super::write_htpasswd(&dir.path().join("users"), &[USER]);
-        let cache_dir = opts
-            .dir
-            .clone()
-            .unwrap_or_else(|| dir.path().join("cache"));
+        let cache_dir = opts.dir.clone().unwrap_or_else(|| dir.path().join("cache"));
         let tls = opts.tls.then(|| Tls::generate(&dir.path().join("tls")));
         let config = config(upstream, opts, &cache_dir, tls.as_ref());
         let proxy = Proxy::start(&config, &dir.path().join("proxy-0"));
@@ -118,7 +115,12 @@ impl Edge {
     }
 
     /// `method path` as [`USER`], on a fresh connection.
-    pub fn call(&self, method: &str, path: &str, extra: &[(&str, &str)]) -> io::Result<RawResponse> {
+    pub fn call(
+        &self,
+        method: &str,
+        path: &str,
+        extra: &[(&str, &str)],
+    ) -> io::Result<RawResponse> {
         http::request(self.ep(), method, path, Some(USER), extra, b"")
     }
 
@@ -149,7 +151,8 @@ impl Edge {
     /// The access-log lines for `path`, once there are at least `n` of them
     /// (the log is flushed every 200 ms), or all there are after [`WAIT`].
     pub fn wait_log(&self, path: &str, n: usize) -> Vec<LogLine> {
-        let pick = || -> Vec<LogLine> { self.log().into_iter().filter(|l| l.path == path).collect() };
+        let pick =
+            || -> Vec<LogLine> { self.log().into_iter().filter(|l| l.path == path).collect() };
         super::wait_for(WAIT, || {
             let lines = pick();
             (lines.len() >= n).then_some(lines)
@@ -159,7 +162,10 @@ impl Edge {
 
     /// The `cache` field of the first `n` lines for `path`, in order.
     pub fn outcomes(&self, path: &str, n: usize) -> Vec<Option<String>> {
-        self.wait_log(path, n).into_iter().map(|l| l.cache).collect()
+        self.wait_log(path, n)
+            .into_iter()
+            .map(|l| l.cache)
+            .collect()
     }
 
     /// Files under `blobs/` (whole, checked entries).
@@ -239,8 +245,15 @@ pub fn random_blob(n: u64) -> (Vec<u8>, String) {
 /// `PUT` with the body and its digest); returns the digest.
 pub fn push_blob(registry: SocketAddr, repo: &str, data: &[u8]) -> String {
     let digest = sha256_digest(data);
-    let r = http::request(registry, "POST", &format!("/v2/{repo}/blobs/uploads/"), None, &[], b"")
-        .expect("POST an upload to the registry");
+    let r = http::request(
+        registry,
+        "POST",
+        &format!("/v2/{repo}/blobs/uploads/"),
+        None,
+        &[],
+        b"",
+    )
+    .expect("POST an upload to the registry");
     assert_eq!(r.status, 202, "start upload: {r:?}");
     let location = http::path_of(r.header("location").expect("upload Location"));
     let sep = if location.contains('?') { '&' } else { '?' };
@@ -404,7 +417,10 @@ impl SlowRead {
         let mut one = [0u8; 1];
         while !head.ends_with(b"\r\n\r\n") {
             if sock.read(&mut one)? == 0 {
-                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "closed in the head"));
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "closed in the head",
+                ));
             }
             head.push(one[0]);
             if head.len() > 64 * 1024 {
@@ -421,14 +437,16 @@ impl SlowRead {
             .lines()
             .find_map(|l| {
                 let (k, v) = l.split_once(':')?;
-                k.eq_ignore_ascii_case("content-length").then(|| v.trim().parse().ok())?
+                k.eq_ignore_ascii_case("content-length")
+                    .then(|| v.trim().parse().ok())?
             })
             .ok_or_else(|| io::Error::other(format!("no Content-Length in {text:?}")))?;
         let mut body = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
         let mut buf = vec![0u8; self.piece];
         while (body.len() as u64) < len {
             if body.len() as u64 >= self.first && !self.gate.load(Ordering::SeqCst) {
-                let open = super::wait_for(WAIT * 4, || self.gate.load(Ordering::SeqCst).then_some(()));
+                let open =
+                    super::wait_for(WAIT * 4, || self.gate.load(Ordering::SeqCst).then_some(()));
                 if open.is_none() {
                     return Err(io::Error::other("the test never opened the gate"));
                 }
@@ -532,7 +550,13 @@ impl io::Write for HashSink {
 pub fn get_hashed(ep: &Endpoint, path: &str) -> io::Result<Hashed> {
     let mut conn = http::Conn::connect(ep)?;
     let host = ep.addr.to_string();
-    conn.send(&http::build_request("GET", path, Some(USER), &[("Host", &host)], b""))?;
+    conn.send(&http::build_request(
+        "GET",
+        path,
+        Some(USER),
+        &[("Host", &host)],
+        b"",
+    ))?;
     let mut sink = HashSink(Sha256::new());
     let r = conn.read_response_to(&mut sink)?;
     Ok(Hashed {
