@@ -12,6 +12,9 @@ use crate::support::cache::{
 use crate::support::http;
 use crate::support::origin::{Origin, Step};
 use crate::support::registry::Registry;
+use crate::support::skopeo::{
+    docker_ref, make_image_dir, skopeo_copy, CopyOpts, MANIFEST_MEDIA_TYPE,
+};
 use crate::{KIB, MIB};
 
 /// The headers a hit must carry as the registry does.
@@ -311,4 +314,72 @@ fn tls_clients_get_fills_followers_and_hits_byte_exact() {
         "{lines:?}"
     );
     assert_eq!(origin_gets(&origin.requests(), &digest), 1);
+}
+
+/// What a user coming from nginx's `proxy_cache` expects of a registry
+/// cache: a manifest fetched by digest is cached (fill, then hit, the
+/// registry's `Content-Type` and digest kept), one fetched by tag never is
+/// (no `cache` field, every GET reaches the registry). A client whose
+/// `Accept` the registry would refuse gets the registry's own answer, not
+/// the cached manifest. Without the cache the by-digest GETs all reach the
+/// registry; a cache keyed by URL alone would serve the tag.
+#[test]
+fn manifests_by_digest_are_cached_and_by_tag_never() {
+    let registry = Registry::start();
+    let edge = Edge::start(registry.addr(), &CacheOpts::default());
+    let work = tempfile::tempdir().unwrap();
+    let image = make_image_dir(&work.path().join("image"), &[64 * KIB]);
+    skopeo_copy(
+        &image.reference(),
+        &docker_ref(registry.addr(), "man/app", "v1"),
+        &CopyOpts::push_plain(),
+    )
+    .assert_success();
+    let accept = [("Accept", MANIFEST_MEDIA_TYPE)];
+    let (by_tag, by_digest) = (
+        "/v2/man/app/manifests/v1".to_owned(),
+        format!("/v2/man/app/manifests/{}", image.manifest_digest),
+    );
+    let direct = http::get(registry.addr(), &by_digest, None, &accept).unwrap();
+    assert_eq!(direct.status, 200, "{direct:?}");
+    for path in [&by_tag, &by_digest, &by_tag, &by_digest] {
+        let r = edge.call("GET", path, &accept).unwrap();
+        assert_eq!(r.status, 200, "{path}: {r:?}");
+        assert_eq!(r.body, direct.body, "{path}");
+        for name in ["content-type", "docker-content-digest", "content-length"] {
+            assert_eq!(r.header(name), direct.header(name), "{path} {name}");
+        }
+    }
+    let tag_lines = edge.wait_log(&by_tag, 2);
+    assert!(
+        tag_lines.iter().all(|l| l.raw.get("cache").is_none()),
+        "{tag_lines:?}"
+    );
+    assert_eq!(
+        edge.outcomes(&by_digest, 2),
+        [Some("fill".to_owned()), Some("hit".to_owned())]
+    );
+    // No OCI type in Accept: whatever the registry says to that, the cache
+    // says too (the confirmation carries the client's head).
+    let picky = [(
+        "Accept",
+        "application/vnd.docker.distribution.manifest.v2+json",
+    )];
+    let mine = edge.call("GET", &by_digest, &picky).unwrap();
+    let theirs = http::get(registry.addr(), &by_digest, None, &picky).unwrap();
+    assert_eq!(mine.status, theirs.status, "{mine:?} vs {theirs:?}");
+    assert_eq!(mine.body, theirs.body);
+    registry.settle(Duration::from_millis(300));
+    let gets = |p: &str| {
+        registry
+            .requests()
+            .iter()
+            .filter(|r| r.method == "GET" && r.uri == p)
+            .count()
+    };
+    assert_eq!(gets(&by_tag), 2, "every GET by tag reaches the registry");
+    // The fill, the test's two direct GETs, and the picky client's own
+    // GET only if the registry refused its HEAD.
+    let picky_forwarded = usize::from(theirs.status != 200);
+    assert_eq!(gets(&by_digest), 3 + picky_forwarded);
 }
