@@ -51,6 +51,7 @@ fn a_blob_cached_through_one_repository_is_not_served_to_another() {
         );
         let r = edge.get_blob("team-a/app", &digest).unwrap();
         assert_eq!((r.status, r.body == data), (200, true), "ttl {ttl}: {r:?}");
+        edge.wait_fills(1);
         assert!(edge.entry_path(&digest).is_file(), "ttl {ttl}: not cached");
         for round in 0..2 {
             let r = edge.get_blob("team-b/app", &digest).unwrap();
@@ -93,6 +94,7 @@ fn a_blob_deleted_at_the_registry_stops_being_served_at_once() {
     for _ in 0..2 {
         let r = edge.get_blob("gone/app", &digest).unwrap();
         assert_eq!((r.status, r.body == data), (200, true), "{r:?}");
+        edge.wait_fills(1);
     }
     assert_eq!(
         edge.outcomes(&path, 2),

@@ -42,12 +42,20 @@ fn ranges_and_head_from_a_hit_match_the_registry() {
     let size = data.len();
     let fill = edge.get_blob("range/app", &digest).unwrap();
     assert_eq!((fill.status, fill.body == data), (200, true), "{fill:?}");
+    edge.wait_fills(1);
 
     let direct = |method: &str, extra: &[(&str, &str)]| {
         http::request(registry.addr(), method, &path, None, extra, b"").unwrap()
     };
     for method in ["GET", "HEAD"] {
-        let (mine, theirs) = (edge.call(method, &path, &[]).unwrap(), direct(method, &[]));
+        let mine = edge.call(method, &path, &[]).unwrap_or_else(|e| {
+            panic!(
+                "{method}: {e}\n{}\n{}",
+                edge.proxy.stderr_text(),
+                edge.proxy.access_log_text()
+            )
+        });
+        let theirs = direct(method, &[]);
         assert_eq!(mine.status, 200, "{method}: {mine:?}");
         for name in SAME_HEADERS {
             assert_eq!(
@@ -76,7 +84,12 @@ fn ranges_and_head_from_a_hit_match_the_registry() {
     ];
     for (range, want) in &ranges {
         let mine = edge.call("GET", &path, &[("Range", range)]).unwrap();
-        let theirs = direct("GET", &[("Range", range)]);
+        let theirs = match want {
+            Some(_) => direct("GET", &[("Range", range)]),
+            // The registry's 416 keeps the blob's Content-Length over a
+            // 33-byte error text: its head only.
+            None => registry_head_only(registry.addr(), &path, range),
+        };
         assert_eq!(
             mine.status, theirs.status,
             "{range}: {mine:?} vs {theirs:?}"
@@ -103,15 +116,23 @@ fn ranges_and_head_from_a_hit_match_the_registry() {
         }
     }
     let n = 3 + ranges.len();
-    let lines = edge.wait_log(&path, n);
-    let outcomes: Vec<_> = lines.iter().map(|l| l.cache.as_deref()).collect();
-    let mut want = vec![Some("fill")];
-    want.resize(n, Some("hit"));
-    assert_eq!(outcomes, want);
+    let mut want = vec![Some("fill".to_owned())];
+    want.resize(n, Some("hit".to_owned()));
+    assert_eq!(edge.outcomes(&path, n), want);
     assert_eq!(edge.metric("hits_total"), (n - 1) as u64);
     registry.settle(Duration::from_millis(300));
     // The fill, and the test's own full GET (its ranges are 206 and 416).
     assert_eq!(blob_gets(&registry, &digest), 2);
+}
+
+/// The head of the registry's answer to `GET path` with `Range: range`.
+fn registry_head_only(addr: std::net::SocketAddr, path: &str, range: &str) -> http::RawResponse {
+    let mut conn = http::Conn::connect(addr).unwrap();
+    let host = addr.to_string();
+    let extra = [("Host", host.as_str()), ("Range", range)];
+    conn.send(&http::build_request("GET", path, None, &extra, b""))
+        .unwrap();
+    conn.read_head_response().unwrap()
 }
 
 /// `max_size` 16 MiB, blobs of 7 MiB: while two slow readers hold hits of
@@ -137,9 +158,10 @@ fn eviction_never_breaks_a_reader() {
         })
         .collect();
     let max = 16 * MIB;
-    for (data, d) in &blobs[..2] {
+    for (n, (data, d)) in blobs[..2].iter().enumerate() {
         let r = get_hashed(&edge.ep(), &blob_path("evict/app", d)).unwrap();
         assert_eq!((r.status, r.len), (200, data.len() as u64));
+        edge.wait_fills(n as u64 + 1);
     }
     // Two hits, read 1 MiB then held, then 8 KiB a read.
     let readers: Vec<_> = blobs[..2]
@@ -156,9 +178,10 @@ fn eviction_never_breaks_a_reader() {
         });
         assert!(started.is_some(), "a slow reader never got its first MiB");
     }
-    for (data, d) in &blobs[2..] {
+    for (n, (data, d)) in blobs[2..].iter().enumerate() {
         let r = get_hashed(&edge.ep(), &blob_path("evict/app", d)).unwrap();
         assert_eq!((r.status, r.len), (200, data.len() as u64));
+        edge.wait_fills(n as u64 + 3);
         assert!(
             edge.metric("bytes") <= max,
             "{} bytes held",
@@ -300,6 +323,7 @@ fn tls_clients_get_fills_followers_and_hits_byte_exact() {
         let r = c.join().unwrap().unwrap();
         assert_eq!((r.status, &r.digest), (200, &digest), "{r:?}");
     }
+    edge.wait_fills(1);
     let r = pull().join().unwrap().unwrap();
     assert_eq!((r.status, &r.digest), (200, &digest), "hit: {r:?}");
     let lines = edge.wait_log(&path, 3);
@@ -348,6 +372,9 @@ fn manifests_by_digest_are_cached_and_by_tag_never() {
         assert_eq!(r.body, direct.body, "{path}");
         for name in ["content-type", "docker-content-digest", "content-length"] {
             assert_eq!(r.header(name), direct.header(name), "{path} {name}");
+        }
+        if path == &by_digest {
+            edge.wait_fills(1);
         }
     }
     let tag_lines = edge.wait_log(&by_tag, 2);

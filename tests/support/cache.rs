@@ -76,23 +76,33 @@ pub struct Edge {
     pub cache_dir: PathBuf,
     pub tls: Option<Tls>,
     config: String,
+    /// The htpasswd file's text, written beside each run's config.
+    users: String,
     starts: usize,
+}
+
+/// regproxy with `config` in `workdir`, its `users` file beside it.
+fn start_in(config: &str, users: &str, workdir: &Path) -> Proxy {
+    std::fs::create_dir_all(workdir).expect("create proxy workdir");
+    std::fs::write(workdir.join("users"), users).expect("write htpasswd file");
+    Proxy::start(config, workdir)
 }
 
 impl Edge {
     pub fn start(upstream: SocketAddr, opts: &CacheOpts) -> Edge {
         let dir = tempfile::tempdir().expect("edge temp dir");
-        super::write_htpasswd(&dir.path().join("users"), &[USER]);
+        let users = super::htpasswd_text(&[USER]);
         let cache_dir = opts.dir.clone().unwrap_or_else(|| dir.path().join("cache"));
         let tls = opts.tls.then(|| Tls::generate(&dir.path().join("tls")));
         let config = config(upstream, opts, &cache_dir, tls.as_ref());
-        let proxy = Proxy::start(&config, &dir.path().join("proxy-0"));
+        let proxy = start_in(&config, &users, &dir.path().join("proxy-0"));
         Edge {
             dir,
             proxy,
             cache_dir,
             tls,
             config,
+            users,
             starts: 1,
         }
     }
@@ -103,7 +113,7 @@ impl Edge {
         self.proxy.kill();
         let workdir = self.dir.path().join(format!("proxy-{}", self.starts));
         self.starts += 1;
-        self.proxy = Proxy::start(&self.config, &workdir);
+        self.proxy = start_in(&self.config, &self.users, &workdir);
     }
 
     /// Where a client reaches it (TLS verified against the test CA if on).
@@ -141,6 +151,14 @@ impl Edge {
             (v >= n).then_some(v)
         })
         .unwrap_or_else(|| self.metric(name))
+    }
+
+    /// Waits until `n` fills are committed. A fill's client has its last
+    /// byte before the file is synced and renamed into place: a request
+    /// sent in between follows the fill (`wait`) rather than hitting.
+    pub fn wait_fills(&self, n: u64) {
+        let got = self.wait_metric("fills_total", n);
+        assert!(got >= n, "{got} fills committed, want {n}");
     }
 
     /// Every access-log line so far.
