@@ -40,6 +40,8 @@ pub struct CacheOpts {
     pub workers: Option<usize>,
     /// Terminate TLS (a test CA, `localhost`).
     pub tls: bool,
+    /// More top-level keys (`driver = "epoll"`).
+    pub top: &'static str,
 }
 
 impl Default for CacheOpts {
@@ -52,6 +54,7 @@ impl Default for CacheOpts {
             stale_if_error: "0s".into(),
             workers: None,
             tls: false,
+            top: "",
         }
     }
 }
@@ -178,12 +181,17 @@ impl Edge {
         .unwrap_or_else(pick)
     }
 
-    /// The `cache` field of the first `n` lines for `path`, in order.
+    /// The `cache` fields of the lines for `path` once there are `n`,
+    /// sorted: each worker flushes its own log lines, so their order in the
+    /// file is not the order of the requests.
     pub fn outcomes(&self, path: &str, n: usize) -> Vec<Option<String>> {
-        self.wait_log(path, n)
+        let mut all: Vec<_> = self
+            .wait_log(path, n)
             .into_iter()
             .map(|l| l.cache)
-            .collect()
+            .collect();
+        all.sort();
+        all
     }
 
     /// Files under `blobs/` (whole, checked entries).
@@ -207,7 +215,7 @@ impl Edge {
 }
 
 fn config(upstream: SocketAddr, opts: &CacheOpts, cache_dir: &Path, tls: Option<&Tls>) -> String {
-    let mut top = String::new();
+    let mut top = format!("{}\n", opts.top);
     if let Some(n) = opts.workers {
         top.push_str(&format!("workers = {n}\n"));
     }
