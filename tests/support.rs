@@ -11,6 +11,8 @@
 //!   arbitrary bytes and report how the server framed and closed.
 //! - [`skopeo`]: image directories with random layers, `skopeo copy`, and
 //!   the digests of what came back.
+//! - [`cache`]: a regproxy with a `[cache]` table and the JSON log, blobs
+//!   pushed straight to the registry, the cache folder's files, a tmpfs.
 //! - [`origin`]: a fault-injecting fake origin (refuse, hang, garbage,
 //!   close or reset mid-body, slow or gated responses) that records the
 //!   requests it receives.
@@ -33,6 +35,7 @@
 //! killed by its own PID when its handle is dropped.
 #![allow(dead_code)]
 
+pub mod cache;
 pub mod cmd;
 pub mod containerd;
 pub mod dockerd;
