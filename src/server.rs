@@ -71,6 +71,7 @@ struct Services {
     metrics: Arc<Vec<WorkerMetrics>>,
     states: Arc<Vec<StateGauges>>,
     health: Arc<health::Board>,
+    upstream_tls: Option<crate::tls::RegistryTls>,
     top: Arc<metrics::top::TopBoard>,
     admin: Option<SocketAddr>,
 }
@@ -104,12 +105,13 @@ impl Services {
         let states = Arc::new((0..workers).map(|_| StateGauges::default()).collect());
         // Which registry servers take traffic: checked off the workers,
         // published to them through atomics.
+        let upstream_tls = crate::tls::registry_client(&config.upstream)?;
         let health = Arc::new(health::Board::new(&config.upstream, workers));
         let top = Arc::new(metrics::top::TopBoard::new(
             config.top_repositories,
             workers,
         ));
-        health::spawn_checkers(health.clone(), &config.upstream)
+        health::spawn_checkers(health.clone(), &config.upstream, upstream_tls.clone())
             .context("cannot start the upstream health checkers")?;
         let mut services = Services {
             verifier,
@@ -117,6 +119,7 @@ impl Services {
             metrics,
             states,
             health,
+            upstream_tls,
             top,
             admin: None,
         };
@@ -156,6 +159,7 @@ impl Services {
             tls: self.reloader.tls.clone(),
             metrics: self.metrics.clone(),
             health: self.health.clone(),
+            upstream_tls: self.upstream_tls.clone(),
             limits,
             per_ip: limits.per_ip.map(PerIp::new),
             states: self.states.clone(),
