@@ -5,6 +5,7 @@
 //! not trusted, is a 502 that never reaches the registry's HTTP layer; the
 //! health checks make the same handshake; a CA file with no certificate
 //! stops the start, naming it.
+#![allow(clippy::unwrap_used)]
 
 mod support;
 
