@@ -103,9 +103,11 @@ impl Services {
         .context("cannot start the file watcher")?;
         let metrics = Arc::new((0..workers).map(|_| WorkerMetrics::default()).collect());
         let states = Arc::new((0..workers).map(|_| StateGauges::default()).collect());
+        // The registry's TLS client (`[upstream] tls`), shared by the
+        // workers and the health checks.
+        let upstream_tls = crate::tls::registry_client(&config.upstream)?;
         // Which registry servers take traffic: checked off the workers,
         // published to them through atomics.
-        let upstream_tls = crate::tls::registry_client(&config.upstream)?;
         let health = Arc::new(health::Board::new(&config.upstream, workers));
         let top = Arc::new(metrics::top::TopBoard::new(
             config.top_repositories,

@@ -209,6 +209,27 @@ fn a_certificate_from_an_untrusted_ca_is_a_502() {
     );
 }
 
+/// A registry that accepts the connection and never answers the
+/// ClientHello: `connect_timeout` bounds the handshake too, and the
+/// request gets a 504 instead of waiting on it for ever.
+#[test]
+fn connect_timeout_bounds_the_handshake() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tls = Tls::generate(&dir.path().join("tls"));
+    support::write_htpasswd(&dir.path().join("users"), &[(USER, PASS)]);
+    let origin = support::origin::Origin::silent();
+    let cfg = format!(
+        "listen = \"127.0.0.1:0\"\nworkers = 1\n[auth]\nhtpasswd = \"users\"\n[upstream]\n\
+         servers = [\"{}\"]\nconnect_timeout = \"300ms\"\n{}",
+        origin.addr(),
+        tls_keys(&tls.ca_cert())
+    );
+    let proxy = Proxy::start(&cfg, dir.path());
+    let r = http::get(proxy.addr(), "/v2/", Some((USER, PASS)), &[]).expect("GET");
+    http::assert_registry_error(&r, 504, "UNAVAILABLE", "a silent registry");
+    assert!(origin.connections() >= 1, "the TCP connect was not made");
+}
+
 /// Two registries on one storage, one with a certificate from a CA
 /// regproxy does not trust: its failed handshake ejects it like a failed
 /// connect, and every request is served by the other.
