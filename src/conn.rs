@@ -704,7 +704,7 @@ async fn respond<S: Io>(
 async fn respond_body<S: Io>(
     ctx: &Ctx,
     conn: &mut Conn<S>,
-    upstream: &mut Buffered<monoio::net::TcpStream>,
+    upstream: &mut Buffered<crate::upstream::stream::UpstreamStream>,
     response: &ResponseHead,
     framing: ClientFraming,
     early: u64,

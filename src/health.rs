@@ -17,7 +17,9 @@
 //!
 //! Checks run only when there is something to fail over to (more than one
 //! server) or when `health_checks = true`; with them off every server is
-//! always up, as before checks existed.
+//! always up, as before checks existed. With `[upstream] tls = true` each
+//! check makes the TLS handshake the workers would, so a server whose
+//! certificate no longer verifies fails its checks.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -27,6 +29,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::UpstreamConfig;
 use crate::metrics::histogram::{Histogram, Snapshot};
+use crate::tls::RegistryTls;
 
 /// A health-check answer longer than this is not read further: the status
 /// line is all we need.
@@ -233,13 +236,18 @@ pub fn status_of(buf: &[u8]) -> Option<u16> {
 }
 
 /// Starts one checker thread per server when checks are on.
-pub fn spawn_checkers(board: Arc<Board>, cfg: &UpstreamConfig) -> std::io::Result<()> {
+pub fn spawn_checkers(
+    board: Arc<Board>,
+    cfg: &UpstreamConfig,
+    tls: Option<RegistryTls>,
+) -> std::io::Result<()> {
     if !cfg.health.enabled {
         return Ok(());
     }
     for i in 0..board.servers.len() {
         let board = board.clone();
         let h = cfg.health.clone();
+        let tls = tls.clone();
         std::thread::Builder::new()
             .name(format!("regproxy-health-{i}"))
             .spawn(move || {
@@ -251,7 +259,7 @@ pub fn spawn_checkers(board: Arc<Board>, cfg: &UpstreamConfig) -> std::io::Resul
                     if board.state[i].ejected.swap(false, Ordering::Relaxed) {
                         tracker.force_down();
                     }
-                    let pass = check(server, h.timeout);
+                    let pass = check(server, h.timeout, tls.as_ref());
                     if let Some(up) = tracker.observe(pass, h.rise, h.fall) {
                         board.state[i].up.store(up, Ordering::Relaxed);
                         if up {
@@ -275,32 +283,55 @@ pub fn spawn_checkers(board: Arc<Board>, cfg: &UpstreamConfig) -> std::io::Resul
     Ok(())
 }
 
-/// One active check: `GET /v2/` within `timeout`, blocking (this runs on
-/// its own thread, never on a worker).
-fn check(server: SocketAddr, timeout: Duration) -> bool {
+/// One active check: `GET /v2/` within `timeout`, over TLS when the
+/// registry speaks it; blocking (this runs on its own thread, never on a
+/// worker).
+fn check(server: SocketAddr, timeout: Duration, tls: Option<&RegistryTls>) -> bool {
     let deadline = Instant::now() + timeout;
     let attempt = || -> std::io::Result<Option<u16>> {
-        let mut s = TcpStream::connect_timeout(&server, timeout)?;
+        let s = TcpStream::connect_timeout(&server, timeout)?;
+        // The handshake, if any, and the exchange share what is left.
         let left = deadline.saturating_duration_since(Instant::now());
         let left = left.max(Duration::from_millis(1));
         s.set_read_timeout(Some(left))?;
         s.set_write_timeout(Some(left))?;
-        write!(
-            s,
-            "GET /v2/ HTTP/1.1\r\nHost: {server}\r\nUser-Agent: regproxy-health\r\nConnection: close\r\n\r\n"
-        )?;
-        let mut buf = [0u8; CHECK_READ_BYTES];
-        let mut got = 0;
-        while got < 12 {
-            let n = s.read(&mut buf[got..])?;
-            if n == 0 {
-                break;
+        match tls {
+            None => ask(server, s),
+            Some(tls) => {
+                let conn = rustls::ClientConnection::new(tls.config.clone(), tls.name.clone())
+                    .map_err(std::io::Error::other)?;
+                ask(server, rustls::StreamOwned::new(conn, s))
             }
-            got += n;
         }
-        Ok(status_of(&buf[..got]))
     };
-    matches!(attempt(), Ok(Some(status)) if check_passes(status))
+    match attempt() {
+        Ok(Some(status)) => check_passes(status),
+        Ok(None) => false,
+        Err(e) => {
+            tracing::debug!(upstream = %server, error = %e, "health check failed");
+            false
+        }
+    }
+}
+
+/// Sends the check's request on `s` and reads its status line.
+fn ask(server: SocketAddr, mut s: impl Read + Write) -> std::io::Result<Option<u16>> {
+    // One write: over TLS, one record.
+    let head = format!(
+        "GET /v2/ HTTP/1.1\r\nHost: {server}\r\nUser-Agent: regproxy-health\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(head.as_bytes())?;
+    s.flush()?;
+    let mut buf = [0u8; CHECK_READ_BYTES];
+    let mut got = 0;
+    while got < 12 {
+        let n = s.read(&mut buf[got..])?;
+        if n == 0 {
+            break;
+        }
+        got += n;
+    }
+    Ok(status_of(&buf[..got]))
 }
 
 #[cfg(test)]

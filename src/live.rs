@@ -185,6 +185,9 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.upstream.servers != new.upstream.servers {
         changed.push("upstream.servers");
     }
+    if old.upstream.tls != new.upstream.tls {
+        changed.push("upstream.tls/ca_file/server_name");
+    }
     if old.auth.cache_ttl != new.auth.cache_ttl
         || old.auth.hash_threads != new.auth.hash_threads
         || old.auth.hash_queue != new.auth.hash_queue

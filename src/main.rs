@@ -153,6 +153,7 @@ fn main() -> ExitCode {
 
 fn check(path: &Path) -> anyhow::Result<()> {
     let loaded = regproxy::live::load(path)?;
+    regproxy::tls::registry_client(&loaded.config.upstream)?;
     println!(
         "{}: ok ({} users, tls {}, {} upstream servers)",
         path.display(),

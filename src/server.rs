@@ -72,6 +72,7 @@ struct Services {
     metrics: Arc<Vec<WorkerMetrics>>,
     states: Arc<Vec<StateGauges>>,
     health: Arc<health::Board>,
+    upstream_tls: Option<crate::tls::RegistryTls>,
     top: Arc<metrics::top::TopBoard>,
     /// The edge cache, when `[cache]` is set and its folder usable.
     cache: Option<Arc<Cache>>,
@@ -105,6 +106,9 @@ impl Services {
         .context("cannot start the file watcher")?;
         let metrics = Arc::new((0..workers).map(|_| WorkerMetrics::default()).collect());
         let states = Arc::new((0..workers).map(|_| StateGauges::default()).collect());
+        // The registry's TLS client (`[upstream] tls`), shared by the
+        // workers and the health checks.
+        let upstream_tls = crate::tls::registry_client(&config.upstream)?;
         // Which registry servers take traffic: checked off the workers,
         // published to them through atomics.
         let health = Arc::new(health::Board::new(&config.upstream, workers));
@@ -112,7 +116,7 @@ impl Services {
             config.top_repositories,
             workers,
         ));
-        health::spawn_checkers(health.clone(), &config.upstream)
+        health::spawn_checkers(health.clone(), &config.upstream, upstream_tls.clone())
             .context("cannot start the upstream health checkers")?;
         // A folder that cannot be used is logged, and regproxy serves as
         // a plain proxy: the cache is an optimisation, never an outage.
@@ -123,6 +127,7 @@ impl Services {
             metrics,
             states,
             health,
+            upstream_tls,
             top,
             cache,
             admin: None,
@@ -164,6 +169,7 @@ impl Services {
             tls: self.reloader.tls.clone(),
             metrics: self.metrics.clone(),
             health: self.health.clone(),
+            upstream_tls: self.upstream_tls.clone(),
             limits,
             per_ip: limits.per_ip.map(PerIp::new),
             states: self.states.clone(),

@@ -1,22 +1,23 @@
-//! TLS termination with rustls: the server configuration built from the
-//! operator's PEM files, and the stream the workers run handshakes and
-//! bodies through (`tls/stream.rs`), started once the ClientHello is queued
-//! (`tls/hello.rs`).
+//! TLS with rustls: the server configuration built from the operator's PEM
+//! files, the client configuration for a registry reached over TLS
+//! (`[upstream] tls`), and the stream the workers run handshakes and
+//! bodies through on both sides (`tls/stream.rs`); a client's is started
+//! once its ClientHello is queued (`tls/hello.rs`).
 
 use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{anyhow, Context};
-use rustls::ServerConfig;
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
-use crate::config::TlsFiles;
+use crate::config::{TlsFiles, UpstreamConfig};
 
 pub mod hello;
 mod stream;
 
-pub use stream::{accept, TlsStream};
+pub use stream::{accept, connect, TlsStream};
 
 /// Builds the server configuration: TLS 1.2 and 1.3, ALPN `http/1.1`,
 /// stateless session tickets so resumption needs no shared cache.
@@ -39,6 +40,47 @@ pub fn server_config(files: &TlsFiles) -> anyhow::Result<Arc<ServerConfig>> {
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     config.ticketer = rustls::crypto::ring::Ticketer::new().context("TLS session ticketer")?;
     Ok(Arc::new(config))
+}
+
+/// How regproxy reaches the registry over TLS: one client configuration
+/// for the process, and the name the registry's certificate must carry.
+#[derive(Debug, Clone)]
+pub struct RegistryTls {
+    pub config: Arc<ClientConfig>,
+    pub name: ServerName<'static>,
+}
+
+/// The registry's TLS client when `[upstream] tls = true`: TLS 1.2 and
+/// 1.3, ALPN `http/1.1`, trusting only the CAs of `ca_file`. Built once at
+/// start; a CA file with no usable certificate stops the start, naming it.
+/// rustls' default resumption (an in-memory session cache per
+/// `ClientConfig`) is kept: its mutex is taken only on handshakes.
+pub fn registry_client(upstream: &UpstreamConfig) -> anyhow::Result<Option<RegistryTls>> {
+    let Some(tls) = &upstream.tls else {
+        return Ok(None);
+    };
+    let file = &tls.ca_file;
+    let mut roots = RootCertStore::empty();
+    let (added, _ignored) = roots.add_parsable_certificates(load_certs(file)?);
+    if added == 0 {
+        return Err(anyhow!(
+            "{}: upstream.ca_file holds no usable CA certificate",
+            file.display()
+        ));
+    }
+    let name = ServerName::try_from(tls.server_name.clone())
+        .map_err(|e| anyhow!("upstream.server_name {:?}: {e}", tls.server_name))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .context("TLS protocol versions")?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Some(RegistryTls {
+        config: Arc::new(config),
+        name,
+    }))
 }
 
 fn load_certs(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {

@@ -65,6 +65,8 @@ pub struct Shared {
     pub tls: Arc<Published<TlsState>>,
     pub metrics: Arc<Vec<WorkerMetrics>>,
     pub health: Arc<Board>,
+    /// `[upstream] tls`: the registry's TLS client, built once at start.
+    pub upstream_tls: Option<crate::tls::RegistryTls>,
     /// Connection caps, resolved at start from the descriptor limit.
     pub limits: Limits,
     /// The per-address count all workers share; `None`: no per-address cap.
@@ -403,7 +405,12 @@ fn setup(id: usize, shared: &Shared, admission: &Rc<Admission>) -> io::Result<Rc
     let ctx = Rc::new(Ctx {
         verifier: LocalVerifier::new(shared.verifier.clone()),
         auth: Snapshot::new(shared.auth.clone()),
-        pool: Pool::new(&cfg.upstream, shared.health.clone(), id),
+        pool: Pool::new(
+            &cfg.upstream,
+            shared.upstream_tls.clone(),
+            shared.health.clone(),
+            id,
+        ),
         admission: admission.clone(),
         metrics: shared.metrics.clone(),
         worker: id,

@@ -22,7 +22,7 @@ pub use client::{ClientConfig, Lingering};
 pub use forwarding::ForwardingConfig;
 pub use log::{AccessLogTarget, LogFormat};
 pub use tls::TlsFiles;
-pub use upstream::{HealthConfig, UpstreamConfig};
+pub use upstream::{HealthConfig, UpstreamConfig, UpstreamTls, DEFAULT_CA_FILE};
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -6,8 +6,6 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use monoio::net::TcpStream;
-
 use super::{Conn, Ctx, Exchange};
 use crate::admission::FdLease;
 use crate::error::{chunk_error, ProxyError, Side};
@@ -16,6 +14,7 @@ use crate::lingering::BodyState;
 use crate::metrics::WorkerMetrics;
 use crate::relay::{self, bufpool, Buffered, Encode, Framing, Io, RelayError, Timeouts, Timer};
 use crate::upstream::pool::{is_stale_connection_error, Lease, Upstream};
+use crate::upstream::stream::UpstreamStream;
 
 /// How long a request waits, once, for the descriptors closed on EMFILE to
 /// be released (io_uring closes them asynchronously) before it tries again.
@@ -23,7 +22,7 @@ const EMFILE_RETRY_WAIT: Duration = Duration::from_millis(5);
 
 /// A registry connection whose answer's head has arrived.
 pub(super) struct Answered<'p> {
-    pub upstream: Buffered<TcpStream>,
+    pub upstream: Buffered<UpstreamStream>,
     pub server: SocketAddr,
     pub response: ResponseHead,
     /// Counts the request as outstanding at `server` until dropped.
@@ -137,7 +136,7 @@ async fn send_and_read_head<S: Io>(
     conn: &mut Conn<S>,
     head: &RequestHead,
     body: RequestBody,
-    upstream: &mut Buffered<TcpStream>,
+    upstream: &mut Buffered<UpstreamStream>,
     ex: &mut Exchange,
 ) -> Result<(ResponseHead, bool), Attempt> {
     let cfg = &ctx.config;
@@ -234,7 +233,7 @@ pub(super) async fn send_request<S: Io>(
     ctx: &Ctx,
     conn: &mut Conn<S>,
     body: RequestBody,
-    up: &mut TcpStream,
+    up: &mut UpstreamStream,
     t: Timeouts,
     ex: &mut Exchange,
 ) -> Result<(), Attempt> {
@@ -285,7 +284,7 @@ pub(super) async fn send_request<S: Io>(
 /// not each read, so a registry trickling a byte at a time cannot hold the
 /// request past it.
 pub(super) async fn read_response_head(
-    reader: &mut Buffered<TcpStream>,
+    reader: &mut Buffered<UpstreamStream>,
     method: &Method,
     timer: &mut Timer,
     timeout: Duration,

@@ -1,5 +1,8 @@
-//! A server TLS stream over one TCP socket, driving rustls' buffered
-//! `ServerConnection` with our own socket I/O.
+//! A TLS stream over one TCP socket, driving rustls' buffered
+//! `Connection` with our own socket I/O: the server side of client
+//! connections ([`accept`]) and the client side of registry connections
+//! (`[upstream] tls`, [`connect`]), through the same batched reads and
+//! writes.
 //!
 //! monoio-rustls moved ciphertext through fixed 16 KiB buffers: one read or
 //! write system call per TLS record, about 65,000 per GiB each way, which
@@ -23,7 +26,8 @@ use std::sync::Arc;
 use monoio::buf::{IoBufMut, Slice};
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
-use rustls::{ServerConfig, ServerConnection};
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection, Connection, ServerConfig, ServerConnection};
 
 use crate::relay::bufpool;
 
@@ -81,10 +85,12 @@ fn regrow(mut buf: Vec<u8>, want: usize) -> Vec<u8> {
     fresh
 }
 
-/// A TLS 1.2/1.3 server connection after its handshake.
+/// A TLS 1.2/1.3 connection, server or client side, after its handshake.
+/// Each rustls call matches on the side: one predictable branch beside the
+/// record's crypto.
 pub struct TlsStream {
     io: TcpStream,
-    conn: ServerConnection,
+    conn: Connection,
     /// Ciphertext read from the socket; `rbuf[rpos..]` is not yet in rustls.
     rbuf: Vec<u8>,
     rpos: usize,
@@ -110,30 +116,45 @@ impl Drop for TlsStream {
 
 /// Runs the server handshake on `io`. The caller bounds it with a timeout.
 ///
-/// Boxed: the stream (1.3 KiB, most of it rustls' `ServerConnection`) is
-/// moved into the connection's task and, as an async fn's argument, would
-/// be stored there once per function it passes through; behind a box each
+/// Boxed: the stream (1.3 KiB, most of it rustls' connection) is moved
+/// into the connection's task and, as an async fn's argument, would be
+/// stored there once per function it passes through; behind a box each
 /// holds a pointer, and an idle connection's task is that much smaller.
 pub async fn accept(config: Arc<ServerConfig>, io: TcpStream) -> io::Result<Box<TlsStream>> {
     let conn = ServerConnection::new(config).map_err(io::Error::other)?;
-    let mut s = Box::new(TlsStream {
-        io,
-        conn,
-        rbuf: Vec::new(),
-        rpos: 0,
-        wbuf: Vec::new(),
-    });
+    handshake(TlsStream::new(io, conn.into()), "client").await
+}
+
+/// Runs the client handshake with the registry on `io`, verifying its
+/// certificate for `name`. The caller bounds it with a timeout.
+///
+/// Resumption: rustls keeps the sessions of one `ClientConfig` in its
+/// in-memory cache, shared by every worker behind a mutex; it is taken
+/// only on handshakes, never per request, which a pooled connection
+/// makes rare.
+pub async fn connect(
+    config: Arc<ClientConfig>,
+    name: ServerName<'static>,
+    io: TcpStream,
+) -> io::Result<Box<TlsStream>> {
+    let conn = ClientConnection::new(config, name).map_err(io::Error::other)?;
+    handshake(TlsStream::new(io, conn.into()), "registry").await
+}
+
+/// Drives a handshake to its end; `peer` names the other side in errors.
+async fn handshake(mut s: Box<TlsStream>, peer: &str) -> io::Result<Box<TlsStream>> {
     while s.conn.is_handshaking() {
         if s.conn.wants_write() {
             s.send_records().await?;
         } else if s.feed(MIN_READ).await? == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
-                "client closed during the TLS handshake",
+                format!("{peer} closed during the TLS handshake"),
             ));
         }
     }
-    // TLS 1.3 session tickets follow the handshake.
+    // TLS 1.3 session tickets follow the server's handshake; the client's
+    // Finished may still be queued.
     s.send_records().await?;
     // The handshake's flight (the certificate chain) need not stay.
     s.trim();
@@ -141,6 +162,29 @@ pub async fn accept(config: Arc<ServerConfig>, io: TcpStream) -> io::Result<Box<
 }
 
 impl TlsStream {
+    fn new(io: TcpStream, conn: Connection) -> Box<TlsStream> {
+        Box::new(TlsStream {
+            io,
+            conn,
+            rbuf: Vec::new(),
+            rpos: 0,
+            wbuf: Vec::new(),
+        })
+    }
+
+    /// The socket underneath, for its options and a liveness peek.
+    pub fn tcp(&self) -> &TcpStream {
+        &self.io
+    }
+
+    /// Whether nothing the peer sent waits here unread (no ciphertext not
+    /// yet decrypted, no plaintext, no `close_notify`): with an empty
+    /// socket, an idle connection fit for another request.
+    pub fn is_quiet(&mut self) -> bool {
+        self.rpos == self.rbuf.len()
+            && matches!(self.conn.reader().fill_buf(), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    }
+
     /// The negotiated protocol version, as the access log names it.
     pub fn version(&self) -> Option<&'static str> {
         match self.conn.protocol_version()? {

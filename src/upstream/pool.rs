@@ -18,6 +18,11 @@
 //! up, all of them (logged), since a wrong health verdict must not turn
 //! into a total outage. A connect failure ejects the server and moves on to
 //! another one: nothing was sent yet, so this is safe for every request.
+//!
+//! With `[upstream] tls = true` a connection is made whole (TCP connect
+//! and TLS handshake) within `connect_timeout`, and a failed handshake (a
+//! certificate the CA did not sign, or not for `server_name`) counts as a
+//! failed connect: the server is ejected and the request moves on.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -29,15 +34,17 @@ use std::time::{Duration, Instant};
 
 use monoio::net::TcpStream;
 
+use super::stream::UpstreamStream;
 use crate::admission::FdLease;
 use crate::config::UpstreamConfig;
 use crate::error::ProxyError;
 use crate::health::Board;
+use crate::tls::RegistryTls;
 
 /// A connection to one registry server.
 #[derive(Debug)]
 pub struct Upstream {
-    pub stream: TcpStream,
+    pub stream: UpstreamStream,
     pub server: SocketAddr,
     /// It came from the idle pool: the registry may have closed it meanwhile,
     /// which makes a failure on first use retryable.
@@ -48,7 +55,7 @@ pub struct Upstream {
 
 #[derive(Debug)]
 struct Idle {
-    stream: TcpStream,
+    stream: UpstreamStream,
     server: SocketAddr,
     since: Instant,
     fd: FdLease,
@@ -62,6 +69,8 @@ pub struct Pool {
     max_idle: usize,
     idle_timeout: Duration,
     connect_timeout: Duration,
+    /// `[upstream] tls`: every connection is TLS, verified as configured.
+    tls: Option<RegistryTls>,
     board: Arc<Board>,
     worker: usize,
     /// This worker's requests in flight, per server.
@@ -71,7 +80,12 @@ pub struct Pool {
 }
 
 impl Pool {
-    pub fn new(cfg: &UpstreamConfig, board: Arc<Board>, worker: usize) -> Pool {
+    pub fn new(
+        cfg: &UpstreamConfig,
+        tls: Option<RegistryTls>,
+        board: Arc<Board>,
+        worker: usize,
+    ) -> Pool {
         Pool {
             servers: cfg.servers.clone(),
             next: Cell::new(0),
@@ -79,6 +93,7 @@ impl Pool {
             max_idle: cfg.max_idle_per_worker,
             idle_timeout: cfg.idle_timeout,
             connect_timeout: cfg.connect_timeout,
+            tls,
             outstanding: cfg.servers.iter().map(|_| Cell::new(0)).collect(),
             board,
             worker,
@@ -217,17 +232,34 @@ impl Pool {
         }
     }
 
-    async fn connect_to(&self, server: SocketAddr) -> Result<(TcpStream, SocketAddr), ProxyError> {
-        match monoio::time::timeout(self.connect_timeout, TcpStream::connect_addr(server)).await {
-            Err(_elapsed) => Err(ProxyError::UpstreamTimeout),
-            Ok(Err(e)) => Err(ProxyError::UpstreamFailed(e)),
-            Ok(Ok(stream)) => {
-                // Heads are small writes; don't let Nagle hold them back.
-                stream
-                    .set_nodelay(true)
-                    .map_err(ProxyError::UpstreamFailed)?;
-                Ok((stream, server))
+    /// A new connection to `server`: TCP, then the TLS handshake when the
+    /// registry speaks TLS, the two within `connect_timeout`.
+    async fn connect_to(
+        &self,
+        server: SocketAddr,
+    ) -> Result<(UpstreamStream, SocketAddr), ProxyError> {
+        let opened = async {
+            let stream = TcpStream::connect_addr(server)
+                .await
+                .map_err(ProxyError::UpstreamFailed)?;
+            // Heads are small writes; don't let Nagle hold them back.
+            stream
+                .set_nodelay(true)
+                .map_err(ProxyError::UpstreamFailed)?;
+            let Some(tls) = &self.tls else {
+                return Ok(UpstreamStream::Plain(stream));
+            };
+            match crate::tls::connect(tls.config.clone(), tls.name.clone(), stream).await {
+                Ok(tls) => Ok(UpstreamStream::Tls(tls)),
+                Err(e) => Err(ProxyError::UpstreamFailed(std::io::Error::new(
+                    e.kind(),
+                    format!("TLS handshake with {server} failed: {e}"),
+                ))),
             }
+        };
+        match monoio::time::timeout(self.connect_timeout, opened).await {
+            Err(_elapsed) => Err(ProxyError::UpstreamTimeout),
+            Ok(opened) => opened.map(|stream| (stream, server)),
         }
     }
 
@@ -245,8 +277,8 @@ impl Pool {
             idle.drain(..=cut);
         }
         while let Some(pos) = idle.iter().rposition(|c| c.server == server) {
-            let c = idle.remove(pos)?;
-            if is_open(&c.stream) {
+            let mut c = idle.remove(pos)?;
+            if c.stream.is_open() {
                 return Some(Upstream {
                     stream: c.stream,
                     server: c.server,
@@ -329,16 +361,6 @@ impl Drop for Lease<'_> {
     }
 }
 
-/// Whether a pooled connection is still usable: the registry has neither
-/// closed it nor sent anything unsolicited. One non-blocking peek, far
-/// cheaper than a failed request.
-fn is_open(stream: &TcpStream) -> bool {
-    let mut byte = [0u8; 1];
-    // Nothing queued (EAGAIN) is the one healthy answer: data or EOF
-    // (Some) or an error means the registry has spoken or gone.
-    matches!(crate::sys::socket::peek(stream, &mut byte), Ok(None))
-}
-
 /// Whether an I/O error on a reused connection means the registry had closed
 /// it before our request arrived.
 pub fn is_stale_connection_error(e: &io::Error) -> bool {
@@ -362,7 +384,7 @@ mod tests {
                 .collect(),
             ..UpstreamConfig::default()
         };
-        Pool::new(&cfg, Arc::new(Board::new(&cfg, 1)), 0)
+        Pool::new(&cfg, None, Arc::new(Board::new(&cfg, 1)), 0)
     }
 
     #[test]

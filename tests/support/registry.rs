@@ -6,6 +6,9 @@
 //! application log (`listening on ...`, `response completed ...`), captured
 //! to `registry.log`. [`Registry::request_count`] counts access-log lines, so
 //! a test can prove that nothing reached the upstream.
+//!
+//! With [`RegistryOpts::tls`] it serves HTTPS only (`http.tls`), for a
+//! regproxy that reaches its upstream over TLS.
 
 use std::fs::File;
 use std::net::SocketAddr;
@@ -13,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use rustls::pki_types::pem::PemObject;
 use tempfile::TempDir;
 
 /// `User-Agent` of the harness's own readiness probes; such requests are
@@ -40,6 +44,28 @@ pub struct RegistryOpts {
     /// absolute `Location` URLs from the request's `Host` and
     /// `X-Forwarded-Proto` (default `http`), which a TLS front end must set.
     pub relative_urls: bool,
+    /// Serve HTTPS only, with this certificate chain and key; `ca` signed
+    /// it (the readiness probe trusts only `ca`, verifying `localhost`).
+    pub tls: Option<RegistryTls>,
+}
+
+/// PEM files of [`RegistryOpts::tls`] (made by `support::tls::Tls`).
+#[derive(Debug, Clone)]
+pub struct RegistryTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub ca: PathBuf,
+}
+
+impl RegistryTls {
+    /// The files of a `support::tls::Tls`.
+    pub fn from(tls: &super::tls::Tls) -> RegistryTls {
+        RegistryTls {
+            cert: tls.server_cert(),
+            key: tls.server_key(),
+            ca: tls.ca_cert(),
+        }
+    }
 }
 
 pub struct Registry {
@@ -74,8 +100,11 @@ impl Registry {
         let storage = opts.storage.unwrap_or_else(|| dir.path().join("storage"));
         std::fs::create_dir_all(&storage).expect("create registry storage");
         let config = dir.path().join("config.yml");
-        std::fs::write(&config, config_yaml(&storage, opts.relative_urls))
-            .expect("write registry config");
+        std::fs::write(
+            &config,
+            config_yaml(&storage, opts.relative_urls, opts.tls.as_ref()),
+        )
+        .expect("write registry config");
         let log_path = dir.path().join("registry.log");
         let access_path = dir.path().join("access.log");
         let child = Command::new("docker-registry")
@@ -110,9 +139,16 @@ impl Registry {
                 reg.log_text()
             )
         });
+        let probe = match &opts.tls {
+            None => super::http::Endpoint::plain(reg.addr),
+            Some(tls) => {
+                let ca = rustls::pki_types::CertificateDer::from_pem_file(&tls.ca)
+                    .unwrap_or_else(|e| panic!("{}: {e}", tls.ca.display()));
+                super::http::Endpoint::tls(reg.addr, super::tls::client_config_trusting(&[ca]))
+            }
+        };
         let ready = super::wait_for(START_TIMEOUT, || {
-            let resp =
-                super::http::get(reg.addr, "/v2/", None, &[("User-Agent", PROBE_USER_AGENT)]);
+            let resp = super::http::get(&probe, "/v2/", None, &[("User-Agent", PROBE_USER_AGENT)]);
             matches!(resp, Ok(r) if r.status == 200).then_some(())
         });
         assert!(
@@ -278,7 +314,14 @@ impl Drop for Registry {
     }
 }
 
-fn config_yaml(storage: &Path, relative_urls: bool) -> String {
+fn config_yaml(storage: &Path, relative_urls: bool, tls: Option<&RegistryTls>) -> String {
+    let tls = tls.map_or(String::new(), |t| {
+        format!(
+            "  tls:\n    certificate: \"{}\"\n    key: \"{}\"\n",
+            t.cert.display(),
+            t.key.display()
+        )
+    });
     format!(
         r#"version: 0.1
 log:
@@ -298,7 +341,7 @@ http:
   addr: 127.0.0.1:0
   secret: regproxy-e2e-fixed-secret
   relativeurls: {relative_urls}
-health:
+{tls}health:
   storagedriver:
     enabled: false
 "#,
@@ -306,12 +349,13 @@ health:
     )
 }
 
-/// `... msg="listening on 127.0.0.1:NNNNN" ...` → the address.
+/// `... msg="listening on 127.0.0.1:NNNNN" ...` (with TLS `listening on
+/// 127.0.0.1:NNNNN, tls`) → the address.
 fn parse_listening(log: &str) -> Option<SocketAddr> {
     log.lines().find_map(|line| {
         let rest = &line[line.find("listening on ")? + "listening on ".len()..];
         let end = rest
-            .find(|c: char| c == '"' || c.is_whitespace())
+            .find(|c: char| c == '"' || c == ',' || c.is_whitespace())
             .unwrap_or(rest.len());
         rest[..end].parse().ok()
     })

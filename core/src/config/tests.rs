@@ -262,3 +262,85 @@ fn line_col_counts_from_one() {
     assert_eq!(line_col("ab\ncd", 0), (1, 1));
     assert_eq!(line_col("ab\ncd", 4), (2, 2));
 }
+
+/// `[upstream] tls`: off by default; on, the CA and the name default to
+/// the system bundle and the host part of `upstream.host` or the first
+/// server; the CA file and the name alone are mistakes, with their line.
+#[test]
+fn upstream_tls_keys() {
+    let dir = fixture();
+    std::fs::write(dir.path().join("ca.pem"), "").expect("write");
+    assert!(parse(dir.path(), MINIMAL)
+        .expect("valid")
+        .upstream
+        .tls
+        .is_none());
+    let on = |extra: &str| MINIMAL.replace("[upstream]\n", &format!("[upstream]\n{extra}\n"));
+
+    let c = parse(dir.path(), &on("tls = true\nca_file = \"ca.pem\"")).expect("valid");
+    let tls = c.upstream.tls.expect("tls on");
+    assert_eq!(tls.ca_file, dir.path().join("ca.pem"));
+    assert_eq!(tls.server_name, "127.0.0.1");
+
+    let named = on("tls = true\nca_file = \"ca.pem\"\nhost = \"registry.example:5000\"");
+    let tls = parse(dir.path(), &named).expect("valid").upstream.tls;
+    assert_eq!(tls.expect("tls").server_name, "registry.example");
+    let v6 = on("tls = true\nca_file = \"ca.pem\"").replace("127.0.0.1:5000", "[::1]:5000");
+    let tls = parse(dir.path(), &v6).expect("valid").upstream.tls;
+    assert_eq!(tls.expect("tls").server_name, "::1");
+    let explicit = on("tls = true\nca_file = \"ca.pem\"\nserver_name = \"reg.internal\"");
+    let tls = parse(dir.path(), &explicit).expect("valid").upstream.tls;
+    assert_eq!(tls.expect("tls").server_name, "reg.internal");
+
+    let line_of = |text: &str, needle: &str| {
+        let e = parse(dir.path(), text).expect_err(needle);
+        assert!(e.to_string().contains(needle), "{e}");
+        e.line
+    };
+    // Without tls = true (left out or false), a CA or a name is an error.
+    assert_eq!(
+        line_of(
+            &on("ca_file = \"ca.pem\""),
+            "only used with upstream.tls = true"
+        ),
+        6
+    );
+    let off = on("tls = false\nserver_name = \"reg.internal\"");
+    assert_eq!(line_of(&off, "upstream.server_name is only used"), 7);
+    // A missing CA file, named; a name no certificate carries.
+    let missing = on("tls = true\nca_file = \"nope.pem\"");
+    assert_eq!(line_of(&missing, "upstream.ca_file: no such file"), 7);
+    let bad = on("tls = true\nca_file = \"ca.pem\"\nserver_name = \"a b\"");
+    assert_eq!(line_of(&bad, "neither a DNS name nor an IP address"), 8);
+    let bad = on("tls = true\nca_file = \"ca.pem\"\nserver_name = \"-x.example\"");
+    assert_eq!(line_of(&bad, "neither a DNS name"), 8);
+    let bad = on("tls = \"yes\"");
+    assert_eq!(line_of(&bad, "expected a boolean"), 6);
+}
+
+/// The system bundle is the default CA file, and must exist when used.
+#[test]
+fn upstream_tls_defaults_to_the_system_bundle() {
+    struct Bundle(bool);
+    impl Host for Bundle {
+        fn is_file(&self, path: &Path) -> bool {
+            path == Path::new(DEFAULT_CA_FILE) && self.0 || path.ends_with("users")
+        }
+        fn resolve(&self, host_port: &str) -> Result<SocketAddr, String> {
+            Err(format!("cannot resolve {host_port:?}"))
+        }
+        fn cores(&self) -> usize {
+            1
+        }
+    }
+    let text = MINIMAL.replace("[upstream]\n", "[upstream]\ntls = true\n");
+    let path = Path::new("/etc/regproxy/regproxy.toml");
+    let c = Config::parse(path, &text, &Bundle(true)).expect("valid");
+    assert_eq!(
+        c.upstream.tls.expect("tls").ca_file,
+        Path::new(DEFAULT_CA_FILE)
+    );
+    let e = Config::parse(path, &text, &Bundle(false)).expect_err("no bundle");
+    assert!(e.to_string().contains("set upstream.ca_file"), "{e}");
+    assert_eq!(e.line, 6, "{e}");
+}

@@ -1,6 +1,7 @@
 //! `[upstream]`: the registry servers and how regproxy talks to them.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -19,7 +20,23 @@ pub struct UpstreamConfig {
     /// or the first server's address as written.
     pub host: String,
     pub health: HealthConfig,
+    /// `tls = true`: the registry is reached over TLS, verified against
+    /// `ca_file` under `server_name`; `None`: plain HTTP.
+    pub tls: Option<UpstreamTls>,
 }
+
+/// How the registry's certificate is checked when `[upstream] tls = true`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamTls {
+    /// PEM bundle of the CAs trusted for the registry's certificate.
+    pub ca_file: PathBuf,
+    /// The name (DNS name or IP address) its certificate must carry; sent
+    /// as SNI when it is a DNS name.
+    pub server_name: String,
+}
+
+/// `ca_file` when `tls = true` leaves it out: Debian's system bundle.
+pub const DEFAULT_CA_FILE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 impl Default for UpstreamConfig {
     fn default() -> Self {
@@ -31,6 +48,7 @@ impl Default for UpstreamConfig {
             idle_timeout: default_idle_timeout(),
             host: String::new(),
             health: HealthConfig::default(),
+            tls: None,
         }
     }
 }
@@ -84,6 +102,9 @@ pub(super) struct RawUpstream {
     health_timeout: Duration,
     health_rise: Option<Spanned<u32>>,
     health_fall: Option<Spanned<u32>>,
+    tls: Option<Spanned<bool>>,
+    ca_file: Option<Spanned<PathBuf>>,
+    server_name: Option<Spanned<String>>,
 }
 
 fn default_health_interval() -> Duration {
@@ -123,7 +144,7 @@ impl RawUpstream {
                 "upstream.servers must name at least one registry".into(),
             ));
         }
-        let host = match self.host {
+        let host = match &self.host {
             None => self.servers.get_ref().first().cloned().unwrap_or_default(),
             Some(h) => {
                 let value = h.get_ref();
@@ -138,6 +159,7 @@ impl RawUpstream {
                 value.clone()
             }
         };
+        let tls = self.tls_settings(l, &host)?;
         let count = |v: Option<Spanned<u32>>, key: &str, default: u32| match v {
             None => Ok(default),
             Some(v) if (1..=MAX_RISE_FALL).contains(v.get_ref()) => Ok(v.into_inner()),
@@ -164,6 +186,7 @@ impl RawUpstream {
         Ok(UpstreamConfig {
             host,
             health,
+            tls,
             servers,
             connect_timeout: self.connect_timeout,
             read_timeout: self.read_timeout,
@@ -171,4 +194,103 @@ impl RawUpstream {
             idle_timeout: self.idle_timeout,
         })
     }
+}
+
+impl RawUpstream {
+    /// `tls`, `ca_file` and `server_name`: the last two only with
+    /// `tls = true`, since a CA file left beside plain HTTP would look like
+    /// protection that is not there.
+    fn tls_settings(&self, l: &Loader, host: &str) -> Result<Option<UpstreamTls>, ConfigError> {
+        let on = self.tls.as_ref().is_some_and(|t| *t.get_ref());
+        if !on {
+            let stray = [
+                self.ca_file.as_ref().map(|f| ("ca_file", f.span())),
+                self.server_name.as_ref().map(|n| ("server_name", n.span())),
+            ];
+            if let Some((key, span)) = stray.into_iter().flatten().next() {
+                return Err(l.located(
+                    span,
+                    format!("upstream.{key} is only used with upstream.tls = true"),
+                ));
+            }
+            return Ok(None);
+        }
+        let ca_file = match &self.ca_file {
+            Some(f) => l.existing_file("upstream.ca_file", f)?,
+            None => {
+                let file = PathBuf::from(DEFAULT_CA_FILE);
+                if !l.host.is_file(&file) {
+                    let span = self.tls.as_ref().map_or(0..0, Spanned::span);
+                    return Err(l.located(
+                        span,
+                        format!(
+                            "upstream.tls: no CA bundle at {DEFAULT_CA_FILE} (the default); \
+                             set upstream.ca_file"
+                        ),
+                    ));
+                }
+                file
+            }
+        };
+        let server_name = match &self.server_name {
+            Some(n) => {
+                let name = n.get_ref();
+                if !is_server_name(name) {
+                    return Err(l.located(
+                        n.span(),
+                        format!(
+                            "upstream.server_name {name:?} is neither a DNS name nor an IP address"
+                        ),
+                    ));
+                }
+                name.clone()
+            }
+            None => {
+                let name = host_part(host);
+                if !is_server_name(name) {
+                    let span = self.tls.as_ref().map_or(0..0, Spanned::span);
+                    return Err(l.located(
+                        span,
+                        format!("upstream.tls: {name:?} (from upstream.host or the first server) is no name a certificate can carry; set upstream.server_name"),
+                    ));
+                }
+                name.to_owned()
+            }
+        };
+        Ok(Some(UpstreamTls {
+            ca_file,
+            server_name,
+        }))
+    }
+}
+
+/// The host of `host[:port]`, `[v6]:port` or a bare `v6` address.
+fn host_part(host_port: &str) -> &str {
+    if let Some(rest) = host_port.strip_prefix('[') {
+        return rest.split_once(']').map_or(rest, |(h, _)| h);
+    }
+    if host_port.parse::<IpAddr>().is_ok() {
+        return host_port;
+    }
+    host_port.rsplit_once(':').map_or(host_port, |(h, _)| h)
+}
+
+/// An IP address, or a DNS name as a certificate names one: labels of
+/// letters, digits, `-` and `_`, 1 to 63 bytes each, 253 in all (rustls'
+/// own check at start-up has the last word).
+fn is_server_name(name: &str) -> bool {
+    if name.parse::<IpAddr>().is_ok() {
+        return true;
+    }
+    let name = name.strip_suffix('.').unwrap_or(name);
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            (1..=63).contains(&label.len())
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
 }
