@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::access_log::AccessLog;
+use crate::cache::Cache;
 use crate::admission::{Admission, Slot};
 use crate::auth::acl::{Decision, Identity};
 use crate::auth::basic::{self, Credentials};
@@ -36,8 +37,11 @@ use crate::reload::Snapshot;
 use crate::request_id::Generator;
 use crate::route::{self, Target};
 use crate::shutdown::Drain;
-use crate::upstream::pool::{Pool, Upstream};
+use crate::upstream::pool::Pool;
+use regproxy_core::cache::cacheable::cacheable;
+use regproxy_core::cache::confirm::Confirmations;
 
+mod cached;
 pub mod proxy_header;
 mod record;
 mod upstream;
@@ -64,6 +68,11 @@ pub struct Ctx {
     /// This worker's busiest repositories, when `[admin] top_repositories`
     /// asks; the worker publishes it on its flush tick.
     pub top: Option<RefCell<TopTable>>,
+    /// The edge cache, when `[cache]` is set and its folder usable.
+    pub cache: Option<Arc<Cache>>,
+    /// When the registry last confirmed a repository holds a digest, for
+    /// the cache's hits (`conn/cached.rs`); this worker's own.
+    pub confirmations: RefCell<Confirmations>,
 }
 
 impl Ctx {
@@ -121,6 +130,9 @@ struct Exchange {
     /// The registry server picked, and its time to a response head.
     upstream: Option<SocketAddr>,
     ttfb: Option<Duration>,
+    /// What the edge cache did (`cached::outcome`); `None`: not cacheable,
+    /// or no cache.
+    cache: Option<&'static str>,
 }
 
 impl Exchange {
@@ -141,6 +153,7 @@ impl Exchange {
             request_id,
             upstream: None,
             ttfb: None,
+            cache: None,
         }
     }
 }
@@ -461,6 +474,11 @@ async fn exchange<S: Io>(
     if drop_body {
         check_ignored_body(ctx, conn, head, ex).await?;
     }
+    if let Some(cache) = &ctx.cache {
+        if let Some(c) = cacheable(head.method.as_str(), head.path(), target) {
+            return cached::exchange(ctx, cache, conn, head, &c, drop_body, ex).await;
+        }
+    }
     forward(ctx, conn, head, drop_body, ex).await
 }
 
@@ -554,8 +572,26 @@ async fn forward<S: Io>(
     drop_body: bool,
     ex: &mut Exchange,
 ) -> Result<(), ProxyError> {
+    let body = if drop_body {
+        RequestBody::None
+    } else {
+        head.body
+    };
+    conn.out.clear();
+    write::request_head(head, &forwarding(ctx, conn, ex, drop_body), &mut conn.out);
+    let answered = upstream::ask_registry(ctx, conn, head, body, ex).await?;
+    respond(ctx, conn, head, answered, ex).await
+}
+
+/// How a head is forwarded for this connection and request.
+fn forwarding<'a, S>(
+    ctx: &'a Ctx,
+    conn: &Conn<S>,
+    ex: &'a Exchange,
+    drop_body: bool,
+) -> Forwarding<'a> {
     let cfg = &ctx.config;
-    let fwd = Forwarding {
+    Forwarding {
         client_ip: conn.peer.ip(),
         tls: conn.tls,
         trust_forwarded_headers: cfg.forwarding.trust_forwarded_headers,
@@ -564,16 +600,55 @@ async fn forward<S: Io>(
         drop_body,
         default_host: &cfg.upstream.host,
         request_id: &ex.request_id,
-    };
-    let body = if drop_body {
-        RequestBody::None
-    } else {
-        head.body
-    };
+    }
+}
+
+/// Whether the client connection may carry another request after this
+/// answer.
+fn keeps_alive(ctx: &Ctx, head: &RequestHead, body_unfinished: bool) -> bool {
+    head.keep_alive
+        && head.version == Version::Http11
+        && !body_unfinished
+        && !ctx.drain.is_draining()
+}
+
+/// Writes the registry's answer head, rewritten, to the client; with it the
+/// body's first bytes when the whole body is small and already read from
+/// `upstream` (one write, and over TLS one record). Returns those bytes' count.
+async fn send_head<S: Io, U: Io>(
+    ctx: &Ctx,
+    conn: &mut Conn<S>,
+    response: &ResponseHead,
+    framing: ClientFraming,
+    keep_alive: bool,
+    ex: &mut Exchange,
+    upstream: Option<&mut Buffered<U>>,
+) -> Result<u64, ProxyError> {
     conn.out.clear();
-    write::request_head(head, &fwd, &mut conn.out);
-    let answered = upstream::ask_registry(ctx, conn, head, body, ex).await?;
-    respond(ctx, conn, head, answered, ex).await
+    write::response_head(response, framing, keep_alive, &ex.request_id, &mut conn.out);
+    let early = match (response.body, upstream) {
+        (ResponseBody::Length(n), Some(up)) if n <= COALESCE_BODY_BYTES => {
+            up.take_into(&mut conn.out, n)
+        }
+        _ => 0,
+    };
+    ex.status = response.status;
+    ex.responded = true;
+    write_out(ctx, conn).await?;
+    Ok(early)
+}
+
+/// Writes `conn.out` to the client.
+async fn write_out<S: Io>(ctx: &Ctx, conn: &mut Conn<S>) -> Result<(), ProxyError> {
+    let (res, buf) = relay::write_all(
+        &mut conn.client.io,
+        std::mem::take(&mut conn.out),
+        &mut conn.timer,
+        ctx.config.client.body_timeout,
+    )
+    .await;
+    conn.out = buf;
+    res.map_err(ProxyError::ClientIo)
 }
 
 /// Relays the registry's answer to the client: its head rewritten, then
@@ -583,49 +658,30 @@ async fn respond<S: Io>(
     ctx: &Ctx,
     conn: &mut Conn<S>,
     head: &RequestHead,
-    answered: Answered<'_>,
+    mut answered: Answered<'_>,
     ex: &mut Exchange,
 ) -> Result<(), ProxyError> {
-    let cfg = &ctx.config;
-    let Answered {
-        mut upstream,
-        server,
-        response,
-        lease: _lease,
-        fd,
-        body_unfinished,
-    } = answered;
-    let keep_alive = head.keep_alive
-        && head.version == Version::Http11
-        && !body_unfinished
-        && !ctx.drain.is_draining();
-    let framing = write::client_framing(response.body, head.version);
-    conn.out.clear();
-    write::response_head(
-        &response,
+    let keep_alive = keeps_alive(ctx, head, answered.body_unfinished);
+    let framing = write::client_framing(answered.response.body, head.version);
+    let early = send_head(
+        ctx,
+        conn,
+        &answered.response,
         framing,
         keep_alive,
-        &ex.request_id,
-        &mut conn.out,
-    );
-    // A small body read with the head leaves with it, in one write.
-    let early = match response.body {
-        ResponseBody::Length(n) if n <= COALESCE_BODY_BYTES => upstream.take_into(&mut conn.out, n),
-        _ => 0,
-    };
-    ex.status = response.status;
-    ex.responded = true;
-    let client_timeout = cfg.client.body_timeout;
-    let (res, buf) = relay::write_all(
-        &mut conn.client.io,
-        std::mem::take(&mut conn.out),
-        &mut conn.timer,
-        client_timeout,
+        ex,
+        Some(&mut answered.upstream),
     )
-    .await;
-    conn.out = buf;
-    res.map_err(ProxyError::ClientIo)?;
-    let moved = respond_body(ctx, conn, &mut upstream, &response, framing, early).await?;
+    .await?;
+    let moved = respond_body(
+        ctx,
+        conn,
+        &mut answered.upstream,
+        &answered.response,
+        framing,
+        early,
+    )
+    .await?;
     ex.bytes_out = early + moved.body;
     WorkerMetrics::add(&ctx.m().response_body_bytes_total, ex.bytes_out);
     ctx.m().count_moved(&Moved {
@@ -634,20 +690,12 @@ async fn respond<S: Io>(
     });
     // Give the registry connection back only if its response ended cleanly
     // and nothing unasked-for follows it.
+    let response = &answered.response;
     let clean = response.keep_alive
-        && !body_unfinished
+        && !answered.body_unfinished
         && response.body != ResponseBody::CloseDelimited
-        && upstream.unconsumed().is_empty();
-    let (stream, buf) = upstream.into_parts();
-    bufpool::give(buf);
-    if clean {
-        ctx.pool.put(Upstream {
-            stream,
-            server,
-            reused: true,
-            fd,
-        });
-    }
+        && answered.upstream.unconsumed().is_empty();
+    upstream::give_back(ctx, answered, clean);
     ex.keep_alive = keep_alive && framing != ClientFraming::Close;
     Ok(())
 }

@@ -15,11 +15,14 @@
 //!   rules, and the brute-force limiter;
 //! - [`error`]: the one request-path error, with its status and registry
 //!   JSON error;
+//! - [`cache`]: the edge blob cache's decisions: what is cacheable,
+//!   its file header, LRU index, `Range` answers and confirmations;
 //! - [`config`]: the configuration file, validated whole, every error with
 //!   its file, line and column.
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod cache;
 pub mod cidr;
 pub mod client_addr;
 pub mod config;

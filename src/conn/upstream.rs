@@ -34,6 +34,28 @@ pub(super) struct Answered<'p> {
     pub body_unfinished: bool,
 }
 
+/// Ends a registry answer: its buffer back to the pool, and its
+/// connection too when `clean` (the answer was read to its end and nothing
+/// unasked-for follows it).
+pub(super) fn give_back(ctx: &Ctx, answered: Answered<'_>, clean: bool) {
+    let Answered {
+        upstream,
+        server,
+        fd,
+        ..
+    } = answered;
+    let (stream, buf) = upstream.into_parts();
+    bufpool::give(buf);
+    if clean {
+        ctx.pool.put(Upstream {
+            stream,
+            server,
+            reused: true,
+            fd,
+        });
+    }
+}
+
 /// Sends the request (its head already in `conn.out`) and reads the
 /// answer's head. A request with nothing to resend that is idempotent is
 /// retried once, on another connection (another server when one is up),

@@ -225,6 +225,81 @@ pub fn response_head(
     out.extend_from_slice(b"\r\n");
 }
 
+/// What an answer served from the edge cache says about its file.
+#[derive(Debug, Clone, Copy)]
+pub struct CachedHead<'a> {
+    /// 200, 206 (`range` set) or 416.
+    pub status: u16,
+    /// The whole body's size.
+    pub size: u64,
+    /// The bytes sent, first and last inclusive, for a 206.
+    pub range: Option<(u64, u64)>,
+    pub content_type: &'a str,
+    /// `sha256:…`, sent as `Docker-Content-Digest` and as the `ETag`.
+    pub digest: &'a str,
+}
+
+impl CachedHead<'_> {
+    /// Body bytes that follow the head on a GET.
+    pub fn body_len(&self) -> u64 {
+        match (self.status, self.range) {
+            (206, Some((start, end))) => end - start + 1,
+            (200, _) => self.size,
+            _ => 0,
+        }
+    }
+}
+
+/// Writes the head of an answer served from the edge cache, with the
+/// headers the registry sends for the same blob or manifest (distribution's
+/// blob and manifest handlers): `Docker-Content-Digest`, an `ETag` of the
+/// quoted digest, `Accept-Ranges: bytes`, the stored `Content-Type`.
+pub fn cached_response_head(
+    c: &CachedHead,
+    keep_alive: bool,
+    request_id: &str,
+    out: &mut Vec<u8>,
+) {
+    status_line(out, c.status, reason(c.status));
+    if c.status != 416 {
+        header(out, "Content-Type", c.content_type.as_bytes());
+        header(out, "Docker-Content-Digest", c.digest.as_bytes());
+        out.extend_from_slice(b"ETag: \"");
+        out.extend_from_slice(c.digest.as_bytes());
+        out.extend_from_slice(b"\"\r\n");
+    }
+    header(out, "Accept-Ranges", b"bytes");
+    let mut n = itoa::Buffer::new();
+    match (c.status, c.range) {
+        (206, Some((start, end))) => {
+            out.extend_from_slice(b"Content-Range: bytes ");
+            out.extend_from_slice(n.format(start).as_bytes());
+            out.push(b'-');
+            out.extend_from_slice(n.format(end).as_bytes());
+            out.push(b'/');
+            out.extend_from_slice(n.format(c.size).as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        (416, _) => {
+            out.extend_from_slice(b"Content-Range: bytes */");
+            out.extend_from_slice(n.format(c.size).as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        _ => {}
+    }
+    header(
+        out,
+        "Content-Length",
+        itoa::Buffer::new().format(c.body_len()).as_bytes(),
+    );
+    header(out, API_VERSION_HEADER, API_VERSION.as_bytes());
+    header(out, REQUEST_ID, request_id.as_bytes());
+    if !keep_alive {
+        header(out, "Connection", b"close");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
 /// Picks the client framing for a response body framed as `upstream` by
 /// the registry, for a client speaking `version`.
 pub fn client_framing(upstream: super::head::ResponseBody, version: Version) -> ClientFraming {

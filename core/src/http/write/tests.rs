@@ -264,3 +264,35 @@ fn framing_for_http10_clients_is_close() {
         ClientFraming::Length(3)
     );
 }
+
+#[test]
+fn cached_heads_carry_the_registrys_headers_and_exact_ranges() {
+    let digest = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
+    let head = |status, range| CachedHead {
+        status,
+        size: 10,
+        range,
+        content_type: "application/octet-stream",
+        digest,
+    };
+    let mut out = Vec::new();
+    cached_response_head(&head(206, Some((3, 9))), true, "id1", &mut out);
+    let text = String::from_utf8(out).expect("ascii");
+    assert!(text.starts_with("HTTP/1.1 206 Partial Content\r\n"), "{text}");
+    assert!(text.contains("Content-Range: bytes 3-9/10\r\n"), "{text}");
+    assert!(text.contains("Content-Length: 7\r\n"), "{text}");
+    assert!(text.contains(&format!("ETag: \"{digest}\"\r\n")), "{text}");
+    assert!(text.contains(&format!("Docker-Content-Digest: {digest}\r\n")));
+    assert!(text.contains("Accept-Ranges: bytes\r\n"));
+    assert!(text.ends_with("X-Request-ID: id1\r\n\r\n"), "{text}");
+
+    let mut out = Vec::new();
+    cached_response_head(&head(416, None), false, "id2", &mut out);
+    let text = String::from_utf8(out).expect("ascii");
+    assert!(text.contains("Content-Range: bytes */10\r\n"), "{text}");
+    assert!(text.contains("Content-Length: 0\r\n"), "{text}");
+    assert!(text.contains("Connection: close\r\n"), "{text}");
+    assert!(!text.contains("ETag"), "{text}");
+
+    assert_eq!(head(200, None).body_len(), 10);
+}

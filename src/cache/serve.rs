@@ -1,0 +1,160 @@
+//! Sending a cache file, or the part of a fill already written, to a
+//! client.
+//!
+//! To a plain client the bytes go with `sendfile(2)` from the page cache to
+//! the socket, called until the socket is full and then waiting for it to
+//! drain, as the splice relay does (`relay/splice.rs`). Over TLS they must
+//! pass through user space to be encrypted: the file is read in large
+//! batches (io_uring under that driver, so a page not in memory never
+//! blocks the worker) into the batched TLS writer.
+//!
+//! A follower's source is a fill in flight: it sends what is written, then
+//! waits on the flight ([`Flight::changed`]) for more.
+
+use std::io;
+use std::os::fd::AsRawFd;
+use std::time::Duration;
+
+use monoio::buf::{IoBuf, IoBufMut};
+use monoio::net::TcpStream;
+
+use regproxy_core::cache::entry::HEADER_LEN;
+
+use super::flight::{Flight, Stage};
+use crate::relay::{bufpool, Io, RelayError, Timer, BULK_BUF_BYTES, READ_BUF_BYTES};
+use crate::sys::file as sysfile;
+
+/// At most this much per sendfile call: the call returns when the socket
+/// buffer is full anyway; the cap keeps one call from holding the worker
+/// long when the socket drains fast.
+const SENDFILE_MAX: usize = 4 << 20;
+
+/// Where the bytes come from.
+#[derive(Debug, Clone, Copy)]
+pub struct Source<'a> {
+    pub file: &'a monoio::fs::File,
+    /// A fill in flight, or `None` for a whole file.
+    pub flight: Option<&'a Flight>,
+    /// How long a follower waits for the fill to move.
+    pub fill_timeout: Duration,
+}
+
+/// Sends body bytes `start..start + len` of `src` to `dst`, each wait on
+/// the client bounded by `timeout`. Returns the bytes sent; an error says
+/// which side failed.
+pub async fn send<D: Io>(
+    dst: &mut D,
+    src: Source<'_>,
+    start: u64,
+    len: u64,
+    timer: &mut Timer,
+    timeout: Duration,
+) -> Result<u64, RelayError> {
+    let _ = sysfile::advise_sequential(&src.file.as_raw_fd());
+    match dst.as_tcp() {
+        Some(tcp) => sendfile_range(tcp, src, start, len, timer, timeout).await,
+        None => read_and_write(dst, src, start, len, timer, timeout).await,
+    }
+}
+
+/// Body bytes of `src` available up to `end` (exclusive), waiting for a
+/// fill to write past `pos` if it has not yet.
+async fn available(src: Source<'_>, pos: u64, end: u64, timer: &mut Timer) -> Result<u64, RelayError> {
+    let Some(flight) = src.flight else {
+        return Ok(end);
+    };
+    loop {
+        let (written, stage) = (flight.written(), flight.stage());
+        if written > pos {
+            return Ok(written.min(end));
+        }
+        match stage {
+            Stage::Failed | Stage::Abandoned => {
+                return Err(RelayError::Src(io::Error::other("the fill this request followed failed")))
+            }
+            // Done yet not past pos: the file is shorter than announced.
+            Stage::Done => return Err(RelayError::Src(io::ErrorKind::UnexpectedEof.into())),
+            Stage::Asking | Stage::Streaming => {}
+        }
+        if timer.within(src.fill_timeout, flight.changed(written, stage)).await.is_err() {
+            return Err(RelayError::Src(io::ErrorKind::TimedOut.into()));
+        }
+    }
+}
+
+async fn sendfile_range(
+    tcp: &mut TcpStream,
+    src: Source<'_>,
+    start: u64,
+    len: u64,
+    timer: &mut Timer,
+    timeout: Duration,
+) -> Result<u64, RelayError> {
+    let end = start + len;
+    let mut pos = start;
+    let file = src.file.as_raw_fd();
+    while pos < end {
+        let ready = available(src, pos, end, timer).await?;
+        while pos < ready {
+            let want = usize::try_from(ready - pos).map_or(SENDFILE_MAX, |n| n.min(SENDFILE_MAX));
+            match sysfile::sendfile_now(&tcp.as_raw_fd(), &file, HEADER_LEN + pos, want) {
+                Ok(Some(0)) => {
+                    return Err(RelayError::Src(io::ErrorKind::UnexpectedEof.into()));
+                }
+                Ok(Some(n)) => pos += n as u64,
+                Ok(None) => match timer.within(timeout, tcp.writable(false)).await {
+                    Ok(r) => r.map_err(RelayError::Dst)?,
+                    Err(_elapsed) => return Err(RelayError::Dst(io::ErrorKind::TimedOut.into())),
+                },
+                Err(e) => return Err(RelayError::Dst(e)),
+            }
+        }
+    }
+    Ok(pos - start)
+}
+
+async fn read_and_write<D: Io>(
+    dst: &mut D,
+    src: Source<'_>,
+    start: u64,
+    len: u64,
+    timer: &mut Timer,
+    timeout: Duration,
+) -> Result<u64, RelayError> {
+    let end = start + len;
+    let mut pos = start;
+    let slot = bufpool::BulkSlot::take();
+    let cap = if slot.is_some() { BULK_BUF_BYTES } else { READ_BUF_BYTES };
+    let mut buf = bufpool::take_at_least(cap);
+    let result = async {
+        while pos < end {
+            let ready = available(src, pos, end, timer).await?;
+            let want = usize::try_from(ready - pos).map_or(cap, |n| n.min(cap));
+            buf.clear();
+            let (res, slice) = src
+                .file
+                .read_at(std::mem::take(&mut buf).slice_mut(0..want), HEADER_LEN + pos)
+                .await;
+            buf = slice.into_inner();
+            match res {
+                Ok(0) => return Err(RelayError::Src(io::ErrorKind::UnexpectedEof.into())),
+                Ok(_) => {}
+                Err(e) => return Err(RelayError::Src(e)),
+            }
+            let n = buf.len();
+            match timer.within(timeout, dst.write_all_slice(std::mem::take(&mut buf).slice(0..n))).await {
+                Ok((res, slice)) => {
+                    buf = slice.into_inner();
+                    res.map_err(RelayError::Dst)?;
+                }
+                Err(_elapsed) => return Err(RelayError::Dst(io::ErrorKind::TimedOut.into())),
+            }
+            pos += n as u64;
+        }
+        Ok(pos - start)
+    }
+    .await;
+    bufpool::give(buf);
+    dst.trim();
+    result
+}

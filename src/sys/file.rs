@@ -1,0 +1,64 @@
+//! File calls for the edge cache (`cache/serve.rs`) that monoio does not
+//! offer: a non-blocking `sendfile(2)` from a cache file to a plain socket,
+//! and read-ahead advice.
+//!
+//! Why sendfile and not io_uring: the bytes go from the page cache to the
+//! socket inside the kernel, with no copy through user space and one call
+//! per socket-buffer's worth, the same model as the splice relay (call
+//! until `EAGAIN`, then wait for writability). A page not yet in memory is
+//! read by the call itself; `advise_sequential` asks the kernel to read
+//! ahead so that this stays rare on a streamed blob.
+
+use std::io;
+use std::os::fd::AsFd;
+
+use rustix::fs::Advice;
+use rustix::io::Errno;
+
+/// Sends up to `count` bytes of `file` starting at `offset` to the
+/// non-blocking socket `sock`, without waiting. `Ok(None)`: the socket
+/// buffer is full (`EAGAIN`); `Ok(Some(0))`: `offset` is at or past the
+/// file's end. The file's own position is not used or moved.
+pub fn sendfile_now(
+    sock: &impl AsFd,
+    file: &impl AsFd,
+    offset: u64,
+    count: usize,
+) -> io::Result<Option<usize>> {
+    let mut off = offset;
+    match rustix::fs::sendfile(sock, file, Some(&mut off), count) {
+        Ok(n) => Ok(Some(n)),
+        Err(Errno::AGAIN) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Tells the kernel `file` will be read from start to end: a larger
+/// read-ahead window. Advice only; a failure is ignored by the caller.
+pub fn advise_sequential(file: &impl AsFd) -> io::Result<()> {
+    Ok(rustix::fs::fadvise(file, 0, None, Advice::Sequential)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+
+    #[test]
+    fn sends_a_range_without_moving_the_file_position() {
+        let mut f = tempfile::tempfile().expect("tempfile");
+        f.write_all(b"0123456789").expect("write");
+        advise_sequential(&f).expect("fadvise");
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let a = TcpStream::connect(l.local_addr().expect("addr")).expect("connect");
+        let (mut b, _) = l.accept().expect("accept");
+        a.set_nonblocking(true).expect("nonblocking");
+        assert_eq!(sendfile_now(&a, &f, 3, 4).expect("sendfile"), Some(4));
+        assert_eq!(sendfile_now(&a, &f, 10, 4).expect("sendfile"), Some(0));
+        drop(a);
+        let mut got = Vec::new();
+        b.read_to_end(&mut got).expect("read");
+        assert_eq!(got, b"3456");
+    }
+}
