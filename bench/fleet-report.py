@@ -148,7 +148,7 @@ def targets(s):
     for rnd in (1, 2):
         a, b = get(s, "regproxy", rnd, "cold", "wall"), get(s, "nginx", rnd, "cold", "wall")
         r = ratio(a, b)
-        out.append((f"round {rnd}, cold wall ≤ 0.9× nginx's", f"{fmt(r, 2)}× ({fmt(a)} vs {fmt(b)} s)",
+        out.append((f"round {rnd}, cold wall ≤ 0.9× nginx's", f"{fmt(r, 2, '×')} ({fmt(a)} vs {fmt(b)} s)",
                     r is not None and r <= 0.9))
     c = get(s, "regproxy", 1, "hot", "cpu_gib")
     a, b = get(s, "regproxy", 1, "hot", "wall"), get(s, "nginx", 1, "hot", "wall")
@@ -156,11 +156,11 @@ def targets(s):
     out.append(("hot plain: fleet wall ≤ nginx's", f"{fmt(a)} vs {fmt(b)} s", None not in (a, b) and a <= b))
     a, b = get(s, "regproxy-tls", 1, "hot", "cpu_gib"), get(s, "nginx-tls", 1, "hot", "cpu_gib")
     r = ratio(a, b)
-    out.append(("hot TLS: ≤ 0.6× nginx's CPU-s/GiB", f"{fmt(r, 2)}× ({fmt(a, 2)} vs {fmt(b, 2)})",
+    out.append(("hot TLS: ≤ 0.6× nginx's CPU-s/GiB", f"{fmt(r, 2, '×')} ({fmt(a, 2)} vs {fmt(b, 2)})",
                 r is not None and r <= 0.6))
     a, b = get(s, "regproxy", 1, "one", "mib_s"), get(s, "nginx", 1, "one", "mib_s")
     r = ratio(a, b)
-    out.append(("one hot client on plain: ≥ 0.9× nginx's rate (sendfile)", f"{fmt(r, 2)}× ({fmt(a, 0)} vs {fmt(b, 0)} MiB/s)",
+    out.append(("one hot client on plain: ≥ 0.9× nginx's rate (sendfile)", f"{fmt(r, 2, '×')} ({fmt(a, 0)} vs {fmt(b, 0)} MiB/s)",
                 r is not None and r >= 0.9))
     peaks = [v["rss_mib"] for (f, _, _), v in s.items() if f.startswith("regproxy") and v["rss_mib"] is not None]
     p = max(peaks) if peaks else None
