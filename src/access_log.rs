@@ -78,6 +78,9 @@ pub struct Entry<'a> {
     pub upstream_ttfb: Option<Duration>,
     /// The TLS version of the client connection (`TLSv1.3`); `None`: plain.
     pub tls: Option<&'static str>,
+    /// What the edge cache did: `hit`, `stale`, `wait`, `fill` or `miss`;
+    /// `None`: not cacheable, or no cache.
+    pub cache: Option<&'static str>,
 }
 
 impl Entry<'_> {
@@ -313,6 +316,7 @@ mod tests {
             upstream: None,
             upstream_ttfb: None,
             tls: None,
+            cache: None,
         };
         format_entry(
             &e,

@@ -38,4 +38,8 @@ impl Host for SystemHost {
     fn cores(&self) -> usize {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     }
+
+    fn is_not_directory(&self, path: &Path) -> bool {
+        std::fs::metadata(path).is_ok_and(|m| !m.is_dir())
+    }
 }

@@ -208,5 +208,8 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     ) {
         changed.push("forwarding/client/log");
     }
+    if old.cache != new.cache {
+        changed.push("cache");
+    }
     changed
 }

@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use crate::admission::StateGauges;
 use crate::auth::cache::Verifier;
+use crate::cache::Cache;
 use crate::health::{Board, ServerReport};
 
 pub mod histogram;
@@ -71,6 +72,16 @@ counters! {
     discarded_bodies_total: "Unread request bodies read and dropped after an early answer, keeping the connection.",
     lingering_closes_total: "Connections closed in stages (half-close, then read) after an early answer.",
     discarded_bytes_total: "Request body bytes read and dropped after an early answer.",
+    cache_hits_total: "Edge cache: requests answered from a whole cached file, confirmed by the registry (or within confirm_ttl).",
+    cache_misses_total: "Edge cache: cacheable requests the registry answered, fills included.",
+    cache_waits_total: "Edge cache: requests that followed another request's fill, reading the file as it was written.",
+    cache_fills_total: "Edge cache: files fetched whole, their digest checked, and kept.",
+    cache_fill_failures_total: "Edge cache: fills that kept nothing: a digest mismatch, a body cut short, or a disk error.",
+    cache_evictions_total: "Edge cache: files removed, least recently used first, to stay under max_size.",
+    cache_stale_served_total: "Edge cache: requests answered from the cache while the registry could not confirm (down, 5xx, 429), within stale_if_error.",
+    cache_confirmations_total: "Edge cache: HEAD requests sent to the registry to confirm a repository holds a cached digest.",
+    cache_served_bytes_total: "Edge cache: body bytes sent to clients from cache files.",
+    cache_upstream_bytes_total: "Edge cache: body bytes fills fetched from the registry.",
 }
 
 impl WorkerMetrics {
@@ -114,6 +125,8 @@ pub struct Registry {
     pub health: Arc<Board>,
     /// The busiest repositories, when `[admin] top_repositories` asks.
     pub top: Arc<TopBoard>,
+    /// The edge cache, for its size gauges (0 without one).
+    pub cache: Option<Arc<Cache>>,
 }
 
 /// One atomic of each worker's block, summed.
@@ -149,6 +162,9 @@ impl Registry {
              # TYPE regproxy_hash_queue_depth gauge\nregproxy_hash_queue_depth {}\n",
             self.verifier.queue_depth()
         ));
+        let (bytes, entries) = self.cache.as_ref().map_or((0, 0), |c| c.gauges());
+        family(&mut out, "cache_bytes", "gauge", "Edge cache: body bytes held on disk.", bytes);
+        family(&mut out, "cache_entries", "gauge", "Edge cache: files held on disk.", entries);
         histogram::render(self.workers.iter().map(|w| &w.traffic), &mut out);
         self.render_servers(&mut out);
         self.top.render(&mut out);

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use futures_channel::oneshot;
 
+use crate::cache::Cache;
 use crate::admission::{self, Limits, PerIp, StateGauges};
 use crate::auth::cache::Verifier;
 use crate::auth::limiter::Limiter;
@@ -72,6 +73,8 @@ struct Services {
     states: Arc<Vec<StateGauges>>,
     health: Arc<health::Board>,
     top: Arc<metrics::top::TopBoard>,
+    /// The edge cache, when `[cache]` is set and its folder usable.
+    cache: Option<Arc<Cache>>,
     admin: Option<SocketAddr>,
 }
 
@@ -111,6 +114,9 @@ impl Services {
         ));
         health::spawn_checkers(health.clone(), &config.upstream)
             .context("cannot start the upstream health checkers")?;
+        // A folder that cannot be used is logged, and regproxy serves as
+        // a plain proxy: the cache is an optimisation, never an outage.
+        let cache = config.cache.as_ref().and_then(Cache::open);
         let mut services = Services {
             verifier,
             reloader,
@@ -118,6 +124,7 @@ impl Services {
             states,
             health,
             top,
+            cache,
             admin: None,
         };
         services.admin = services.serve_admin(config)?;
@@ -135,6 +142,7 @@ impl Services {
             verifier: self.verifier.clone(),
             health: self.health.clone(),
             top: self.top.clone(),
+            cache: self.cache.clone(),
         };
         crate::admin::serve(a, registry)
             .map(Some)
@@ -160,6 +168,7 @@ impl Services {
             per_ip: limits.per_ip.map(PerIp::new),
             states: self.states.clone(),
             top: self.top.clone(),
+            cache: self.cache.clone(),
         }
     }
 }

@@ -17,6 +17,8 @@ use futures_channel::oneshot;
 use monoio::io::Canceller;
 use monoio::net::{TcpListener, TcpStream};
 
+use crate::cache::Cache;
+use regproxy_core::cache::confirm::Confirmations;
 use crate::access_log::{AccessLog, FLUSH_INTERVAL};
 use crate::admission::fds::{Spare, Throttle};
 use crate::admission::{self, Admission, Limits, PerIp, Refusal, Slot, StateGauges};
@@ -71,6 +73,8 @@ pub struct Shared {
     pub states: Arc<Vec<StateGauges>>,
     /// Where workers publish their busiest repositories (`metrics::top`).
     pub top: Arc<TopBoard>,
+    /// The edge cache all workers share, if any.
+    pub cache: Option<Arc<Cache>>,
 }
 
 /// Starts worker `id` on its own thread, serving `listener` until `stop`.
@@ -412,6 +416,8 @@ fn setup(id: usize, shared: &Shared, admission: &Rc<Admission>) -> io::Result<Rc
         drain: Rc::new(Drain::default()),
         ids: Generator::new(id),
         top: (shared.top.n() > 0).then(|| RefCell::new(TopTable::for_top(shared.top.n()))),
+        cache: shared.cache.clone(),
+        confirmations: RefCell::new(Confirmations::default()),
         config: cfg,
     });
     // Idle descriptor holders the budget closes when short: pooled pipes

@@ -9,6 +9,7 @@
 
 mod admin;
 mod auth;
+mod cache;
 mod client;
 mod forwarding;
 mod log;
@@ -16,6 +17,7 @@ mod tls;
 mod upstream;
 
 pub use auth::AuthConfig;
+pub use cache::{CacheConfig, MIN_CACHE_SIZE};
 pub use client::{ClientConfig, Lingering};
 pub use forwarding::ForwardingConfig;
 pub use log::{AccessLogTarget, LogFormat};
@@ -83,6 +85,8 @@ pub struct Config {
     pub groups: BTreeMap<String, Vec<String>>,
     /// `[[access]]` rules, validated, in order; `None`: `push_users` decides.
     pub access: Option<Vec<Rule>>,
+    /// `[cache]`; `None`: no cache, every request goes to the registry.
+    pub cache: Option<CacheConfig>,
 }
 
 /// Which I/O driver the workers run.
@@ -125,6 +129,7 @@ struct RawConfig {
     #[serde(default)]
     groups: BTreeMap<String, Vec<String>>,
     access: Option<Vec<Spanned<RawRule>>>,
+    cache: Option<cache::RawCache>,
 }
 
 #[derive(Deserialize)]
@@ -251,6 +256,11 @@ pub trait Host {
     /// Cores this process may use: `workers = 0` and `hash_threads = 0`
     /// mean one per core.
     fn cores(&self) -> usize;
+    /// Whether `path` exists and is not a directory (a folder regproxy
+    /// would create must not be a file). By default nothing exists.
+    fn is_not_directory(&self, _path: &Path) -> bool {
+        false
+    }
 }
 
 /// A machine with no files and no name service: every referenced file is
@@ -410,6 +420,7 @@ impl Config {
             max_connections_per_ip: raw.max_connections_per_ip.map(Spanned::into_inner),
             groups: raw.groups,
             access,
+            cache: raw.cache.map(|c| c.build(&l)).transpose()?,
         })
     }
 }

@@ -16,6 +16,7 @@
 //! | `upstream_ttfb_ms` | registry time to its response head; absent if never forwarded |
 //! | `upstream` | the registry server's address |
 //! | `tls` | the TLS version (`TLSv1.3`, `TLSv1.2`); absent on plain |
+//! | `cache` | the edge cache: `hit`, `stale` (served while the registry could not confirm), `wait` (followed another request's fill), `fill` or `miss`; absent when not cacheable or no cache |
 //! | `user_agent`, `request_id`, `error` | strings; `error` only on failure |
 //!
 //! Strings are escaped by hand rather than with `serde_json`: the line is
@@ -75,6 +76,9 @@ pub fn format_entry(e: &Entry<'_>, now: SystemTime, out: &mut String) {
     }
     if let Some(version) = e.tls {
         field_str(out, "tls", version.as_bytes());
+    }
+    if let Some(cache) = e.cache {
+        field_str(out, "cache", cache.as_bytes());
     }
     if let Some(ua) = e.user_agent {
         let cut = ua.len().min(MAX_UA_CHARS);
@@ -162,6 +166,7 @@ mod tests {
             upstream: Some("127.0.0.1:5000".parse().expect("addr")),
             upstream_ttfb: Some(Duration::from_micros(1500)),
             tls: Some("TLSv1.3"),
+            cache: None,
         };
         let mut out = String::new();
         format_entry(

@@ -81,5 +81,6 @@ pub(super) fn record(ctx: &Ctx, f: &Finished<'_>, ex: &Exchange, error: Option<&
         upstream: ex.upstream,
         upstream_ttfb: ex.ttfb,
         tls: f.tls,
+        cache: ex.cache,
     });
 }

@@ -1,6 +1,6 @@
 use super::*;
 
-fn fixture() -> tempfile::TempDir {
+pub(super) fn fixture() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("users"), "").expect("write");
     dir
@@ -19,13 +19,16 @@ impl Host for Disk {
     fn cores(&self) -> usize {
         2
     }
+    fn is_not_directory(&self, path: &Path) -> bool {
+        std::fs::metadata(path).is_ok_and(|m| !m.is_dir())
+    }
 }
 
-fn parse(dir: &Path, text: &str) -> Result<Config, ConfigError> {
+pub(super) fn parse(dir: &Path, text: &str) -> Result<Config, ConfigError> {
     Config::parse(&dir.join("regproxy.toml"), text, &Disk)
 }
 
-const MINIMAL: &str = r#"
+pub(super) const MINIMAL: &str = r#"
 listen = "127.0.0.1:5043"
 [auth]
 htpasswd = "users"
