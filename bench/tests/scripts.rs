@@ -17,7 +17,10 @@ fn have(tool: &str, package: &str) -> bool {
     if Command::new(tool).arg("--version").output().is_ok() {
         return true;
     }
-    assert!(std::env::var_os("CI").is_none(), "{tool} is missing: apt-get install {package}");
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{tool} is missing: apt-get install {package}"
+    );
     eprintln!("skipped: {tool} is missing (Debian package {package})");
     false
 }
@@ -33,7 +36,11 @@ fn the_scripts_parse() {
     }
     for script in ["fleet", "lib.sh", "compare", "soak"] {
         let out = run(Command::new("bash").arg("-n").arg(bench_dir().join(script)));
-        assert!(out.status.success(), "bash -n {script}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "bash -n {script}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 
@@ -46,8 +53,20 @@ fn fleet_answers_help_and_refuses_bad_options() {
     let out = run(Command::new(&fleet).arg("--help"));
     assert!(out.status.success(), "{out:?}");
     let help = String::from_utf8_lossy(&out.stdout);
-    for option in ["--quick", "--reps", "--out", "--keep", "--no-build", "--layer-size", "--clients", "--fronts"] {
-        assert!(help.contains(option), "--help does not mention {option}:\n{help}");
+    for option in [
+        "--quick",
+        "--reps",
+        "--out",
+        "--keep",
+        "--no-build",
+        "--layer-size",
+        "--clients",
+        "--fronts",
+    ] {
+        assert!(
+            help.contains(option),
+            "--help does not mention {option}:\n{help}"
+        );
     }
     for (args, says) in [
         (&["--fronts", "direct,squid"][..], "unknown front"),
@@ -80,26 +99,60 @@ fn fleet_report_makes_tables_targets_and_a_chart() {
     if !have("python3", "python3") {
         return;
     }
-    let dir: PathBuf = std::env::temp_dir().join(format!("regbench-fleet-report-{}", std::process::id()));
+    let dir: PathBuf =
+        std::env::temp_dir().join(format!("regbench-fleet-report-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("runs.tsv"), RUNS).unwrap();
     let out = run(Command::new("python3")
         .arg(bench_dir().join("fleet-report.py"))
-        .args(["--runs", dir.join("runs.tsv").to_str().unwrap(), "--out", dir.to_str().unwrap()])
-        .args(["--layer-bytes", "1048576", "--clients", "2", "--date", "d", "--machine", "m"])
+        .args([
+            "--runs",
+            dir.join("runs.tsv").to_str().unwrap(),
+            "--out",
+            dir.to_str().unwrap(),
+        ])
+        .args([
+            "--layer-bytes",
+            "1048576",
+            "--clients",
+            "2",
+            "--date",
+            "d",
+            "--machine",
+            "m",
+        ])
         .args(["--versions", "v", "--command", "c", "--elapsed", "1"]));
     let md = std::fs::read_to_string(dir.join("results.md")).unwrap_or_default();
     let chart = std::fs::read_to_string(dir.join("chart.svg")).unwrap_or_default();
     std::fs::remove_dir_all(&dir).unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // regproxy's cold link bytes: 3,150,000 / 3 MiB = 1.00×, in both rounds;
     // nginx's round 2 fetched once per repository.
     assert!(md.contains("| regproxy cache | 0.0 | 1.00× | 3 |"), "{md}");
-    assert!(md.contains("| nginx proxy_cache + lock | 0.1 | 2.00× | 6 |"), "{md}");
-    assert!(md.contains("| round 2, cold: link bytes ≤ 1.02× the image | 1.00× | yes |"), "{md}");
+    assert!(
+        md.contains("| nginx proxy_cache + lock | 0.1 | 2.00× | 6 |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| round 2, cold: link bytes ≤ 1.02× the image | 1.00× | yes |"),
+        "{md}"
+    );
     // No TLS rows: that target is not met, and says so.
-    assert!(md.contains("| hot TLS: ≤ 0.6× nginx's CPU-s/GiB | – (– vs –) | **no** |"), "{md}");
+    assert!(
+        md.contains("| hot TLS: ≤ 0.6× nginx's CPU-s/GiB | – (– vs –) | **no** |"),
+        "{md}"
+    );
     // nginx's hot wall (0.010 s) beat regproxy's (0.012 s): said plainly.
-    assert!(md.contains("round 1, hot wall: nginx proxy_cache + lock"), "{md}");
-    assert!(chart.starts_with("<svg") && chart.contains("regproxy cache"), "{chart}");
+    assert!(
+        md.contains("round 1, hot wall: nginx proxy_cache + lock"),
+        "{md}"
+    );
+    assert!(
+        chart.starts_with("<svg") && chart.contains("regproxy cache"),
+        "{chart}"
+    );
 }
