@@ -17,6 +17,7 @@ pub mod access_log;
 pub mod admin;
 pub mod admission;
 pub mod auth;
+pub mod cache;
 pub mod config;
 pub mod conn;
 pub mod handoff;

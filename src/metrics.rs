@@ -163,8 +163,20 @@ impl Registry {
             self.verifier.queue_depth()
         ));
         let (bytes, entries) = self.cache.as_ref().map_or((0, 0), |c| c.gauges());
-        family(&mut out, "cache_bytes", "gauge", "Edge cache: body bytes held on disk.", bytes);
-        family(&mut out, "cache_entries", "gauge", "Edge cache: files held on disk.", entries);
+        family(
+            &mut out,
+            "cache_bytes",
+            "gauge",
+            "Edge cache: body bytes held on disk.",
+            bytes,
+        );
+        family(
+            &mut out,
+            "cache_entries",
+            "gauge",
+            "Edge cache: files held on disk.",
+            entries,
+        );
         histogram::render(self.workers.iter().map(|w| &w.traffic), &mut out);
         self.render_servers(&mut out);
         self.top.render(&mut out);

@@ -19,10 +19,10 @@ use std::sync::Arc;
 use anyhow::Context;
 use futures_channel::oneshot;
 
-use crate::cache::Cache;
 use crate::admission::{self, Limits, PerIp, StateGauges};
 use crate::auth::cache::Verifier;
 use crate::auth::limiter::Limiter;
+use crate::cache::Cache;
 use crate::config::Config;
 use crate::metrics::{self, WorkerMetrics};
 use crate::tools::tuning::{self, HostFacts, Needs, Verdict};

@@ -17,12 +17,11 @@ use futures_channel::oneshot;
 use monoio::io::Canceller;
 use monoio::net::{TcpListener, TcpStream};
 
-use crate::cache::Cache;
-use regproxy_core::cache::confirm::Confirmations;
 use crate::access_log::{AccessLog, FLUSH_INTERVAL};
 use crate::admission::fds::{Spare, Throttle};
 use crate::admission::{self, Admission, Limits, PerIp, Refusal, Slot, StateGauges};
 use crate::auth::cache::{LocalVerifier, Verifier};
+use crate::cache::Cache;
 use crate::config::{Config, Driver};
 use crate::conn::{self, Ctx};
 use crate::error::ProxyError;
@@ -36,6 +35,7 @@ use crate::request_id::Generator;
 use crate::shutdown::Drain;
 use crate::tls;
 use crate::upstream::pool::Pool;
+use regproxy_core::cache::confirm::Confirmations;
 
 /// Submission queue entries per io_uring instance.
 const URING_ENTRIES: u32 = 1024;

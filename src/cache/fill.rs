@@ -103,7 +103,11 @@ pub async fn tee<S: Io, D: Io>(
         disk_error: None,
     };
     let slot = bufpool::BulkSlot::take();
-    let cap = if slot.is_some() { BULK_BUF_BYTES } else { READ_BUF_BYTES };
+    let cap = if slot.is_some() {
+        BULK_BUF_BYTES
+    } else {
+        READ_BUF_BYTES
+    };
     let mut buf = bufpool::take_at_least(cap);
     let mut teed = Teed {
         outcome: Outcome::Mismatch,
@@ -134,7 +138,10 @@ pub async fn tee<S: Io, D: Io>(
         }
         if teed.client_error.is_none() {
             let n = buf.len();
-            match timer.within(t.dst, dst.write_all_slice(buf.slice(0..n))).await {
+            match timer
+                .within(t.dst, dst.write_all_slice(buf.slice(0..n)))
+                .await
+            {
                 Ok((res, slice)) => {
                     buf = slice.into_inner();
                     match res {

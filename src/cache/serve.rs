@@ -12,7 +12,6 @@
 //! waits on the flight ([`Flight::changed`]) for more.
 
 use std::io;
-use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use monoio::buf::{IoBuf, IoBufMut};
@@ -50,7 +49,7 @@ pub async fn send<D: Io>(
     timer: &mut Timer,
     timeout: Duration,
 ) -> Result<u64, RelayError> {
-    let _ = sysfile::advise_sequential(&src.file.as_raw_fd());
+    let _ = sysfile::advise_sequential(src.file);
     match dst.as_tcp() {
         Some(tcp) => sendfile_range(tcp, src, start, len, timer, timeout).await,
         None => read_and_write(dst, src, start, len, timer, timeout).await,
@@ -59,7 +58,12 @@ pub async fn send<D: Io>(
 
 /// Body bytes of `src` available up to `end` (exclusive), waiting for a
 /// fill to write past `pos` if it has not yet.
-async fn available(src: Source<'_>, pos: u64, end: u64, timer: &mut Timer) -> Result<u64, RelayError> {
+async fn available(
+    src: Source<'_>,
+    pos: u64,
+    end: u64,
+    timer: &mut Timer,
+) -> Result<u64, RelayError> {
     let Some(flight) = src.flight else {
         return Ok(end);
     };
@@ -70,13 +74,19 @@ async fn available(src: Source<'_>, pos: u64, end: u64, timer: &mut Timer) -> Re
         }
         match stage {
             Stage::Failed | Stage::Abandoned => {
-                return Err(RelayError::Src(io::Error::other("the fill this request followed failed")))
+                return Err(RelayError::Src(io::Error::other(
+                    "the fill this request followed failed",
+                )))
             }
             // Done yet not past pos: the file is shorter than announced.
             Stage::Done => return Err(RelayError::Src(io::ErrorKind::UnexpectedEof.into())),
             Stage::Asking | Stage::Streaming => {}
         }
-        if timer.within(src.fill_timeout, flight.changed(written, stage)).await.is_err() {
+        if timer
+            .within(src.fill_timeout, flight.changed(written, stage))
+            .await
+            .is_err()
+        {
             return Err(RelayError::Src(io::ErrorKind::TimedOut.into()));
         }
     }
@@ -92,12 +102,11 @@ async fn sendfile_range(
 ) -> Result<u64, RelayError> {
     let end = start + len;
     let mut pos = start;
-    let file = src.file.as_raw_fd();
     while pos < end {
         let ready = available(src, pos, end, timer).await?;
         while pos < ready {
             let want = usize::try_from(ready - pos).map_or(SENDFILE_MAX, |n| n.min(SENDFILE_MAX));
-            match sysfile::sendfile_now(&tcp.as_raw_fd(), &file, HEADER_LEN + pos, want) {
+            match sysfile::sendfile_now(tcp, src.file, HEADER_LEN + pos, want) {
                 Ok(Some(0)) => {
                     return Err(RelayError::Src(io::ErrorKind::UnexpectedEof.into()));
                 }
@@ -124,7 +133,11 @@ async fn read_and_write<D: Io>(
     let end = start + len;
     let mut pos = start;
     let slot = bufpool::BulkSlot::take();
-    let cap = if slot.is_some() { BULK_BUF_BYTES } else { READ_BUF_BYTES };
+    let cap = if slot.is_some() {
+        BULK_BUF_BYTES
+    } else {
+        READ_BUF_BYTES
+    };
     let mut buf = bufpool::take_at_least(cap);
     let result = async {
         while pos < end {
@@ -133,7 +146,10 @@ async fn read_and_write<D: Io>(
             buf.clear();
             let (res, slice) = src
                 .file
-                .read_at(std::mem::take(&mut buf).slice_mut(0..want), HEADER_LEN + pos)
+                .read_at(
+                    std::mem::take(&mut buf).slice_mut(0..want),
+                    HEADER_LEN + pos,
+                )
                 .await;
             buf = slice.into_inner();
             match res {
@@ -142,7 +158,13 @@ async fn read_and_write<D: Io>(
                 Err(e) => return Err(RelayError::Src(e)),
             }
             let n = buf.len();
-            match timer.within(timeout, dst.write_all_slice(std::mem::take(&mut buf).slice(0..n))).await {
+            match timer
+                .within(
+                    timeout,
+                    dst.write_all_slice(std::mem::take(&mut buf).slice(0..n)),
+                )
+                .await
+            {
                 Ok((res, slice)) => {
                     buf = slice.into_inner();
                     res.map_err(RelayError::Dst)?;

@@ -17,7 +17,7 @@ use std::time::Instant;
 
 use regproxy_core::cache::cacheable::Cacheable;
 use regproxy_core::cache::confirm::Confirmed;
-use regproxy_core::cache::entry::{self, EntryMeta, HEADER_LEN};
+use regproxy_core::cache::entry::{self, EntryMeta, Kind, HEADER_LEN};
 use regproxy_core::cache::range::{self, RangeAnswer};
 
 use super::upstream::{self, relay_error, Answered};
@@ -75,7 +75,7 @@ pub(super) async fn exchange<S: Io>(
         outcome::STALE => &m.cache_stale_served_total,
         _ => &m.cache_hits_total,
     });
-    answer(ctx, conn, head, &opened, ex).await
+    answer(ctx, conn, head, c, &opened, ex).await
 }
 
 /// Forwarded as without a cache.
@@ -134,7 +134,9 @@ async fn confirm<S: Io>(
         Confirm::Stale
     };
     match ask_head(ctx, conn, head, ex).await {
-        Ok(200..=299) => {
+        // 416: the probe carries the client's Range, and the registry
+        // judges a range only against a blob it found in the repository.
+        Ok(200..=299 | 416) => {
             ctx.confirmations
                 .borrow_mut()
                 .record(&c.repository, &c.digest, Instant::now());
@@ -201,7 +203,10 @@ async fn open(
     let deadline = Instant::now() + wait;
     while stage == Stage::Asking {
         let left = deadline.saturating_duration_since(Instant::now());
-        if monoio::time::timeout(left, flight.changed(0, stage)).await.is_err() {
+        if monoio::time::timeout(left, flight.changed(0, stage))
+            .await
+            .is_err()
+        {
             return None;
         }
         stage = flight.stage();
@@ -210,7 +215,9 @@ async fn open(
     let file = match std::fs::File::open(&known.tmp) {
         Ok(f) => f,
         // Renamed into place since: the whole file.
-        Err(_) if flight.stage() == Stage::Done => std::fs::File::open(cache.path(&c.digest)).ok()?,
+        Err(_) if flight.stage() == Stage::Done => {
+            std::fs::File::open(cache.path(&c.digest)).ok()?
+        }
         Err(_) => return None,
     };
     if matches!(flight.stage(), Stage::Failed | Stage::Abandoned) {
@@ -260,6 +267,7 @@ async fn answer<S: Io>(
     ctx: &Ctx,
     conn: &mut Conn<S>,
     head: &RequestHead,
+    c: &Cacheable,
     opened: &Opened,
     ex: &mut Exchange,
 ) -> Result<(), ProxyError> {
@@ -280,6 +288,7 @@ async fn answer<S: Io>(
         range: span,
         content_type: &opened.content_type,
         digest: &opened.digest,
+        blob: c.kind == Kind::Blob,
     };
     let keep_alive = super::keeps_alive(ctx, head, false);
     conn.out.clear();
@@ -287,7 +296,11 @@ async fn answer<S: Io>(
     ex.status = status;
     ex.responded = true;
     super::write_out(ctx, conn).await?;
-    let len = if head.method == Method::Head { 0 } else { cached.body_len() };
+    let len = if head.method == Method::Head {
+        0
+    } else {
+        cached.body_len()
+    };
     if len > 0 {
         let src = Source {
             file: &opened.file,
@@ -379,12 +392,30 @@ async fn tee<S: Io>(
     let keep_alive = super::keeps_alive(ctx, head, answered.body_unfinished);
     let digest = filler.digest().to_string();
     let mut answered = answered;
-    send_head(ctx, conn, &answered.response, ClientFraming::Length(size), keep_alive, ex, None).await?;
+    send_head::<S, S>(
+        ctx,
+        conn,
+        &answered.response,
+        ClientFraming::Length(size),
+        keep_alive,
+        ex,
+        None,
+    )
+    .await?;
     let t = Timeouts {
         src: ctx.config.upstream.read_timeout,
         dst: ctx.config.client.body_timeout,
     };
-    let teed = fill::tee(&mut answered.upstream, &mut conn.client.io, filler, file, size, t, &mut conn.timer).await;
+    let teed = fill::tee(
+        &mut answered.upstream,
+        &mut conn.client.io,
+        filler,
+        file,
+        size,
+        t,
+        &mut conn.timer,
+    )
+    .await;
     let m = ctx.m();
     ex.bytes_out = teed.sent;
     WorkerMetrics::add(&m.response_body_bytes_total, teed.sent);
@@ -400,7 +431,9 @@ async fn tee<S: Io>(
             WorkerMetrics::inc(&m.cache_fill_failures_total);
             tracing::error!(%digest, path = head.path(),
                 "cache: the registry's body does not match its digest; nothing kept, the client's connection closed");
-            Err(ProxyError::UpstreamProtocol("the registry's body does not match its digest"))
+            Err(ProxyError::UpstreamProtocol(
+                "the registry's body does not match its digest",
+            ))
         }
         Outcome::Cut(e) => {
             WorkerMetrics::inc(&m.cache_fill_failures_total);

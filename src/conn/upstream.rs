@@ -42,6 +42,7 @@ pub(super) fn give_back(ctx: &Ctx, answered: Answered<'_>, clean: bool) {
         upstream,
         server,
         fd,
+        lease,
         ..
     } = answered;
     let (stream, buf) = upstream.into_parts();
@@ -54,6 +55,8 @@ pub(super) fn give_back(ctx: &Ctx, answered: Answered<'_>, clean: bool) {
             fd,
         });
     }
+    // The request is no longer outstanding at the server.
+    drop(lease);
 }
 
 /// Sends the request (its head already in `conn.out`) and reads the

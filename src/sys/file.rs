@@ -10,23 +10,25 @@
 //! ahead so that this stays rare on a streamed blob.
 
 use std::io;
-use std::os::fd::AsFd;
+use std::os::fd::AsRawFd;
 
 use rustix::fs::Advice;
 use rustix::io::Errno;
+
+use super::pipe::borrow;
 
 /// Sends up to `count` bytes of `file` starting at `offset` to the
 /// non-blocking socket `sock`, without waiting. `Ok(None)`: the socket
 /// buffer is full (`EAGAIN`); `Ok(Some(0))`: `offset` is at or past the
 /// file's end. The file's own position is not used or moved.
 pub fn sendfile_now(
-    sock: &impl AsFd,
-    file: &impl AsFd,
+    sock: &impl AsRawFd,
+    file: &impl AsRawFd,
     offset: u64,
     count: usize,
 ) -> io::Result<Option<usize>> {
     let mut off = offset;
-    match rustix::fs::sendfile(sock, file, Some(&mut off), count) {
+    match rustix::fs::sendfile(borrow(sock), borrow(file), Some(&mut off), count) {
         Ok(n) => Ok(Some(n)),
         Err(Errno::AGAIN) => Ok(None),
         Err(e) => Err(e.into()),
@@ -35,8 +37,13 @@ pub fn sendfile_now(
 
 /// Tells the kernel `file` will be read from start to end: a larger
 /// read-ahead window. Advice only; a failure is ignored by the caller.
-pub fn advise_sequential(file: &impl AsFd) -> io::Result<()> {
-    Ok(rustix::fs::fadvise(file, 0, None, Advice::Sequential)?)
+pub fn advise_sequential(file: &impl AsRawFd) -> io::Result<()> {
+    Ok(rustix::fs::fadvise(
+        borrow(file),
+        0,
+        None,
+        Advice::Sequential,
+    )?)
 }
 
 #[cfg(test)]

@@ -146,9 +146,10 @@ pub fn pipe_max_size() -> Option<usize> {
 }
 
 pub(super) fn borrow(sock: &impl AsRawFd) -> BorrowedFd<'_> {
-    // SAFETY: the descriptor belongs to `sock`, which stays borrowed (and so
-    // open) for the lifetime of the returned `BorrowedFd`; monoio closes a
-    // socket's descriptor only when the stream is dropped.
+    // SAFETY: the descriptor belongs to `sock` (a socket or a file), which
+    // stays borrowed (and so open) for the lifetime of the returned
+    // `BorrowedFd`; monoio and std close a descriptor only when its owner is
+    // dropped.
     unsafe { BorrowedFd::borrow_raw(sock.as_raw_fd()) }
 }
 

@@ -237,6 +237,9 @@ pub struct CachedHead<'a> {
     pub content_type: &'a str,
     /// `sha256:…`, sent as `Docker-Content-Digest` and as the `ETag`.
     pub digest: &'a str,
+    /// A blob: the registry marks it cacheable for a year, as it never
+    /// changes under its digest.
+    pub blob: bool,
 }
 
 impl CachedHead<'_> {
@@ -254,13 +257,11 @@ impl CachedHead<'_> {
 /// headers the registry sends for the same blob or manifest (distribution's
 /// blob and manifest handlers): `Docker-Content-Digest`, an `ETag` of the
 /// quoted digest, `Accept-Ranges: bytes`, the stored `Content-Type`.
-pub fn cached_response_head(
-    c: &CachedHead,
-    keep_alive: bool,
-    request_id: &str,
-    out: &mut Vec<u8>,
-) {
+pub fn cached_response_head(c: &CachedHead, keep_alive: bool, request_id: &str, out: &mut Vec<u8>) {
     status_line(out, c.status, reason(c.status));
+    if c.blob {
+        header(out, "Cache-Control", b"max-age=31536000");
+    }
     if c.status != 416 {
         header(out, "Content-Type", c.content_type.as_bytes());
         header(out, "Docker-Content-Digest", c.digest.as_bytes());

@@ -274,11 +274,15 @@ fn cached_heads_carry_the_registrys_headers_and_exact_ranges() {
         range,
         content_type: "application/octet-stream",
         digest,
+        blob: true,
     };
     let mut out = Vec::new();
     cached_response_head(&head(206, Some((3, 9))), true, "id1", &mut out);
     let text = String::from_utf8(out).expect("ascii");
-    assert!(text.starts_with("HTTP/1.1 206 Partial Content\r\n"), "{text}");
+    assert!(
+        text.starts_with("HTTP/1.1 206 Partial Content\r\n"),
+        "{text}"
+    );
     assert!(text.contains("Content-Range: bytes 3-9/10\r\n"), "{text}");
     assert!(text.contains("Content-Length: 7\r\n"), "{text}");
     assert!(text.contains(&format!("ETag: \"{digest}\"\r\n")), "{text}");
