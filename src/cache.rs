@@ -23,6 +23,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use regproxy_core::cache::digest::BlobDigest;
+#[cfg(test)]
+use regproxy_core::cache::entry::HEADER_LEN;
 use regproxy_core::cache::entry::{self, EntryMeta, Kind};
 use regproxy_core::cache::index::Index;
 
@@ -306,3 +308,6 @@ impl Drop for Filler {
         self.close(stage);
     }
 }
+
+#[cfg(test)]
+mod tests;

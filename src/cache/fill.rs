@@ -253,3 +253,30 @@ impl Fill {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_hash_is_checked_against_the_digest_in_its_algorithm() {
+        // sha256("hello world") and sha512("")
+        let hello = BlobDigest::parse(
+            "sha256:b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9",
+        )
+        .expect("digest");
+        let mut h = Hasher::new(&hello);
+        h.0.update(b"hello ");
+        h.0.update(b"world");
+        assert!(h.matches(&hello));
+        let mut h = Hasher::new(&hello);
+        h.0.update(b"hello world!");
+        assert!(!h.matches(&hello));
+        let empty512 = BlobDigest::parse(concat!(
+            "sha512:cf83e1357eefb8bdf1542850d66d8007d620e4050b5715dc83f4a921d36ce9ce",
+            "47d0d13c5d85f2b0ff8318d2877eec2f63b931bd47417a81a538327af927da3e"
+        ))
+        .expect("digest");
+        assert!(Hasher::new(&empty512).matches(&empty512));
+    }
+}

@@ -102,10 +102,15 @@ async fn sendfile_range(
 ) -> Result<u64, RelayError> {
     let end = start + len;
     let mut pos = start;
+    let mut warmed = start;
     while pos < end {
         let ready = available(src, pos, end, timer).await?;
         while pos < ready {
-            let want = usize::try_from(ready - pos).map_or(SENDFILE_MAX, |n| n.min(SENDFILE_MAX));
+            if pos >= warmed {
+                warmed = ready.min(pos + SENDFILE_MAX as u64);
+                warm(src.file, pos, warmed).await;
+            }
+            let want = usize::try_from(warmed - pos).map_or(SENDFILE_MAX, |n| n.min(SENDFILE_MAX));
             match sysfile::sendfile_now(tcp, src.file, HEADER_LEN + pos, want) {
                 Ok(Some(0)) => {
                     return Err(RelayError::Src(io::ErrorKind::UnexpectedEof.into()));
@@ -120,6 +125,20 @@ async fn sendfile_range(
         }
     }
     Ok(pos - start)
+}
+
+/// Makes sure body bytes `start..end` are in memory before sendfile reads
+/// them, so that a cold page never blocks the worker: when the first or
+/// last page of the window is not, read-ahead is started for the whole
+/// window and the task (not the worker) waits on an io_uring read of its
+/// last byte. Two `preadv2` probes per window when all is cached.
+async fn warm(file: &monoio::fs::File, start: u64, end: u64) {
+    let (first, last) = (HEADER_LEN + start, HEADER_LEN + end - 1);
+    if sysfile::is_cached(file, first) && sysfile::is_cached(file, last) {
+        return;
+    }
+    let _ = sysfile::advise_willneed(file, first, end - start);
+    let _ = file.read_at(Vec::with_capacity(1), last).await;
 }
 
 async fn read_and_write<D: Io>(

@@ -1,6 +1,6 @@
 //! File calls for the edge cache (`cache/serve.rs`) that monoio does not
 //! offer: a non-blocking `sendfile(2)` from a cache file to a plain socket,
-//! and read-ahead advice.
+//! a check that a page is in memory, and read-ahead advice.
 //!
 //! Why sendfile and not io_uring: the bytes go from the page cache to the
 //! socket inside the kernel, with no copy through user space and one call
@@ -9,11 +9,12 @@
 //! read by the call itself; `advise_sequential` asks the kernel to read
 //! ahead so that this stays rare on a streamed blob.
 
-use std::io;
+use std::io::{self, IoSliceMut};
+use std::num::NonZeroU64;
 use std::os::fd::AsRawFd;
 
 use rustix::fs::Advice;
-use rustix::io::Errno;
+use rustix::io::{Errno, ReadWriteFlags};
 
 use super::pipe::borrow;
 
@@ -33,6 +34,30 @@ pub fn sendfile_now(
         Err(Errno::AGAIN) => Ok(None),
         Err(e) => Err(e.into()),
     }
+}
+
+/// Whether the page holding byte `offset` of `file` is in memory: a
+/// one-byte read that must not wait (`RWF_NOWAIT`). `true` when the kernel
+/// cannot tell (a filesystem without `RWF_NOWAIT`): sendfile then reads
+/// the page itself, as it would anyway.
+pub fn is_cached(file: &impl AsRawFd, offset: u64) -> bool {
+    let mut byte = [0u8; 1];
+    let mut bufs = [IoSliceMut::new(&mut byte)];
+    !matches!(
+        rustix::io::preadv2(borrow(file), &mut bufs, offset, ReadWriteFlags::NOWAIT),
+        Err(Errno::AGAIN)
+    )
+}
+
+/// Asks the kernel to start reading `len` bytes of `file` at `offset`
+/// into memory, without waiting for them.
+pub fn advise_willneed(file: &impl AsRawFd, offset: u64, len: u64) -> io::Result<()> {
+    Ok(rustix::fs::fadvise(
+        borrow(file),
+        offset,
+        NonZeroU64::new(len),
+        Advice::WillNeed,
+    )?)
 }
 
 /// Tells the kernel `file` will be read from start to end: a larger
@@ -57,6 +82,9 @@ mod tests {
         let mut f = tempfile::tempfile().expect("tempfile");
         f.write_all(b"0123456789").expect("write");
         advise_sequential(&f).expect("fadvise");
+        advise_willneed(&f, 0, 10).expect("fadvise");
+        // Just written: in the page cache.
+        assert!(is_cached(&f, 5));
         let l = TcpListener::bind("127.0.0.1:0").expect("bind");
         let a = TcpStream::connect(l.local_addr().expect("addr")).expect("connect");
         let (mut b, _) = l.accept().expect("accept");
