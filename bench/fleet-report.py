@@ -61,8 +61,10 @@ def load(path):
     out = {}
     with open(path, newline="") as f:
         for r in csv.DictReader(f, delimiter="\t"):
-            run = {k: num(r[k]) for k in ("wall_s", "link_bytes", "served_bytes", "cpu_s", "rss_kib",
-                                          "errors", "verified", "upstream_gets")}
+            # The transfer-time columns are newer than the others.
+            run = {k: num(r.get(k)) for k in ("wall_s", "link_bytes", "served_bytes", "cpu_s", "rss_kib",
+                                              "errors", "verified", "upstream_gets", "transfer_p50_s",
+                                              "transfer_max_s", "first_byte_max_s")}
             out.setdefault((r["front"], int(r["round"]), r["phase"]), []).append(run)
     return out
 
@@ -79,6 +81,9 @@ def summarize(runs, image_bytes):
                 "cpu_gib": r["cpu_s"] / (served / GIB) if r["cpu_s"] is not None and served else None,
                 "mib_s": served / MIB / r["wall_s"] if r["wall_s"] else None,
                 "gets": r["upstream_gets"],
+                "p50": r["transfer_p50_s"],
+                "slowest": r["transfer_max_s"],
+                "first_byte": r["first_byte_max_s"],
             })
         s[key] = {k: median([p[k] for p in per]) for k in per[0]} | {
             "rss_mib": max((r["rss_kib"] for r in reps if r["rss_kib"] is not None), default=None),
@@ -124,6 +129,22 @@ def tls_table(s):
     for f in rows:
         r = s[(f, 1, "hot")]
         md.append(f"| {LABELS[f]} | {fmt(r['wall'])} | {fmt(r['cpu_gib'], 2)} | {fmt(r['rss_mib'])} | {r['errors']} |")
+    return md + [""]
+
+
+def times_table(s):
+    rows = [(f, rnd, ph) for f in FRONTS for rnd in (1, 2) for ph in ("cold", "hot")
+            if s.get((f, rnd, ph), {}).get("slowest") is not None]
+    if not rows:
+        return []
+    md = ["### Transfer times (each client's GET of each layer)", "",
+          "Whether a fleet's wall is a few slow transfers or all of them, and whether they waited "
+          "for their first byte.", "",
+          "| front | round | run | median transfer s | slowest transfer s | latest first byte s |",
+          "|---|---:|---|---:|---:|---:|"]
+    for f, rnd, ph in rows:
+        r = s[(f, rnd, ph)]
+        md.append(f"| {LABELS[f]} | {rnd} | {ph} | {fmt(r['p50'], 2)} | {fmt(r['slowest'], 2)} | {fmt(r['first_byte'], 2)} |")
     return md + [""]
 
 
@@ -274,6 +295,7 @@ def main():
     md += round_table(s, 2, f"Round 2: the same layers through {a.clients} different repositories")
     md += tls_table(s)
     md += one_table(s, one_n)
+    md += times_table(s)
     if any(k[0] == "regproxy" for k in s):
         md += ["### Targets", "", "| target | measured | met |", "|---|---|---|"]
         for goal, measured, ok in targets(s):
