@@ -1,5 +1,6 @@
 //! The regproxy binary's command line: serve (`regproxy::server`), check a
-//! configuration or the host it runs on, or import an nginx configuration.
+//! configuration or the host it runs on, import an nginx configuration, or
+//! show and empty the edge cache.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -63,6 +64,29 @@ enum Command {
     /// variations) into regproxy.toml. Directives it cannot convert are
     /// listed on stderr as FILE:LINE: directive X not converted: why.
     ImportNginx(ImportArgs),
+    /// Show or empty the edge blob cache of the configuration's [cache]
+    /// table. Safe beside a running regproxy.
+    Cache {
+        #[command(subcommand)]
+        action: CacheAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum CacheAction {
+    /// Print entries, bytes, max_size, and files under tmp/ (fills in
+    /// progress or left by a killed process).
+    Stats,
+    /// Remove one entry, or every entry with --all; exit 2 on a malformed
+    /// digest.
+    #[command(group(clap::ArgGroup::new("what").required(true).args(["digest", "all"])))]
+    Purge {
+        /// sha256:<64 hex> or sha512:<128 hex>.
+        digest: Option<String>,
+        /// Remove every entry (fills in progress stay).
+        #[arg(long)]
+        all: bool,
+    },
 }
 
 #[derive(clap::Args)]
@@ -115,6 +139,7 @@ fn main() -> ExitCode {
         }) => return check_host(&cli.config, &proc_root, format),
         Some(Command::Check { .. }) => check(&cli.config),
         Some(Command::ImportNginx(args)) => import_nginx(args),
+        Some(Command::Cache { action }) => return cache(&cli.config, action),
         None => regproxy::server::run(&cli.config),
     };
     match result {
@@ -136,6 +161,39 @@ fn check(path: &Path) -> anyhow::Result<()> {
         loaded.config.upstream.servers.len()
     );
     Ok(())
+}
+
+/// `regproxy cache`: exit 2 on a malformed digest (before the config is
+/// read), 1 on any other problem, such as a config without `[cache]`.
+fn cache(path: &Path, action: CacheAction) -> ExitCode {
+    use regproxy::tools::cache::{self, Purge};
+    let purge = match action {
+        CacheAction::Stats => None,
+        CacheAction::Purge { all: true, .. } => Some(Purge::All),
+        CacheAction::Purge { digest, .. } => {
+            match cache::parse_digest(digest.as_deref().unwrap_or_default()) {
+                Ok(d) => Some(Purge::One(d)),
+                Err(e) => {
+                    eprintln!("regproxy: {e}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
+    };
+    let result = regproxy::config::load(path).and_then(|config| match &purge {
+        None => cache::stats(&config),
+        Some(what) => cache::purge(&config, what),
+    });
+    match result {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("regproxy: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn import_nginx(args: ImportArgs) -> anyhow::Result<()> {
