@@ -456,16 +456,7 @@ async fn exchange<S: Io>(
     // RFC 9110 §10.1.1: the client waits for our go-ahead before uploading;
     // it comes only now, after the request was authorized.
     if head.expect_continue && head.body != RequestBody::None {
-        let (res, buf) = relay::write_all(
-            &mut conn.client.io,
-            CONTINUE_100.to_vec(),
-            &mut conn.timer,
-            ctx.config.client.body_timeout,
-        )
-        .await;
-        drop(buf);
-        res.map_err(ProxyError::ClientIo)?;
-        ex.continued = true;
+        send_continue(ctx, conn, ex).await?;
     }
 
     // A body the registry would ignore is read and checked here, before the
@@ -480,6 +471,24 @@ async fn exchange<S: Io>(
         }
     }
     forward(ctx, conn, head, drop_body, ex).await
+}
+
+/// `100 Continue`: the client may send its body.
+async fn send_continue<S: Io>(
+    ctx: &Ctx,
+    conn: &mut Conn<S>,
+    ex: &mut Exchange,
+) -> Result<(), ProxyError> {
+    let (res, _) = relay::write_all(
+        &mut conn.client.io,
+        CONTINUE_100.to_vec(),
+        &mut conn.timer,
+        ctx.config.client.body_timeout,
+    )
+    .await;
+    res.map_err(ProxyError::ClientIo)?;
+    ex.continued = true;
+    Ok(())
 }
 
 /// Largest body read and checked on a route whose body the registry
