@@ -10,7 +10,10 @@ pub mod acl;
 pub mod basic;
 pub mod groups;
 pub mod htpasswd;
+pub mod jwt;
 pub mod limiter;
+#[cfg(test)]
+mod testkeys;
 
 /// One rejected line of an htpasswd or htgroup file. `reason` is a fixed
 /// message that copies nothing from the line, so it is safe to log.
