@@ -14,6 +14,7 @@ pub mod jwt;
 pub mod limiter;
 #[cfg(test)]
 mod testkeys;
+pub mod token;
 
 /// One rejected line of an htpasswd or htgroup file. `reason` is a fixed
 /// message that copies nothing from the line, so it is safe to log.

@@ -47,7 +47,7 @@
 use std::collections::BTreeSet;
 use std::fmt;
 
-use crate::auth::groups::Groups;
+use crate::auth::groups::{Groups, Membership};
 use crate::route::{is_path_component, Action, Target, MAX_NAME_LEN};
 
 /// Who is asking, once authentication is settled.
@@ -80,7 +80,7 @@ enum Who {
 }
 
 impl Who {
-    fn matches(&self, id: Identity<'_>, groups: &Groups) -> bool {
+    fn matches<M: Membership + ?Sized>(&self, id: Identity<'_>, groups: &M) -> bool {
         match (self, id) {
             (Who::Anonymous, Identity::Anonymous) => true,
             (Who::Authenticated, Identity::User(_)) => true,
@@ -278,7 +278,12 @@ impl Rule {
         self.actions.iter().copied()
     }
 
-    fn applies(&self, id: Identity<'_>, groups: &Groups, repository: Option<&str>) -> bool {
+    fn applies<M: Membership + ?Sized>(
+        &self,
+        id: Identity<'_>,
+        groups: &M,
+        repository: Option<&str>,
+    ) -> bool {
         self.pattern.matches(repository) && self.who.iter().any(|w| w.matches(id, groups))
     }
 }
@@ -402,7 +407,12 @@ impl Acl {
     }
 
     /// The decision for one classified request.
-    pub fn decide(&self, id: Identity<'_>, groups: &Groups, target: &Target) -> Decision {
+    pub fn decide<M: Membership + ?Sized>(
+        &self,
+        id: Identity<'_>,
+        groups: &M,
+        target: &Target,
+    ) -> Decision {
         let allowed = match target {
             Target::Base => match id {
                 Identity::User(_) => true,
@@ -422,10 +432,10 @@ impl Acl {
     /// Whether `id` may do `action` on `repository` (`None`: the catalog):
     /// the first rule that applies to `id` decides, and a user also gets
     /// what an anonymous request would.
-    pub fn allows(
+    pub fn allows<M: Membership + ?Sized>(
         &self,
         id: Identity<'_>,
-        groups: &Groups,
+        groups: &M,
         repository: Option<&str>,
         action: Action,
     ) -> bool {

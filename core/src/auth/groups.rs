@@ -140,6 +140,36 @@ impl Groups {
     }
 }
 
+/// Who belongs to which group, as the access rules ask it: the file and
+/// config groups ([`Groups`]), or those plus the groups an identity
+/// token's claims gave one user ([`WithClaimGroups`]).
+pub trait Membership {
+    fn contains(&self, group: &str, user: &str) -> bool;
+}
+
+impl Membership for Groups {
+    fn contains(&self, group: &str, user: &str) -> bool {
+        Groups::contains(self, group, user)
+    }
+}
+
+/// [`Groups`] plus the groups an OIDC token's claims map to, for its user
+/// alone and only while its request or `/token` grant is decided; nothing
+/// is added to the shared tables.
+#[derive(Debug, Clone, Copy)]
+pub struct WithClaimGroups<'a> {
+    pub groups: &'a Groups,
+    pub user: &'a str,
+    pub claimed: &'a [String],
+}
+
+impl Membership for WithClaimGroups<'_> {
+    fn contains(&self, group: &str, user: &str) -> bool {
+        self.groups.contains(group, user)
+            || (user == self.user && self.claimed.iter().any(|g| g == group))
+    }
+}
+
 fn is_blank(c: char) -> bool {
     c == ' ' || c == '\t'
 }
