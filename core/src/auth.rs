@@ -12,6 +12,7 @@ pub mod groups;
 pub mod htpasswd;
 pub mod jwt;
 pub mod limiter;
+pub mod oidc;
 #[cfg(test)]
 mod testkeys;
 pub mod token;
