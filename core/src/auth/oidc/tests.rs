@@ -304,3 +304,51 @@ fn templates() {
         assert!(Template::parse(bad).is_err(), "{bad:?}");
     }
 }
+
+/// The jwt fuzz target's seeds were signed by another implementation
+/// (Python's `cryptography`: RS256, ES256 as r‖s, Ed25519) and must verify
+/// here, with its JWKS; the forged ones must fail as they were forged.
+#[test]
+fn tokens_from_another_implementation() {
+    use crate::auth::token::TokenVerifier;
+    macro_rules! seed {
+        ($name:literal) => {
+            include_bytes!(concat!("../../../../fuzz/corpus/jwt/", $name)).as_slice()
+        };
+    }
+    let keys = parse_jwks(seed!("jwks")).unwrap().keys;
+    let p = provider(
+        "https://issuer.test",
+        "{repository}",
+        &["ci-{repository_owner}"],
+    );
+    for t in [seed!("rs256-oidc"), seed!("es256-oidc")] {
+        let id = p.verify(&keys, t, NOW).unwrap();
+        assert_eq!(
+            (id.user.as_str(), id.groups.as_slice()),
+            ("org/app", &["ci-org".to_owned()][..])
+        );
+    }
+    let v = TokenVerifier {
+        keys,
+        issuer: "regproxy".into(),
+        service: "registry.test".into(),
+        leeway_secs: 60,
+    };
+    for t in [seed!("eddsa-own"), seed!("es256-own-aud-array")] {
+        let got = v.verify(t, NOW).unwrap();
+        assert_eq!(got.subject.as_deref(), Some("alice"));
+        assert_eq!(got.access.len(), 2);
+    }
+    use crate::auth::token::TokenError::Jwt;
+    assert_eq!(
+        v.verify(seed!("alg-none"), NOW),
+        Err(Jwt(JwtError::AlgNone))
+    );
+    assert_eq!(v.verify(seed!("hs256"), NOW), Err(Jwt(JwtError::AlgHmac)));
+    assert_eq!(v.verify(seed!("crit"), NOW), Err(Jwt(JwtError::Crit)));
+    assert_eq!(
+        v.verify(seed!("dup-key"), NOW),
+        Err(Jwt(JwtError::DuplicateKey(jwt::Part::Header)))
+    );
+}
