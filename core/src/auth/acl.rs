@@ -13,6 +13,9 @@
 //!   `actions = []` is an explicit deny). No matching rule: denied.
 //! - `who` entries: a user name, `@group`, `authenticated` (any user with
 //!   valid credentials) and `anonymous` (a request without credentials).
+//!   Group membership is asked through `groups::Membership`: the group
+//!   files and config, plus, for a user an OIDC identity token mapped, the
+//!   groups its claims gave (`groups::WithClaimGroups`).
 //!   A user is also allowed whatever an anonymous request would be:
 //!   credentials never take rights away, since a client could always leave
 //!   them out. So `anonymous` rules need not be repeated for users, and an
