@@ -25,7 +25,9 @@ struct Fixed {
 fn fixed() -> &'static Fixed {
     static FIXED: OnceLock<Fixed> = OnceLock::new();
     FIXED.get_or_init(|| {
-        let keys = oidc::parse_jwks(JWKS.as_bytes()).expect("the fixed JWKS parses").keys;
+        let keys = oidc::parse_jwks(JWKS.as_bytes())
+            .expect("the fixed JWKS parses")
+            .keys;
         let template = |t: &str| Template::parse(t).expect("fixed template");
         Fixed {
             verifier: TokenVerifier {
