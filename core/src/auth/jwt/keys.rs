@@ -165,7 +165,10 @@ impl VerifyKey {
     pub fn rs256(n: &[u8], e: &[u8]) -> Result<VerifyKey, KeyError> {
         let n = strip_zeros(n);
         let e = strip_zeros(e);
-        let bits = n.len() * 8 - n.first().map_or(8, |b| b.leading_zeros() as usize);
+        let Some(first) = n.first() else {
+            return Err(KeyError::RsaSize);
+        };
+        let bits = n.len() * 8 - first.leading_zeros() as usize;
         let e_ok = !e.is_empty() && e.len() <= 5 && e[e.len() - 1] & 1 == 1 && e != [1];
         if !(2048..=8192).contains(&bits) || !e_ok {
             return Err(KeyError::RsaSize);

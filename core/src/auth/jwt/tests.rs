@@ -434,6 +434,10 @@ fn rsa_key_bounds() {
     assert_eq!(VerifyKey::rs256(n, &[1]), Err(KeyError::RsaSize));
     assert_eq!(VerifyKey::rs256(n, &[2]), Err(KeyError::RsaSize));
     assert_eq!(VerifyKey::rs256(&[0xff; 1025], e), Err(KeyError::RsaSize));
+    // An empty or all-zero modulus (a JWKS `"n": ""`) is refused, not a panic.
+    assert_eq!(VerifyKey::rs256(&[], e), Err(KeyError::RsaSize));
+    assert_eq!(VerifyKey::rs256(&[0, 0], e), Err(KeyError::RsaSize));
+    assert_eq!(VerifyKey::rs256(n, &[]), Err(KeyError::RsaSize));
     assert_eq!(VerifyKey::es256(&[4; 64]), Err(KeyError::Unsupported));
     assert_eq!(VerifyKey::ed25519(&[4; 31]), Err(KeyError::Unsupported));
 }
