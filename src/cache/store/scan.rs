@@ -103,27 +103,36 @@ fn fan_dirs(blobs: &Path, junk: Junk) -> Result<(Vec<Fan>, Listing), StoreError>
 fn list_fans(fans: &[Fan], junk: Junk) -> Result<Listing, StoreError> {
     let mut listing = Listing::default();
     for (algo, fan, dir) in fans {
-        for (path, name, is_dir) in read_dir(dir)? {
-            let digest = BlobDigest::from_relative(algo.as_str(), fan, &name).filter(|_| !is_dir);
-            let Some(digest) = digest else {
-                listing.junk += discard(&path, junk, "not an entry name")?;
-                continue;
-            };
-            let meta = match fs::symlink_metadata(&path) {
-                Ok(m) => m,
+        let entries = match fs::read_dir(dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(failed("list", dir, e)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(|e| failed("list", dir, e))?;
+            let name = entry.file_name();
+            let digest = name
+                .to_str()
+                .and_then(|n| BlobDigest::from_relative(algo.as_str(), fan, n));
+            // `DirEntry::metadata` is an fstatat on the folder's descriptor
+            // (no walk of the whole path), and does not follow links.
+            let meta = match (digest.is_some(), entry.metadata()) {
+                (true, Ok(m)) => Some(m),
                 // Evicted or purged meanwhile (stats beside a running proxy).
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(failed("inspect", &path, e)),
+                (true, Err(e)) if e.kind() == io::ErrorKind::NotFound => continue,
+                (true, Err(e)) => return Err(failed("inspect", &entry.path(), e)),
+                (false, _) => None,
             };
-            if !meta.is_file() || meta.len() < HEADER_LEN {
-                listing.junk += discard(&path, junk, "not a regular file with a header")?;
-                continue;
+            match (digest, meta) {
+                (Some(digest), Some(m)) if m.is_file() && m.len() >= HEADER_LEN => {
+                    listing.entries.push(Listed {
+                        digest,
+                        size: m.len() - HEADER_LEN,
+                        mtime: m.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                    })
+                }
+                _ => listing.junk += discard(&entry.path(), junk, "not an entry")?,
             }
-            listing.entries.push(Listed {
-                digest,
-                size: meta.len() - HEADER_LEN,
-                mtime: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
-            });
         }
     }
     Ok(listing)

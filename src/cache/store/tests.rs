@@ -250,3 +250,76 @@ fn at_touches_nothing() {
     assert_eq!(store.purge_all().expect("purge"), Stats::default());
     assert!(!t.path().join("none").exists());
 }
+
+/// The start-up rebuild for 100,000 entries, timed (not asserted):
+/// `cargo test --release --lib rebuild_of_100k -- --ignored --nocapture`.
+/// With `REGPROXY_DROP_CACHES=1` (root) each run starts with a cold
+/// dentry and inode cache (`echo 2 > /proc/sys/vm/drop_caches`).
+#[test]
+#[ignore = "a measurement: run by hand for bench/journal"]
+fn rebuild_of_100k_entries() {
+    const N: u32 = 100_000;
+    let t = tempfile::tempdir().expect("tempdir");
+    let cfg = config(t.path());
+    let store = Store::at(&cfg.dir);
+    let made = std::time::Instant::now();
+    for n in 0..N {
+        put(
+            &store,
+            &d(n.wrapping_mul(2_654_435_761)),
+            1,
+            at(u64::from(n)),
+        );
+    }
+    eprintln!("made {N} entries in {:?}", made.elapsed());
+    let cold = std::env::var_os("REGPROXY_DROP_CACHES").is_some();
+    let drop_caches = || {
+        if cold {
+            let _ = std::process::Command::new("sync").status();
+            fs::write("/proc/sys/vm/drop_caches", "2").expect("drop_caches (needs root)");
+        }
+    };
+    // utime + stime of the whole process (ended threads included), in
+    // clock ticks of 10 ms.
+    let cpu = || -> Duration {
+        let stat = fs::read_to_string("/proc/self/stat").expect("stat");
+        let after = stat.rsplit_once(')').expect("comm").1;
+        let f: Vec<u64> = after
+            .split_whitespace()
+            .map(|x| x.parse().unwrap_or(0))
+            .collect();
+        Duration::from_millis((f[11] + f[12]) * 10)
+    };
+    let median = |mut v: Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    for threads in [1, scan::threads()] {
+        let (mut runs, mut cpus) = (Vec::new(), Vec::new());
+        for _ in 0..3 {
+            drop_caches();
+            let (start, cpu0) = (std::time::Instant::now(), cpu());
+            let listing = scan::list(&store.blobs, scan::Junk::Remove, threads).expect("list");
+            runs.push(start.elapsed());
+            cpus.push(cpu() - cpu0);
+            assert_eq!(listing.entries.len(), N as usize);
+        }
+        eprintln!(
+            "list, {threads} threads, cold={cold}: wall {runs:?}, median {:?}; cpu {cpus:?}",
+            median(runs.clone())
+        );
+    }
+    let (mut runs, mut cpus) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        drop_caches();
+        let (start, cpu0) = (std::time::Instant::now(), cpu());
+        let (_, rebuilt) = Store::open(&cfg).expect("opens");
+        runs.push(start.elapsed());
+        cpus.push(cpu() - cpu0);
+        assert_eq!(rebuilt.entries.len(), N as usize);
+    }
+    eprintln!(
+        "Store::open, cold={cold}: wall {runs:?}, median {:?}; cpu {cpus:?}",
+        median(runs.clone())
+    );
+}
