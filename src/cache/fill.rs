@@ -21,7 +21,7 @@ use regproxy_core::cache::digest::{Algorithm, BlobDigest};
 use regproxy_core::cache::entry::HEADER_LEN;
 
 use super::Filler;
-use crate::relay::{bufpool, Buffered, Io, Timeouts, Timer, BULK_BUF_BYTES, READ_BUF_BYTES};
+use crate::relay::{bufpool, Buffered, Io, Timeouts, Timer};
 
 /// How a fill ended.
 #[derive(Debug)]
@@ -102,13 +102,8 @@ pub async fn tee<S: Io, D: Io>(
         written: 0,
         disk_error: None,
     };
-    let slot = bufpool::BulkSlot::take();
-    let cap = if slot.is_some() {
-        BULK_BUF_BYTES
-    } else {
-        READ_BUF_BYTES
-    };
-    let mut buf = bufpool::take_at_least(cap);
+    let (_slot, mut buf) = bufpool::batch();
+    let cap = buf.capacity();
     let mut teed = Teed {
         outcome: Outcome::Mismatch,
         sent: 0,

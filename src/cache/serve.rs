@@ -20,7 +20,7 @@ use monoio::net::TcpStream;
 use regproxy_core::cache::entry::HEADER_LEN;
 
 use super::flight::{Flight, Stage};
-use crate::relay::{bufpool, Io, RelayError, Timer, BULK_BUF_BYTES, READ_BUF_BYTES};
+use crate::relay::{bufpool, Io, RelayError, Timer};
 use crate::sys::file as sysfile;
 use crate::sys::pipe::NonBlocking;
 
@@ -192,13 +192,8 @@ async fn read_and_write<D: Io>(
 ) -> Result<u64, RelayError> {
     let end = start + len;
     let mut pos = start;
-    let slot = bufpool::BulkSlot::take();
-    let cap = if slot.is_some() {
-        BULK_BUF_BYTES
-    } else {
-        READ_BUF_BYTES
-    };
-    let mut buf = bufpool::take_at_least(cap);
+    let (_slot, mut buf) = bufpool::batch();
+    let cap = buf.capacity();
     let result = async {
         while pos < end {
             let ready = available(src, pos, end, timer).await?;

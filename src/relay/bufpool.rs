@@ -89,6 +89,19 @@ impl Drop for BulkSlot {
     }
 }
 
+/// A buffer for a body moved in batches: a bulk one while this worker has
+/// a [`BulkSlot`] free (held as long as the returned slot lives), else a
+/// read-sized one. Its capacity is the batch size.
+pub fn batch() -> (Option<BulkSlot>, Vec<u8>) {
+    let slot = BulkSlot::take();
+    let buf = take_at_least(if slot.is_some() {
+        BULK_BUF_BYTES
+    } else {
+        READ_BUF_BYTES
+    });
+    (slot, buf)
+}
+
 /// An empty buffer of `READ_BUF_BYTES` capacity.
 pub fn take() -> Vec<u8> {
     take_at_least(READ_BUF_BYTES)

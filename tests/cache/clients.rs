@@ -158,6 +158,25 @@ fn diff_ids(out: &Run) -> Vec<String> {
     serde_json::from_str(out.stdout.trim()).unwrap_or_else(|e| panic!("{e}: {}", out.stdout))
 }
 
+/// After a docker or podman pull (their CLIs agree here): the image holds
+/// the pushed layer, is removed for the next round, and the round's cache
+/// outcomes are checked.
+fn check_and_remove(cli: impl Fn() -> Command, s: &Setup, image: &str, client: &str, round: usize) {
+    let inspect = run(
+        cli().args([
+            "image",
+            "inspect",
+            "--format",
+            "{{json .RootFS.Layers}}",
+            image,
+        ]),
+        STEP_LIMIT,
+    );
+    assert_eq!(diff_ids(inspect.assert_success()), [s.layer()]);
+    run(cli().args(["rmi", image]), STEP_LIMIT).assert_success();
+    s.check(client, round);
+}
+
 #[test]
 fn docker_pulls_cold_then_hot_through_the_cache() {
     let _turn = serial();
@@ -177,19 +196,7 @@ fn docker_pulls_cold_then_hot_through_the_cache() {
     let image = s.reference();
     for round in 1..=2 {
         run(d.docker(Some(&cfg)).args(["pull", &image]), TRANSFER_LIMIT).assert_success();
-        let inspect = run(
-            d.docker(None).args([
-                "image",
-                "inspect",
-                "--format",
-                "{{json .RootFS.Layers}}",
-                &image,
-            ]),
-            STEP_LIMIT,
-        );
-        assert_eq!(diff_ids(inspect.assert_success()), [s.layer()]);
-        run(d.docker(None).args(["rmi", &image]), STEP_LIMIT).assert_success();
-        s.check("docker", round);
+        check_and_remove(|| d.docker(None), &s, &image, "docker", round);
     }
 }
 
@@ -215,19 +222,7 @@ fn podman_pulls_cold_then_hot_through_the_cache() {
             TRANSFER_LIMIT,
         )
         .assert_success();
-        let inspect = run(
-            p.podman().args([
-                "image",
-                "inspect",
-                "--format",
-                "{{json .RootFS.Layers}}",
-                &image,
-            ]),
-            STEP_LIMIT,
-        );
-        assert_eq!(diff_ids(inspect.assert_success()), [s.layer()]);
-        run(p.podman().args(["rmi", &image]), STEP_LIMIT).assert_success();
-        s.check("podman", round);
+        check_and_remove(|| p.podman(), &s, &image, "podman", round);
     }
 }
 
