@@ -14,6 +14,7 @@ mod client;
 mod forwarding;
 mod log;
 mod tls;
+mod token;
 mod upstream;
 
 pub use auth::AuthConfig;
@@ -22,6 +23,7 @@ pub use client::{ClientConfig, Lingering};
 pub use forwarding::ForwardingConfig;
 pub use log::{AccessLogTarget, LogFormat};
 pub use tls::TlsFiles;
+pub use token::{AuthScheme, JwksSource, OidcConfig, TokenConfig};
 pub use upstream::{HealthConfig, UpstreamConfig, UpstreamTls, DEFAULT_CA_FILE};
 
 use std::collections::BTreeMap;

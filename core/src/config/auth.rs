@@ -1,5 +1,6 @@
 //! `[auth]`: the htpasswd file, the credential cache and hash pool, the
-//! brute-force limiter, and groups.
+//! brute-force limiter, and groups; the scheme, the token service and the
+//! OIDC issuers are in `config/token.rs`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -7,6 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::token::{self, AuthScheme, OidcConfig, RawOidc, RawToken, TokenConfig};
 use super::{duration, ConfigError, Loader};
 
 #[derive(Debug, Clone)]
@@ -28,6 +30,12 @@ pub struct AuthConfig {
     /// `failure_window` before further checks get 429 (0: no limit).
     pub max_failures: u32,
     pub failure_window: Duration,
+    /// `basic` (the default) or `bearer`.
+    pub scheme: AuthScheme,
+    /// `[auth.token]`: present exactly when `scheme` is `bearer`.
+    pub token: Option<TokenConfig>,
+    /// `[[auth.oidc]]`: CI issuers whose identity tokens stand for passwords.
+    pub oidc: Vec<OidcConfig>,
 }
 
 #[derive(Deserialize)]
@@ -50,6 +58,10 @@ pub(super) struct RawAuth {
     max_failures: u32,
     #[serde(default = "default_failure_window", deserialize_with = "duration")]
     failure_window: Duration,
+    scheme: Option<Spanned<AuthScheme>>,
+    token: Option<Spanned<RawToken>>,
+    #[serde(default)]
+    oidc: Vec<Spanned<RawOidc>>,
 }
 
 fn default_realm() -> Spanned<String> {
@@ -92,6 +104,9 @@ impl RawAuth {
             None => None,
             Some(g) => Some(l.existing_file("auth.groups", g)?),
         };
+        let scheme = token::check_scheme(l, self.scheme.as_ref(), self.token.as_ref())?;
+        let token = self.token.map(|t| t.into_inner().build(l)).transpose()?;
+        let oidc = token::build_oidc(l, self.oidc)?;
         let cores = l.host.cores().max(1);
         Ok(AuthConfig {
             realm,
@@ -108,6 +123,9 @@ impl RawAuth {
             groups_file,
             max_failures: self.max_failures,
             failure_window: self.failure_window,
+            scheme,
+            token,
+            oidc,
         })
     }
 }
