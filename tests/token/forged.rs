@@ -7,6 +7,7 @@
 //! token for another repository: `insufficient_scope`), and the registry's
 //! access log proves that nothing reached it.
 
+use std::path::Path;
 use std::time::Duration;
 
 use regproxy_core::auth::jwt::Alg;
@@ -53,12 +54,11 @@ fn assert_reached_registry(r: &RawResponse, what: &str) {
 
 /// Every forged or broken token of the issue's list, one by one.
 #[allow(clippy::too_many_lines)]
-fn forgeries(s: &TokenStack, issued: &str) -> Vec<(&'static str, String)> {
-    let key = &s.signing;
+fn forgery_list(key: &KeyFile, dir: &Path, issued: &str) -> Vec<(&'static str, String)> {
     let kid = key.kid().to_owned();
     let claims = KeyFile::claims(repo_access(REPO, &["pull"])).to_string();
-    let stranger = KeyFile::generate(&s.path("stranger.key"), Alg::Es256);
-    let other_issuer = KeyFile::generate(&s.path("other-issuer.key"), Alg::EdDsa);
+    let stranger = KeyFile::generate(&dir.join("stranger.key"), Alg::Es256);
+    let other_issuer = KeyFile::generate(&dir.join("other-issuer.key"), Alg::EdDsa);
     let t = now();
     let mut tampered = claims_of(issued);
     tampered.insert("access".into(), repo_access(REPO, &["pull", "push"]));
@@ -174,7 +174,7 @@ fn forged_and_broken_tokens_get_401_and_reach_nothing() {
     assert_reached_registry(&bearer(&ep, "GET", MANIFEST, &issued), "issued token");
     let own = signed(&s.signing, |_| {});
     assert_reached_registry(&bearer(&ep, "GET", MANIFEST, &own), "hand-signed token");
-    let cases = forgeries(&s, &issued);
+    let cases = forgery_list(&s.signing, s.dir.path(), &issued);
     let before = s.registry.settle(Duration::from_millis(300));
 
     for (what, token) in &cases {
@@ -354,4 +354,29 @@ fn token_endpoint_refusals_and_partial_grants() {
     });
     assert!(found.is_some(), "{}", s.proxy.access_log_text());
     assert!(s.proxy.metric("regproxy_tokens_issued_total") >= 5);
+}
+
+/// The harness itself, without regproxy: every forgery is refused by
+/// regproxy-core's verifier for this key, and the controls pass, so the
+/// end-to-end refusals above test the proxy's wiring.
+#[test]
+fn forgeries_are_what_regproxy_core_refuses() {
+    use regproxy_core::auth::jwt::KeySet;
+    use regproxy_core::auth::token::TokenVerifier;
+    if openssl_or_skip().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let key = KeyFile::generate(&dir.path().join("token.key"), Alg::Es256);
+    let verifier = TokenVerifier {
+        keys: KeySet::from_own_keys([key.key.verify_key().clone()]).unwrap(),
+        issuer: ISSUER.to_owned(),
+        service: SERVICE.to_owned(),
+        leeway_secs: 60,
+    };
+    let own = signed(&key, |_| {});
+    assert!(verifier.verify(own.as_bytes(), now()).is_ok());
+    for (what, token) in forgery_list(&key, dir.path(), &own) {
+        assert!(verifier.verify(token.as_bytes(), now()).is_err(), "core took {what}");
+    }
 }

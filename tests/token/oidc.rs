@@ -510,3 +510,45 @@ fn hanging_or_lying_jwks_does_not_stall_cached_keys() {
         .server
         .set(Mode::Serve(jwks(&[("gh-1", &issuers.github)])));
 }
+
+/// The harness itself, without regproxy: the JWKS server answers over
+/// TLS, and regproxy-core's own verifier takes the test issuer's tokens
+/// with the JWKS it serves, so a failure above is the proxy's.
+#[test]
+fn the_test_issuer_is_what_regproxy_core_accepts() {
+    use regproxy_core::auth::oidc::{parse_jwks, Provider, Template};
+    if openssl_or_skip().is_none() {
+        return;
+    }
+    let issuers = Issuers::start();
+    let port = issuers.server.url().split(':').nth(2).unwrap().split('/').next().unwrap().parse::<u16>().unwrap();
+    let ep = Endpoint::tls_named(
+        std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        issuers.tls.client_config(),
+        "127.0.0.1",
+    );
+    let r = http::get(&ep, "/jwks", None, &[]).unwrap();
+    assert_eq!(r.status, 200, "{r:?}");
+    let provider = |iss: &str, user: &str, group: &str| Provider {
+        issuer: iss.to_owned(),
+        audience: crate::support::oidc::AUDIENCE.to_owned(),
+        leeway_secs: 60,
+        user: Template::parse(user).unwrap(),
+        groups: vec![Template::parse(group).unwrap()],
+    };
+    let now = crate::support::token::now();
+    let served = parse_jwks(&r.body).unwrap();
+    let id = provider(GITHUB, "{repository}", "{repository_owner}")
+        .verify(&served.keys, issuers.github_token("org/app").as_bytes(), now)
+        .unwrap();
+    assert_eq!((id.user.as_str(), id.groups.as_slice()), ("org/app", &["org".to_owned()][..]));
+    let file = parse_jwks(&std::fs::read(issuers.gitlab_file()).unwrap()).unwrap();
+    let id = provider(GITLAB, "{project_path}", "{namespace_path}")
+        .verify(&file.keys, issuers.gitlab_token("group/app").as_bytes(), now)
+        .unwrap();
+    assert_eq!((id.user.as_str(), id.groups.as_slice()), ("group/app", &["group".to_owned()][..]));
+    issuers.server.set(Mode::Garbage);
+    let r = http::get(&ep, "/jwks", None, &[]).unwrap();
+    assert!(parse_jwks(&r.body).is_err());
+    assert_eq!(issuers.server.hits(), 2);
+}
