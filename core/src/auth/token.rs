@@ -91,15 +91,22 @@ pub enum ScopeError {
     BadQuery,
 }
 
-impl fmt::Display for ScopeError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl ScopeError {
+    /// What a 400 tells the client.
+    pub fn reason(self) -> &'static str {
+        match self {
             ScopeError::Malformed => "scope is not type:name:actions",
             ScopeError::BadName => "scope names no valid repository (or registry:catalog)",
             ScopeError::BadAction => "scope has an action outside [a-z]* and *",
             ScopeError::TooMany => "too many scopes",
             ScopeError::BadQuery => "token request query is too long or badly escaped",
-        })
+        }
+    }
+}
+
+impl fmt::Display for ScopeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.reason())
     }
 }
 
@@ -480,7 +487,7 @@ pub fn challenge(
 
 mod request;
 
-pub use request::{default_realm, PasswordGrant, TokenRequest};
+pub use request::{default_realm, GrantError, PasswordGrant, TokenRequest};
 
 #[cfg(test)]
 mod tests;

@@ -92,13 +92,20 @@ pub enum GrantError {
     MissingCredentials,
 }
 
+impl GrantError {
+    /// What a 400 tells the client.
+    pub fn reason(self) -> &'static str {
+        match self {
+            GrantError::Scope(e) => e.reason(),
+            GrantError::UnsupportedGrant => "unsupported grant_type (only password)",
+            GrantError::MissingCredentials => "username and password are required",
+        }
+    }
+}
+
 impl fmt::Display for GrantError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            GrantError::Scope(e) => e.fmt(f),
-            GrantError::UnsupportedGrant => f.write_str("unsupported grant_type (only password)"),
-            GrantError::MissingCredentials => f.write_str("username and password are required"),
-        }
+        f.write_str(self.reason())
     }
 }
 
@@ -153,6 +160,7 @@ pub fn default_realm(tls: bool, host: Option<&str>) -> Option<String> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
