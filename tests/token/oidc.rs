@@ -235,6 +235,7 @@ fn claim_mapped_rules_allow_exactly_what_they_say() {
         let opts = CopyOpts {
             dest_creds: Some(("oidc".into(), cases[0].1.clone())),
             dest_tls_verify: Some(false),
+            preserve_digests: true,
             ..CopyOpts::default()
         };
         skopeo_copy(
@@ -521,7 +522,17 @@ fn the_test_issuer_is_what_regproxy_core_accepts() {
         return;
     }
     let issuers = Issuers::start();
-    let port = issuers.server.url().split(':').nth(2).unwrap().split('/').next().unwrap().parse::<u16>().unwrap();
+    let port = issuers
+        .server
+        .url()
+        .split(':')
+        .nth(2)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .parse::<u16>()
+        .unwrap();
     let ep = Endpoint::tls_named(
         std::net::SocketAddr::from(([127, 0, 0, 1], port)),
         issuers.tls.client_config(),
@@ -539,14 +550,28 @@ fn the_test_issuer_is_what_regproxy_core_accepts() {
     let now = crate::support::token::now();
     let served = parse_jwks(&r.body).unwrap();
     let id = provider(GITHUB, "{repository}", "{repository_owner}")
-        .verify(&served.keys, issuers.github_token("org/app").as_bytes(), now)
+        .verify(
+            &served.keys,
+            issuers.github_token("org/app").as_bytes(),
+            now,
+        )
         .unwrap();
-    assert_eq!((id.user.as_str(), id.groups.as_slice()), ("org/app", &["org".to_owned()][..]));
+    assert_eq!(
+        (id.user.as_str(), id.groups.as_slice()),
+        ("org/app", &["org".to_owned()][..])
+    );
     let file = parse_jwks(&std::fs::read(issuers.gitlab_file()).unwrap()).unwrap();
     let id = provider(GITLAB, "{project_path}", "{namespace_path}")
-        .verify(&file.keys, issuers.gitlab_token("group/app").as_bytes(), now)
+        .verify(
+            &file.keys,
+            issuers.gitlab_token("group/app").as_bytes(),
+            now,
+        )
         .unwrap();
-    assert_eq!((id.user.as_str(), id.groups.as_slice()), ("group/app", &["group".to_owned()][..]));
+    assert_eq!(
+        (id.user.as_str(), id.groups.as_slice()),
+        ("group/app", &["group".to_owned()][..])
+    );
     issuers.server.set(Mode::Garbage);
     let r = http::get(&ep, "/jwks", None, &[]).unwrap();
     assert!(parse_jwks(&r.body).is_err());
