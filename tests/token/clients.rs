@@ -374,12 +374,26 @@ fn oras_python() -> Option<PathBuf> {
 /// oras-py: a Registry client with Basic credentials; it follows the
 /// Bearer challenge itself. Pushes `file` as an artifact, pulls it into
 /// `out`. Its CA bundle is the test CA (`tls_verify` takes a path).
+///
+/// oras-py 0.2 keeps the first token it gets and asks for a new one only
+/// after a 403; regproxy answers a token without the scope with 401
+/// `insufficient_scope`, as distribution does (docker, podman, skopeo and
+/// ctr then fetch a token with the scope). Its push opens with a HEAD
+/// (scope pull), so unaided it would retry the upload with the pull token
+/// and give up. The script therefore starts from the upload's challenge
+/// (scope pull,push), through oras-py's own `authenticate_request`.
 const ORAS_SCRIPT: &str = r#"
 import sys
 import oras.provider
 host, user, password, ca, ref, file, out = sys.argv[1:]
+repo = ref.split("/", 1)[1].rsplit(":", 1)[0]
 reg = oras.provider.Registry(hostname=host, tls_verify=ca)
 reg.auth.set_basic_auth(user, password)
+challenge = reg.session.post(f"https://{host}/v2/{repo}/blobs/uploads/", verify=ca)
+assert challenge.status_code == 401, challenge.status_code
+assert "pull,push" in challenge.headers["Www-Authenticate"], challenge.headers
+_, ok = reg.auth.authenticate_request(challenge, {})
+assert ok, "no token for pull,push"
 resp = reg.push(target=ref, files=[file])
 assert resp.status_code in (200, 201), resp.text
 got = reg.pull(target=ref, outdir=out)
