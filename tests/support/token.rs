@@ -228,6 +228,9 @@ pub struct StackOpts {
     /// `[auth] scheme` (`"bearer"` needs the token table, always written
     /// for it; `"basic"` leaves `[auth.token]` out).
     pub scheme: &'static str,
+    /// More `[auth]` keys (`max_failures = 0` for a test that sends bad
+    /// tokens on purpose: token failures count for the limiter).
+    pub auth_extra: String,
     /// More `[auth.token]` keys (`verify_keys`, `lifetime`, `realm`).
     pub token_extra: String,
     /// `[[auth.oidc]]` tables.
@@ -246,6 +249,7 @@ impl Default for StackOpts {
             users: Vec::new(),
             tls: false,
             scheme: "bearer",
+            auth_extra: String::new(),
             token_extra: String::new(),
             oidc: String::new(),
             tail: String::new(),
@@ -343,9 +347,10 @@ pub fn config(signing: &KeyFile, upstream: SocketAddr, tls: Option<&Tls>, o: &St
     };
     format!(
         "listen = \"127.0.0.1:0\"\n{tls}\n[auth]\nhtpasswd = \"{users}\"\nrealm = \"{REALM}\"\n\
-         scheme = \"{scheme}\"\n{token}{oidc}\n[upstream]\nservers = [\"{upstream}\"]\n{tail}\n",
+         scheme = \"{scheme}\"\n{auth_extra}\n{token}{oidc}\n[upstream]\nservers = [\"{upstream}\"]\n{tail}\n",
         users = users.display(),
         scheme = o.scheme,
+        auth_extra = o.auth_extra,
         oidc = o.oidc,
         tail = o.tail,
     )

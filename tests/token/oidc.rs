@@ -29,23 +29,26 @@ const GITLAB: &str = "https://gitlab.example.test";
 /// whatever the JWKS endpoint does (a liveness bound, not a timing test).
 const PROMPT: Duration = Duration::from_secs(3);
 
-/// Rules naming the mapped users (`org/app`, `group/app`) and groups
-/// (`org`, `group`).
-const RULES: &str = r#"
+/// Rules naming the mapped users (`org/app`, `group/app`).
+const USER_RULES: &str = r#"
 [[access]]
 repository = "org/app/**"
 who = ["org/app"]
 actions = ["pull", "push"]
 
 [[access]]
-repository = "org/**"
-who = ["@org"]
-actions = ["pull"]
-
-[[access]]
 repository = "group/app/**"
 who = ["group/app"]
 actions = ["pull", "push"]
+"#;
+
+/// Rules naming the mapped groups (`org`, `group`): groups that exist
+/// only in the claims.
+const GROUP_RULES: &str = r#"
+[[access]]
+repository = "org/**"
+who = ["@org"]
+actions = ["pull"]
 
 [[access]]
 repository = "group/**"
@@ -125,10 +128,22 @@ fn gitlab_table(file: &Path) -> String {
 }
 
 fn start(issuers: &Issuers, scheme: &'static str, token_extra: String) -> TokenStack {
+    start_with_rules(issuers, scheme, token_extra, USER_RULES.into())
+}
+
+fn start_with_rules(
+    issuers: &Issuers,
+    scheme: &'static str,
+    token_extra: String,
+    rules: String,
+) -> TokenStack {
     TokenStack::start(StackOpts {
         scheme,
+        // Tokens refused on purpose, and polls while a rate-limited
+        // refetch is due, would trip the per-address failure limit.
+        auth_extra: "max_failures = 0".into(),
         oidc: issuers.tables(),
-        tail: RULES.into(),
+        tail: rules,
         token_extra,
         ..StackOpts::default()
     })
@@ -175,7 +190,8 @@ fn claim_mapped_rules_allow_exactly_what_they_say() {
         return;
     }
     let issuers = Issuers::start();
-    let s = start(&issuers, "bearer", String::new());
+    let rules = format!("{USER_RULES}{GROUP_RULES}");
+    let s = start_with_rules(&issuers, "bearer", String::new(), rules);
     let ep = s.ep();
     let cases = [
         (
@@ -321,8 +337,6 @@ fn identity_token_as_basic_password_with_scheme_basic() {
     assert_eq!(basic_upload(&ep, "org/app/x", &gh).status, 202);
     let r = basic_upload(&ep, "org/other", &gh);
     http::assert_registry_error(&r, 403, "DENIED", "push outside org/app/**");
-    let r = http::get(&ep, "/v2/org/other/tags/list", Some(("oidc", &gh)), &[]).unwrap();
-    assert_eq!(r.status, 404, "@org may pull org/**: {r:?}");
     let gl = issuers.gitlab_token("group/app");
     assert_eq!(basic_upload(&ep, "group/app/x", &gl).status, 202);
     http::assert_registry_error(
