@@ -57,7 +57,6 @@ fn assert_reached_registry(r: &RawResponse, what: &str) {
 }
 
 /// Every forged or broken token of the issue's list, one by one.
-#[allow(clippy::too_many_lines)]
 fn forgery_list(key: &KeyFile, dir: &Path, issued: &str) -> Vec<(&'static str, String)> {
     let kid = key.kid().to_owned();
     let claims = KeyFile::claims(repo_access(REPO, &["pull"])).to_string();
@@ -326,6 +325,21 @@ fn token_endpoint_refusals_and_partial_grants() {
     assert_eq!(r.status, 401, "POST with a wrong password: {r:?}");
     let r = form_post(&ep, &form(READER.0, READER.1, "refresh_token"));
     assert_eq!(r.status, 400, "another grant type: {r:?}");
+}
+
+/// Tokens at work: the reader's pulls and cannot push, the pusher's
+/// pushes; Basic still works on /v2/ in bearer mode; the challenges'
+/// scope and realm; the access log's user; the issue counter.
+#[test]
+fn tokens_at_work_and_challenges_in_bearer_mode() {
+    if openssl_or_skip().is_none() {
+        return;
+    }
+    let s = stack();
+    let ep = s.ep();
+    let pull_push = format!("repository:{REPO}:pull,push");
+    let t = s.token(Some(READER), &[&pull_push]);
+    let p = s.token(Some(PUSHER), &[&pull_push]);
 
     // The reader's token pulls, and cannot push; the push reaches nothing.
     let before = s.registry.settle(Duration::from_millis(300));
