@@ -266,14 +266,26 @@ fn claim_mapped_rules_allow_exactly_what_they_say() {
         image.layer_digests()
     );
     push("org/other").assert_failure();
-
-    refusals(&s, &issuers);
 }
 
-/// Identity tokens that must not pass, at `/token`: 401 with the Basic
-/// challenge, as for a wrong password.
-fn refusals(s: &TokenStack, issuers: &Issuers) {
+/// Identity tokens that must not pass, at `/token` (401 with the Basic
+/// challenge, as for a wrong password) and as a Basic password on /v2/;
+/// nothing reaches the registry.
+#[test]
+fn untrusted_and_broken_identity_tokens_get_401() {
+    if openssl_or_skip().is_none() {
+        return;
+    }
+    let issuers = Issuers::start();
+    let s = start(&issuers, "bearer", String::new());
     let ep = s.ep();
+    let control = issuers.github_token("org/app");
+    token_eventually(
+        &ep,
+        &control,
+        &["repository:org/app/x:pull"],
+        Duration::from_secs(15),
+    );
     let scope = ["repository:org/app/x:pull"];
     let untrusted = IssuerKey::p256();
     let mut expired = github_claims(GITHUB, "org/app");
