@@ -184,9 +184,11 @@ impl Registry {
             "Edge cache: files held on disk.",
             entries,
         );
-        let (ok, failed) = self.jwks.iter().map(|h| h.fetches()).fold((0, 0), |a, f| {
-            (a.0 + f.0, a.1 + f.1)
-        });
+        let (ok, failed) = self
+            .jwks
+            .iter()
+            .map(|h| h.fetches())
+            .fold((0, 0), |a, f| (a.0 + f.0, a.1 + f.1));
         out.push_str(&format!(
             "# HELP regproxy_jwks_fetches_total Fetches of the OIDC issuers' https JWKS documents, by outcome (an error keeps the keys held).\n\
              # TYPE regproxy_jwks_fetches_total counter\n\

@@ -102,7 +102,8 @@ impl Services {
         // never waits on the network, and a request waits only when its
         // token names a key not fetched yet.
         let jwks: Vec<_> = loaded.fetchers.values().cloned().collect();
-        crate::auth::jwks::spawn_refresher(jwks.clone()).context("cannot start the JWKS fetcher")?;
+        crate::auth::jwks::spawn_refresher(jwks.clone())
+            .context("cannot start the JWKS fetcher")?;
         let reloader = Arc::new(live::Reloader::new(path, loaded));
         let (watched, on_change) = (reloader.clone(), reloader.clone());
         reload::watch_files(

@@ -16,6 +16,10 @@
 //! - [`origin`]: a fault-injecting fake origin (refuse, hang, garbage,
 //!   close or reset mid-body, slow or gated responses) that records the
 //!   requests it receives.
+//! - [`token`]: regproxy's token signing keys (openssl), a stack with
+//!   `[auth] scheme = "bearer"`, a `/token` client, hand-forged tokens.
+//! - [`oidc`]: a test OIDC issuer (RS256 and ES256 keys, GitHub- and
+//!   GitLab-shaped claims) and an HTTPS JWKS server that can hang or lie.
 //! - [`mem`]: peak resident memory (`VmHWM`) of a process.
 //! - [`cmd`]: run a client tool with a time limit; stop a daemon by PID.
 //! - [`dockerd`], [`podman`], [`containerd`]: the real registry clients
@@ -42,6 +46,7 @@ pub mod dockerd;
 pub mod http;
 pub mod mem;
 pub mod netns;
+pub mod oidc;
 pub mod origin;
 pub mod podman;
 pub mod proxy;
@@ -52,6 +57,7 @@ pub mod stack;
 pub mod tap;
 pub mod tcp;
 pub mod tls;
+pub mod token;
 
 // Not every test binary uses both.
 #[allow(unused_imports)]

@@ -47,6 +47,10 @@ pub struct RegistryOpts {
     /// Serve HTTPS only, with this certificate chain and key; `ca` signed
     /// it (the readiness probe trusts only `ca`, verifying `localhost`).
     pub tls: Option<RegistryTls>,
+    /// A top-level `auth:` section, YAML indented by two (e.g. `token:`
+    /// with `realm`, `service`, `issuer`, `rootcertbundle`); the readiness
+    /// probe then takes the registry's 401 on `GET /v2/` as up.
+    pub auth: Option<String>,
 }
 
 /// PEM files of [`RegistryOpts::tls`] (made by `support::tls::Tls`).
@@ -97,12 +101,15 @@ impl Registry {
             .prefix("regproxy-registry-")
             .tempdir()
             .expect("create registry temp dir");
-        let storage = opts.storage.unwrap_or_else(|| dir.path().join("storage"));
+        let storage = opts
+            .storage
+            .clone()
+            .unwrap_or_else(|| dir.path().join("storage"));
         std::fs::create_dir_all(&storage).expect("create registry storage");
         let config = dir.path().join("config.yml");
         std::fs::write(
             &config,
-            config_yaml(&storage, opts.relative_urls, opts.tls.as_ref()),
+            config_yaml(&storage, opts.relative_urls, opts.tls.as_ref()) + &auth_yaml(&opts),
         )
         .expect("write registry config");
         let log_path = dir.path().join("registry.log");
@@ -149,7 +156,8 @@ impl Registry {
         };
         let ready = super::wait_for(START_TIMEOUT, || {
             let resp = super::http::get(&probe, "/v2/", None, &[("User-Agent", PROBE_USER_AGENT)]);
-            matches!(resp, Ok(r) if r.status == 200).then_some(())
+            let up = if opts.auth.is_some() { 401 } else { 200 };
+            matches!(resp, Ok(r) if r.status == up).then_some(())
         });
         assert!(
             ready.is_some(),
@@ -347,6 +355,12 @@ http:
 "#,
         root = storage.display()
     )
+}
+
+fn auth_yaml(opts: &RegistryOpts) -> String {
+    opts.auth
+        .as_ref()
+        .map_or(String::new(), |a| format!("auth:\n{a}\n"))
 }
 
 /// `... msg="listening on 127.0.0.1:NNNNN" ...` (with TLS `listening on
