@@ -103,14 +103,23 @@ fn load_with(path: &Path, running: Option<&Fetchers>) -> anyhow::Result<Loaded> 
         Some(rules) => Acl::new(rules.clone()),
         None => Acl::from_push_users(config.auth.push_users.clone()),
     };
-    // A rule naming a group nobody defined would silently match no one.
+    // A rule naming a group nobody defined would silently match no one;
+    // unless identity tokens' claims can name groups, which only they fill.
     let undefined = acl.undefined_groups(&groups);
-    if !undefined.is_empty() {
+    let claim_groups = config
+        .auth
+        .oidc
+        .iter()
+        .any(|o| !o.provider.groups.is_empty());
+    if !undefined.is_empty() && !claim_groups {
         return Err(anyhow!(
             "{}: [[access]] names undefined groups: {}",
             config.path.display(),
             undefined.join(", ")
         ));
+    }
+    for rule in &undefined {
+        tracing::info!("{rule}: only identity tokens' claim groups put users in it");
     }
     let tokens = match &config.auth.token {
         Some(t) => Some(Arc::new(TokenService::load(t)?)),
