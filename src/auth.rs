@@ -3,7 +3,9 @@
 //! ([`queue`]). What it decides with (credentials, htpasswd, groups, rules,
 //! the limiter) is the core's `regproxy_core::auth`, re-exported here.
 
+pub mod bearer;
 pub mod cache;
+pub mod jwks;
 pub mod queue;
 
-pub use regproxy_core::auth::{acl, basic, groups, htpasswd, limiter, LineError};
+pub use regproxy_core::auth::{acl, basic, groups, htpasswd, limiter, oidc, token, LineError};

@@ -16,9 +16,8 @@ use std::time::{Duration, Instant};
 
 use crate::access_log::AccessLog;
 use crate::admission::{Admission, Slot};
-use crate::auth::acl::{Decision, Identity};
-use crate::auth::basic::{self, Credentials};
-use crate::auth::cache::{AuthFailure, LocalVerifier, Lookup};
+use crate::auth::bearer::TokenCache;
+use crate::auth::cache::LocalVerifier;
 use crate::cache::Cache;
 use crate::client_addr;
 use crate::config::Config;
@@ -41,9 +40,11 @@ use crate::upstream::pool::Pool;
 use regproxy_core::cache::cacheable::cacheable;
 use regproxy_core::cache::confirm::Confirmations;
 
+mod authn;
 mod cached;
 pub mod proxy_header;
 mod record;
+mod token;
 mod upstream;
 
 use record::Finished;
@@ -53,6 +54,8 @@ use upstream::{relay_error, Answered};
 pub struct Ctx {
     pub config: Arc<Config>,
     pub verifier: LocalVerifier,
+    /// Bearer and identity tokens this worker verified (`auth::bearer`).
+    pub tokens: TokenCache,
     /// Users and policy; a reload swaps them between requests.
     pub auth: Snapshot<AuthState>,
     pub pool: Pool,
@@ -214,7 +217,7 @@ pub async fn serve<S: Io>(ctx: Rc<Ctx>, io: S, peer: SocketAddr, tls: bool, slot
 async fn bad_head<S: Io>(ctx: &Ctx, conn: &mut Conn<S>, e: &ProxyError) {
     let started = Instant::now();
     let mut ex = Exchange::new(RequestBody::None, ctx.ids.generate());
-    fail(ctx, conn, &mut ex, e, false).await;
+    fail(ctx, conn, &mut ex, e, None, None).await;
     let error = e.to_string();
     let done = Finished::new(None, None, conn.peer.ip(), conn.tls_version, started);
     record::record(ctx, &done, &ex, Some(&error));
@@ -256,7 +259,7 @@ async fn request<S: Io>(
                 && head.keep_alive
                 && head.version == Version::Http11
                 && plan.may_keep_alive();
-            fail(ctx, conn, &mut ex, e, head.method == Method::Head).await;
+            fail(ctx, conn, &mut ex, e, Some(head), target.as_ref()).await;
             Some(if ex.forwarded && ex.body == BodyState::Broken {
                 format!("{e} (the registry saw the head and part of the body)")
             } else {
@@ -397,6 +400,13 @@ async fn exchange<S: Io>(
     client: IpAddr,
     target: &mut Option<Target>,
 ) -> Result<(), ProxyError> {
+    // The token service answers `/token` itself, when it is configured.
+    if policy::is_token_endpoint(head.path()) {
+        let auth = ctx.auth.get();
+        if let Some(service) = &auth.tokens {
+            return token::exchange(ctx, conn, head, ex, client, &auth, service).await;
+        }
+    }
     // Route: only the registry API is proxied (the recipe's `location /v2/`).
     match policy::route(head.path()) {
         Route::Registry => {}
@@ -429,29 +439,10 @@ async fn exchange<S: Io>(
     // One snapshot decides the whole request, even if a reload lands
     // while it waits for a hash.
     let auth = ctx.auth.get();
-
-    // Authenticate: credentials, if sent, must be right whatever the rules
-    // would let an anonymous client do.
-    let creds = authenticate(ctx, &auth, head, client).await?;
-    let identity = match &creds {
-        Some(c) => Identity::User(&c.user),
-        None => Identity::Anonymous,
-    };
-    ex.user = creds.as_ref().map(|c| c.user.clone());
-
-    // Authorize.
-    match auth.acl.decide(identity, &auth.groups, target) {
-        Decision::Allow => {}
-        Decision::NeedAuth => {
-            WorkerMetrics::inc(&ctx.m().auth_failures_total);
-            return Err(ProxyError::Unauthorized);
-        }
-        Decision::Deny => {
-            WorkerMetrics::inc(&ctx.m().denied_total);
-            return Err(ProxyError::Denied);
-        }
-    }
-    drop(creds);
+    let who = authn::authenticate(ctx, &auth, head, client).await?;
+    ex.user = who.name().map(str::to_owned);
+    authn::authorize(ctx, &auth, &who, target)?;
+    drop(who);
 
     // RFC 9110 §10.1.1: the client waits for our go-ahead before uploading;
     // it comes only now, after the request was authorized.
@@ -536,39 +527,6 @@ async fn check_ignored_body<S: Io>(
                 Err(ProxyError::ClientIo(e))
             }
         }
-    }
-}
-
-/// The verified credentials of the request, or `None` when it sent none
-/// (skopeo's empty `Basic Og==` included): anonymous, for the rules to judge.
-async fn authenticate(
-    ctx: &Ctx,
-    auth: &AuthState,
-    head: &RequestHead,
-    client: std::net::IpAddr,
-) -> Result<Option<Credentials>, ProxyError> {
-    let refused = |e: ProxyError| {
-        WorkerMetrics::inc(&ctx.m().auth_failures_total);
-        e
-    };
-    let Some(value) = head.header("authorization") else {
-        return Ok(None);
-    };
-    if basic::is_empty_credentials(value) {
-        return Ok(None);
-    }
-    let creds = basic::decode(value).map_err(|e| refused(e.into()))?;
-    let checked = ctx.verifier.check(&auth.users, &creds, client).await;
-    WorkerMetrics::inc(if checked == Ok(Lookup::Hit) {
-        &ctx.m().auth_cache_hits_total
-    } else {
-        &ctx.m().auth_cache_misses_total
-    });
-    match checked {
-        Ok(_) => Ok(Some(creds)),
-        Err(AuthFailure::Invalid) => Err(refused(ProxyError::Unauthorized)),
-        Err(AuthFailure::Busy) => Err(ProxyError::AuthBusy),
-        Err(AuthFailure::Limited(wait)) => Err(refused(ProxyError::TooManyRequests(wait.secs()))),
     }
 }
 
@@ -760,7 +718,8 @@ async fn fail<S: Io>(
     conn: &mut Conn<S>,
     ex: &mut Exchange,
     err: &ProxyError,
-    head_only: bool,
+    head: Option<&RequestHead>,
+    target: Option<&Target>,
 ) {
     if ex.responded {
         // Mid-body: the only honest signal left is closing the connection.
@@ -777,9 +736,16 @@ async fn fail<S: Io>(
         tracing::warn!(error = %err, client = %conn.peer, "upstream failure");
     }
     conn.out.clear();
+    let challenge = if err.status() == 401 {
+        authn::challenge(ctx, conn.tls, head, target, err)
+    } else {
+        String::new()
+    };
+    // RFC 9110 §9.3.2: a HEAD answer carries the headers of a GET, no body.
+    let head_only = head.is_some_and(|h| h.method == Method::Head);
     write::error_response(
         err,
-        &ctx.config.auth.realm,
+        &challenge,
         head_only,
         keep_alive,
         &ex.request_id,

@@ -7,13 +7,16 @@
 //! Reloads come from SIGHUP and from polling the files' mtimes.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use anyhow::{anyhow, Context};
 
 use crate::auth::acl::Acl;
+use crate::auth::bearer::{Fetchers, OidcIssuers, TokenService};
 use crate::auth::groups::Groups;
 use crate::auth::htpasswd::Htpasswd;
+use crate::auth::jwks::{self, JwksHandle};
 use crate::auth::LineError;
 use crate::config::Config;
 use crate::reload::Published;
@@ -25,7 +28,17 @@ pub struct AuthState {
     pub users: Htpasswd,
     pub groups: Groups,
     pub acl: Acl,
+    /// `[auth.token]`: the keys tokens are signed and checked with.
+    pub tokens: Option<Arc<TokenService>>,
+    /// `[[auth.oidc]]`: the CI issuers whose identity tokens are taken.
+    pub oidc: Arc<OidcIssuers>,
+    /// Which load this is: verified tokens are kept only for the keys
+    /// they were checked against (`auth::bearer`).
+    pub epoch: u64,
 }
+
+/// Counts loads, for [`AuthState::epoch`].
+static EPOCH: AtomicU64 = AtomicU64::new(0);
 
 /// The TLS server configuration, or `None` for plain HTTP.
 pub type TlsState = Option<Arc<rustls::ServerConfig>>;
@@ -36,11 +49,36 @@ pub struct Loaded {
     pub config: Config,
     pub auth: AuthState,
     pub tls: TlsState,
+    /// The https JWKS fetchers (not started: `server` starts them).
+    pub fetchers: Fetchers,
 }
 
-/// Reads and validates `path` and every file it names.
+/// Reads and validates `path` and every file it names. Makes a fetcher
+/// for each https JWKS, without fetching anything.
 pub fn load(path: &Path) -> anyhow::Result<Loaded> {
+    load_with(path, None)
+}
+
+/// A fetcher for each https JWKS the config names.
+fn new_fetchers(config: &Config) -> anyhow::Result<Fetchers> {
+    let mut fetchers = Fetchers::new();
+    for o in &config.auth.oidc {
+        if let crate::config::JwksSource::Url(url) = &o.jwks {
+            let tls = jwks::client_config(None)
+                .with_context(|| format!("[[auth.oidc]] issuer {}", o.provider.issuer))?;
+            fetchers.insert(url.clone(), JwksHandle::new(&o.provider.issuer, url, tls));
+        }
+    }
+    Ok(fetchers)
+}
+
+/// [`load`], reusing the running fetchers on a reload.
+fn load_with(path: &Path, running: Option<&Fetchers>) -> anyhow::Result<Loaded> {
     let config = crate::config::load(path)?;
+    let fetchers = match running {
+        Some(f) => f.clone(),
+        None => new_fetchers(&config)?,
+    };
     // The unknown-user stand-in is recomputed with every load, so it keeps
     // the cost of the file as it is now.
     let users = load_htpasswd(&config.auth.htpasswd)?.with_unknown_user_dummy();
@@ -68,10 +106,23 @@ pub fn load(path: &Path) -> anyhow::Result<Loaded> {
             undefined.join(", ")
         ));
     }
+    let tokens = match &config.auth.token {
+        Some(t) => Some(Arc::new(TokenService::load(t)?)),
+        None => None,
+    };
+    let oidc = Arc::new(OidcIssuers::load(&config.auth.oidc, &fetchers)?);
     Ok(Loaded {
         config,
-        auth: AuthState { users, groups, acl },
+        auth: AuthState {
+            users,
+            groups,
+            acl,
+            tokens,
+            oidc,
+            epoch: EPOCH.fetch_add(1, Ordering::Relaxed),
+        },
         tls,
+        fetchers,
     })
 }
 
@@ -108,6 +159,8 @@ pub struct Reloader {
     /// The configuration that is live; settings that need a restart are
     /// compared against it.
     running: Mutex<Config>,
+    /// Made at start, kept across reloads.
+    fetchers: Fetchers,
     pub auth: Arc<Published<AuthState>>,
     pub tls: Arc<Published<TlsState>>,
 }
@@ -117,6 +170,7 @@ impl Reloader {
         Reloader {
             path: path.to_owned(),
             running: Mutex::new(loaded.config),
+            fetchers: loaded.fetchers,
             auth: Arc::new(Published::new(loaded.auth)),
             tls: Arc::new(Published::new(loaded.tls)),
         }
@@ -127,6 +181,15 @@ impl Reloader {
         let running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
         let mut files = vec![self.path.clone(), running.auth.htpasswd.clone()];
         files.extend(running.auth.groups_file.clone());
+        if let Some(t) = &running.auth.token {
+            files.push(t.signing_key.clone());
+            files.extend(t.verify_keys.iter().cloned());
+        }
+        for o in &running.auth.oidc {
+            if let crate::config::JwksSource::File(f) = &o.jwks {
+                files.push(f.clone());
+            }
+        }
         if let Some(t) = &running.tls {
             files.push(t.cert.clone());
             files.push(t.key.clone());
@@ -139,7 +202,7 @@ impl Reloader {
     /// each, one after the other.
     pub fn reload(&self, why: &str) {
         let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
-        match load(&self.path) {
+        match load_with(&self.path, Some(&self.fetchers)) {
             Ok(loaded) => {
                 for what in restart_only_changes(&running, &loaded.config) {
                     tracing::warn!(
@@ -201,6 +264,9 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     }
     if old.auth.realm != new.auth.realm {
         changed.push("auth.realm");
+    }
+    if old.auth.scheme != new.auth.scheme {
+        changed.push("auth.scheme");
     }
     if format!(
         "{:?}{:?}{:?}{:?}",

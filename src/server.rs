@@ -96,6 +96,11 @@ impl Services {
         // Reload users, policy and certificates on SIGHUP and when their
         // files change; a broken set keeps the running one and says what
         // is wrong.
+        // https JWKS documents are fetched in the background: start-up
+        // never waits on the network, and a request waits only when its
+        // token names a key not fetched yet.
+        let fetchers = loaded.fetchers.values().cloned().collect();
+        crate::auth::jwks::spawn_refresher(fetchers).context("cannot start the JWKS fetcher")?;
         let reloader = Arc::new(live::Reloader::new(path, loaded));
         let (watched, on_change) = (reloader.clone(), reloader.clone());
         reload::watch_files(

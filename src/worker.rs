@@ -404,6 +404,7 @@ fn setup(id: usize, shared: &Shared, admission: &Rc<Admission>) -> io::Result<Rc
     let cfg = shared.config.clone();
     let ctx = Rc::new(Ctx {
         verifier: LocalVerifier::new(shared.verifier.clone()),
+        tokens: crate::auth::bearer::TokenCache::new()?,
         auth: Snapshot::new(shared.auth.clone()),
         pool: Pool::new(
             &cfg.upstream,

@@ -43,6 +43,12 @@ pub enum ProxyError {
     NotFound,
     /// Missing, malformed or wrong credentials (401 with a challenge).
     Unauthorized,
+    /// A Bearer token that does not verify (401, `error="invalid_token"`).
+    InvalidToken,
+    /// A valid Bearer token whose grant does not cover the request (401,
+    /// `error="insufficient_scope"`, as distribution answers it, so the
+    /// client fetches a token with the scope).
+    InsufficientScope,
     /// Valid credentials without permission for this action (403).
     Denied,
     /// A repository name the registry would refuse as too long (400).
@@ -85,6 +91,8 @@ impl ProxyError {
             | Self::NotImplemented(_)
             | Self::NotFound
             | Self::Unauthorized
+            | Self::InvalidToken
+            | Self::InsufficientScope
             | Self::Denied
             | Self::NameInvalid
             | Self::DigestInvalid
@@ -112,7 +120,7 @@ impl ProxyError {
             Self::MethodNotAllowed => 405,
             Self::TooManyRequests(_) | Self::TooManyConnections { per_address: true } => 429,
             Self::TooManyConnections { per_address: false } => 503,
-            Self::Unauthorized => 401,
+            Self::Unauthorized | Self::InvalidToken | Self::InsufficientScope => 401,
             Self::Denied => 403,
             Self::NotFound => 404,
             Self::UriTooLong => 414,
@@ -130,7 +138,7 @@ impl ProxyError {
     /// The registry error code (distribution's `errcode` vocabulary).
     pub fn code(&self) -> &'static str {
         match self {
-            Self::Unauthorized => "UNAUTHORIZED",
+            Self::Unauthorized | Self::InvalidToken | Self::InsufficientScope => "UNAUTHORIZED",
             Self::Denied => "DENIED",
             Self::NotFound => "NOT_FOUND",
             Self::NotImplemented(_) | Self::MethodNotAllowed => "UNSUPPORTED",
@@ -161,6 +169,8 @@ impl ProxyError {
             self,
             Self::NotFound
                 | Self::Unauthorized
+                | Self::InvalidToken
+                | Self::InsufficientScope
                 | Self::Denied
                 | Self::NameInvalid
                 | Self::DigestInvalid
@@ -180,6 +190,8 @@ impl ProxyError {
             Self::NotImplemented(why) => format!("not implemented: {why}"),
             Self::NotFound => "not found".into(),
             Self::Unauthorized => "authentication required".into(),
+            Self::InvalidToken => "invalid or expired token".into(),
+            Self::InsufficientScope => "token does not grant access to this resource".into(),
             Self::Denied => "requested access to the resource is denied".into(),
             Self::NameInvalid => "invalid repository name".into(),
             Self::DigestInvalid => "invalid digest".into(),

@@ -16,10 +16,12 @@ use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use base64::Engine as _;
 use zeroize::Zeroizing;
 
-/// Largest accepted decoded `user:password`, in bytes. Real credentials are
-/// tiny; the bound keeps a hostile header from making us allocate and decode
-/// megabytes before we even know who is asking.
-pub const MAX_CREDENTIALS_BYTES: usize = 4096;
+/// Largest accepted decoded `user:password`, in bytes. Passwords are tiny,
+/// but a CI job's identity token stands in for one (`auth::oidc`): room for
+/// a JWT of `jwt::MAX_TOKEN_BYTES` and a user name. The bound keeps a
+/// hostile header from making us allocate and decode megabytes before we
+/// even know who is asking.
+pub const MAX_CREDENTIALS_BYTES: usize = crate::auth::jwt::MAX_TOKEN_BYTES + 1024;
 
 /// Longest token68 that can decode to at most [`MAX_CREDENTIALS_BYTES`];
 /// checked before decoding so oversized input costs nothing.

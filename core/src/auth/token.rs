@@ -2,7 +2,8 @@
 //! `docs/content/spec/auth/token.md`, `jwt.md` and `scope.md`.
 //!
 //! Pipeline role, two places:
-//! - `GET /token`: [`TokenRequest::parse`] reads the query,
+//! - `GET /token`: [`TokenRequest::parse`] reads the query (`POST /token`:
+//!   [`PasswordGrant::parse`] reads the OAuth 2 form),
 //!   [`grant`] intersects the requested scopes with what `auth::acl`
 //!   allows the (already authenticated) identity, and
 //!   [`TokenIssuer::issue`] signs the claims and writes the JSON answer.
@@ -90,15 +91,22 @@ pub enum ScopeError {
     BadQuery,
 }
 
-impl fmt::Display for ScopeError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl ScopeError {
+    /// What a 400 tells the client.
+    pub fn reason(self) -> &'static str {
+        match self {
             ScopeError::Malformed => "scope is not type:name:actions",
             ScopeError::BadName => "scope names no valid repository (or registry:catalog)",
             ScopeError::BadAction => "scope has an action outside [a-z]* and *",
             ScopeError::TooMany => "too many scopes",
             ScopeError::BadQuery => "token request query is too long or badly escaped",
-        })
+        }
+    }
+}
+
+impl fmt::Display for ScopeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.reason())
     }
 }
 
@@ -163,61 +171,6 @@ fn parse_scope(scope: &str) -> Result<ResourceActions, ScopeError> {
         name: name.to_owned(),
         actions: list,
     })
-}
-
-/// The parameters of `GET /token?service=…&scope=…&scope=…` (token.md).
-/// `account`, `client_id` and `offline_token` are read by nobody here:
-/// the identity comes from the Authorization header, and no refresh
-/// tokens are issued.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct TokenRequest {
-    pub service: Option<String>,
-    pub scopes: Vec<ResourceActions>,
-}
-
-impl TokenRequest {
-    /// Parses the query (without the `?`), form-decoded as Go's
-    /// `url.Values.Encode` writes it (`+` is a space, `%3A` a ':').
-    /// Unknown parameters are ignored; a repeated `service` keeps the first.
-    pub fn parse(query: &str) -> Result<TokenRequest, ScopeError> {
-        if query.len() > MAX_QUERY_BYTES {
-            return Err(ScopeError::BadQuery);
-        }
-        let mut req = TokenRequest::default();
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            match form_decode(key)?.as_str() {
-                "service" if req.service.is_none() => req.service = Some(form_decode(value)?),
-                "scope" => {
-                    req.scopes.extend(parse_scopes(&form_decode(value)?)?);
-                    if req.scopes.len() > MAX_SCOPES {
-                        return Err(ScopeError::TooMany);
-                    }
-                }
-                _ => {}
-            }
-        }
-        Ok(req)
-    }
-}
-
-fn form_decode(s: &str) -> Result<String, ScopeError> {
-    let mut out = Vec::with_capacity(s.len());
-    let mut bytes = s.bytes();
-    while let Some(b) = bytes.next() {
-        out.push(match b {
-            b'+' => b' ',
-            b'%' => {
-                let hex = |c: Option<u8>| c.and_then(|c| (c as char).to_digit(16));
-                match (hex(bytes.next()), hex(bytes.next())) {
-                    (Some(h), Some(l)) => (h * 16 + l) as u8,
-                    _ => return Err(ScopeError::BadQuery),
-                }
-            }
-            b => b,
-        });
-    }
-    String::from_utf8(out).map_err(|_| ScopeError::BadQuery)
 }
 
 /// The rule action a repository scope action names; `None` for actions
@@ -492,6 +445,13 @@ pub fn scope_for(target: &Target) -> Option<String> {
     (!scopes.is_empty()).then(|| scopes.join(" "))
 }
 
+/// The Basic challenge (RFC 7617): what a 401 carries with `scheme =
+/// "basic"`, and what `/token` answers wrong credentials with. The realm is
+/// validated at config load.
+pub fn basic_challenge(realm: &str) -> String {
+    format!("Basic realm=\"{realm}\"")
+}
+
 /// The `error=` of a Bearer challenge (RFC 6750 §3.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BearerError {
@@ -510,11 +470,11 @@ pub enum BearerError {
 pub fn challenge(
     realm: &str,
     service: &str,
-    target: &Target,
+    target: Option<&Target>,
     error: Option<BearerError>,
 ) -> String {
     let mut out = format!("Bearer realm=\"{realm}\",service=\"{service}\"");
-    if let Some(scope) = scope_for(target) {
+    if let Some(scope) = target.and_then(scope_for) {
         out.push_str(&format!(",scope=\"{scope}\""));
     }
     match error {
@@ -524,6 +484,10 @@ pub fn challenge(
     }
     out
 }
+
+mod request;
+
+pub use request::{default_realm, GrantError, PasswordGrant, TokenRequest};
 
 #[cfg(test)]
 mod tests;

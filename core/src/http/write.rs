@@ -301,6 +301,34 @@ pub fn cached_response_head(c: &CachedHead, keep_alive: bool, request_id: &str, 
     out.extend_from_slice(b"\r\n");
 }
 
+/// Writes a `200` answer of regproxy's own with a JSON body: the token
+/// service's answer. `Cache-Control: no-store`, as OAuth 2 (RFC 6749
+/// §5.1) asks of any answer that carries a token.
+pub fn json_response(
+    body: &str,
+    head_only: bool,
+    keep_alive: bool,
+    request_id: &str,
+    out: &mut Vec<u8>,
+) {
+    status_line(out, 200, reason(200));
+    header(out, "Content-Type", b"application/json");
+    header(
+        out,
+        "Content-Length",
+        itoa::Buffer::new().format(body.len()).as_bytes(),
+    );
+    header(out, "Cache-Control", b"no-store");
+    header(out, REQUEST_ID, request_id.as_bytes());
+    if !keep_alive {
+        header(out, "Connection", b"close");
+    }
+    out.extend_from_slice(b"\r\n");
+    if !head_only {
+        out.extend_from_slice(body.as_bytes());
+    }
+}
+
 /// Picks the client framing for a response body framed as `upstream` by
 /// the registry, for a client speaking `version`.
 pub fn client_framing(upstream: super::head::ResponseBody, version: Version) -> ClientFraming {
@@ -315,10 +343,12 @@ pub fn client_framing(upstream: super::head::ResponseBody, version: Version) -> 
 }
 
 /// Writes a complete answer of regproxy's own: registry JSON error body,
-/// the Basic challenge on 401, and the API version header.
+/// the challenge on 401 (`challenge` is the whole `WWW-Authenticate`
+/// value: `auth::token::basic_challenge` or `auth::token::challenge`),
+/// and the API version header.
 pub fn error_response(
     err: &ProxyError,
-    realm: &str,
+    challenge: &str,
     head_only: bool,
     keep_alive: bool,
     request_id: &str,
@@ -336,8 +366,9 @@ pub fn error_response(
     header(out, API_VERSION_HEADER, API_VERSION.as_bytes());
     header(out, REQUEST_ID, request_id.as_bytes());
     if status == 401 {
-        // Realm is validated at config load: no quotes or control characters.
-        let _ = write!(out, "WWW-Authenticate: Basic realm=\"{realm}\"\r\n");
+        // Realm and service are validated at config load and scopes come
+        // from the route grammar: no quotes or control characters.
+        header(out, "WWW-Authenticate", challenge.as_bytes());
     }
     match err {
         ProxyError::TooManyRequests(secs) => {

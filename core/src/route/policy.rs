@@ -57,6 +57,15 @@ pub enum Route {
     BadPath,
 }
 
+/// The token service's path (`auth::token`; served only with `[auth.token]`).
+pub const TOKEN_PATH: &str = "/token";
+
+/// Whether a request-target (origin-form) is the token service's: exactly
+/// `/token`, with or without a query.
+pub fn is_token_endpoint(target: &str) -> bool {
+    target.split_once('?').map_or(target, |(p, _query)| p) == TOKEN_PATH
+}
+
 /// Routes a request-target (origin-form, `/path?query`).
 ///
 /// The registry decodes and normalises paths its own way, so anything that

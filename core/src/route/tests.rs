@@ -802,3 +802,16 @@ fn malformed_referrers_digest_is_refused_as_a_manifest_one() {
         Err(NotFound)
     );
 }
+
+#[test]
+fn token_endpoint_is_exactly_token() {
+    use super::policy::is_token_endpoint;
+    assert!(is_token_endpoint("/token"));
+    assert!(is_token_endpoint(
+        "/token?service=r&scope=repository:a:pull"
+    ));
+    assert!(!is_token_endpoint("/token/"));
+    assert!(!is_token_endpoint("/tokens"));
+    assert!(!is_token_endpoint("/v2/token"));
+    assert!(!is_token_endpoint("//token"));
+}

@@ -269,7 +269,12 @@ fn what_each_request_needs() {
 #[test]
 fn challenges() {
     fn c(method: &str, uri: &str, e: Option<BearerError>) -> String {
-        challenge("https://r.test/token", "r.test", &target(method, uri), e)
+        challenge(
+            "https://r.test/token",
+            "r.test",
+            Some(&target(method, uri)),
+            e,
+        )
     }
     assert_eq!(
         c("PUT", "/v2/team/app/manifests/v1", None),

@@ -229,7 +229,7 @@ fn unauthorized_answer_has_challenge_and_json() {
     let mut out = Vec::new();
     error_response(
         &ProxyError::Unauthorized,
-        "Registry realm",
+        "Basic realm=\"Registry realm\"",
         false,
         true,
         "rid-1",
@@ -242,7 +242,14 @@ fn unauthorized_answer_has_challenge_and_json() {
     assert!(out.contains("Content-Type: application/json"));
     assert!(out.ends_with("{\"errors\":[{\"code\":\"UNAUTHORIZED\",\"message\":\"authentication required\",\"detail\":null}]}\n"));
     let mut head = Vec::new();
-    error_response(&ProxyError::Denied, "r", true, false, "rid-1", &mut head);
+    error_response(
+        &ProxyError::Denied,
+        "Basic realm=\"r\"",
+        true,
+        false,
+        "rid-1",
+        &mut head,
+    );
     let head = String::from_utf8(head).expect("utf8");
     assert!(head.ends_with("Connection: close\r\n\r\n"), "{head}");
     assert!(!head.contains("WWW-Authenticate"));
@@ -299,4 +306,22 @@ fn cached_heads_carry_the_registrys_headers_and_exact_ranges() {
     assert!(!text.contains("ETag"), "{text}");
 
     assert_eq!(head(200, None).body_len(), 10);
+}
+
+#[test]
+fn token_answer_is_json_and_never_stored() {
+    let mut out = Vec::new();
+    json_response("{\"token\":\"t\"}", false, false, "rid-1", &mut out);
+    let out = String::from_utf8(out).expect("utf8");
+    assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out}");
+    assert!(out.contains("Content-Type: application/json\r\n"));
+    assert!(out.contains("Content-Length: 13\r\n"));
+    assert!(out.contains("Cache-Control: no-store\r\n"));
+    assert!(
+        out.ends_with("Connection: close\r\n\r\n{\"token\":\"t\"}"),
+        "{out}"
+    );
+    let mut head = Vec::new();
+    json_response("{}", true, true, "rid-1", &mut head);
+    assert!(String::from_utf8(head).expect("utf8").ends_with("\r\n\r\n"));
 }
