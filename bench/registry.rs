@@ -43,8 +43,6 @@ pub mod kind {
     pub const UPLOAD_PATCH: &str = "upload PATCH";
     pub const UPLOAD_PUT: &str = "upload PUT";
     pub const TOKEN_GET: &str = "token GET";
-    /// The unauthenticated `GET /v2/` that learns the token realm.
-    pub const CHALLENGE: &str = "challenge";
 }
 
 /// An OCI content descriptor.
@@ -265,33 +263,23 @@ impl Ctx {
     /// `token` scenario.
     pub async fn discover_realm(&self) -> Result<Realm, Failure> {
         let req = Request::new(Method::Get, "/v2/");
-        let challenge = |r: &Response| {
-            let found = r
-                .header_str("WWW-Authenticate")
-                .and_then(bearer::parse_challenge)
-                .and_then(|(realm, service)| Some((bearer::realm_path(&realm)?, service)));
-            found.ok_or_else(|| {
-                Failure::new(
-                    "challenge",
-                    format!(
-                        "GET /v2/ answered {} without a usable Bearer challenge \
-                         (is the target set up for Bearer tokens?)",
-                        r.status()
-                    ),
-                )
-            })
-        };
-        let resp = self
-            .send_as(
-                kind::CHALLENGE,
-                &req,
-                Sink::Discard,
-                &[401],
-                &|r| challenge(r).map(drop),
-                None,
+        let (resp, _) = self.exchange(&req, Sink::Discard, None).await?;
+        let found = (resp.status() == 401)
+            .then(|| resp.header_str("WWW-Authenticate"))
+            .flatten()
+            .and_then(bearer::parse_challenge)
+            .and_then(|(realm, service)| Some((bearer::realm_path(&realm)?, service)));
+        let (path, service) = found.ok_or_else(|| {
+            Failure::new(
+                "challenge",
+                format!(
+                    "GET /v2/ without credentials answered {} {}, not 401 with a Bearer \
+                     challenge (is the target set up for Bearer tokens?)",
+                    resp.status(),
+                    resp.head.reason()
+                ),
             )
-            .await?;
-        let (path, service) = challenge(&resp)?;
+        })?;
         Ok(Realm {
             path,
             service,

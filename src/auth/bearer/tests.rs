@@ -175,7 +175,10 @@ fn identity_tokens_of_other_issuers_are_not_claimed() {
     assert!(!OidcIssuers::default().claims(t.as_bytes()));
     block_on(async {
         assert_eq!(
-            cache.identity(&issuers, 1, t.as_bytes()).await.expect_err("untrusted"),
+            cache
+                .identity(&issuers, 1, t.as_bytes())
+                .await
+                .expect_err("untrusted"),
             OidcError::UntrustedIssuer
         );
         // Signed by a key the issuer does not have.
