@@ -252,13 +252,6 @@ pub struct TokenCache {
     entries: RefCell<HashMap<TokenKey, Entry, BuildHasherDefault<KeyHasher>>>,
 }
 
-/// Whether a verification came from the cache, for the metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Cached {
-    Hit,
-    Miss,
-}
-
 impl TokenCache {
     pub fn new() -> std::io::Result<TokenCache> {
         let mut key = [0u8; 32];
@@ -293,48 +286,59 @@ impl TokenCache {
         entries.insert(key, entry);
     }
 
-    /// A regproxy token from `Authorization: Bearer`, checked against
-    /// `service`'s keys (`epoch`: the auth snapshot's).
-    pub fn access(
+    /// A regproxy token this worker verified against the keys of
+    /// `epoch` (the auth snapshot's) and that has not expired.
+    pub fn hit_access(&self, epoch: u64, token: &[u8]) -> Option<Rc<AccessToken>> {
+        match self.get(&self.hash(b'a', token), (epoch, 0), now())? {
+            Verified::Access(a) => Some(a),
+            Verified::Identity(_) => None,
+        }
+    }
+
+    /// Verifies a regproxy token from `Authorization: Bearer` with
+    /// `service`'s keys, and keeps it.
+    pub fn verify_access(
         &self,
         service: &TokenService,
         epoch: u64,
         token: &[u8],
-    ) -> Result<(Rc<AccessToken>, Cached), TokenError> {
+    ) -> Result<Rc<AccessToken>, TokenError> {
         let now = now();
-        let key = self.hash(b'a', token);
-        if let Some(Verified::Access(a)) = self.get(&key, (epoch, 0), now) {
-            return Ok((a, Cached::Hit));
-        }
         let access = Rc::new(service.verifier.verify(token, now)?);
-        let until = access
-            .expires_at
-            .saturating_add(service.verifier.leeway_secs);
-        let verified = Verified::Access(access.clone());
-        self.put(
-            key,
-            Entry {
-                verified,
-                until,
-                keys: (epoch, 0),
-            },
-            now,
-        );
-        Ok((access, Cached::Miss))
+        let entry = Entry {
+            verified: Verified::Access(access.clone()),
+            until: access
+                .expires_at
+                .saturating_add(service.verifier.leeway_secs),
+            keys: (epoch, 0),
+        };
+        self.put(self.hash(b'a', token), entry, now);
+        Ok(access)
     }
 
-    /// A CI identity token (a Basic password, or at `/token`).
-    pub async fn identity(
+    /// A CI identity token this worker verified against its issuer's
+    /// current keys and that has not expired.
+    pub fn hit_identity(
         &self,
         issuers: &OidcIssuers,
         epoch: u64,
         token: &[u8],
-    ) -> Result<(Rc<OidcIdentity>, Cached), OidcError> {
-        let key = self.hash(b'i', token);
+    ) -> Option<Rc<OidcIdentity>> {
         let keys = (epoch, issuers.generation(token));
-        if let Some(Verified::Identity(id)) = self.get(&key, keys, now()) {
-            return Ok((id, Cached::Hit));
+        match self.get(&self.hash(b'i', token), keys, now())? {
+            Verified::Identity(id) => Some(id),
+            Verified::Access(_) => None,
         }
+    }
+
+    /// Verifies a CI identity token (a Basic password, or at `/token`)
+    /// with its issuer's keys, and keeps it.
+    pub async fn verify_identity(
+        &self,
+        issuers: &OidcIssuers,
+        epoch: u64,
+        token: &[u8],
+    ) -> Result<Rc<OidcIdentity>, OidcError> {
         let id = Rc::new(issuers.verify(token, KID_MISS_WAIT).await?);
         // The generation after a kid-miss refresh is the one it verified with.
         let keys = (epoch, issuers.generation(token));
@@ -344,8 +348,8 @@ impl TokenCache {
             until: id.expires_at.saturating_add(leeway),
             keys,
         };
-        self.put(key, entry, now());
-        Ok((id, Cached::Miss))
+        self.put(self.hash(b'i', token), entry, now());
+        Ok(id)
     }
 }
 

@@ -622,6 +622,23 @@ impl LocalVerifier {
         }
     }
 
+    /// A token signature check (`auth::bearer`) is charged to the limiter
+    /// as a password's hash work is, per address: an address that sends
+    /// failing tokens is held off without further checks. Tokens already
+    /// verified never come here.
+    pub fn begin_token_check(&self, client: IpAddr) -> Result<Attempt, RetryAfter> {
+        self.shared
+            .limiter
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .begin(client, None, Instant::now())
+    }
+
+    /// Settles [`LocalVerifier::begin_token_check`]'s charge.
+    pub fn settle_token_check(&self, attempt: Attempt, ok: bool) {
+        self.shared.settle(attempt, ok);
+    }
+
     /// Whether `creds` name a user of `users` (the request's snapshot of the
     /// htpasswd file) with the right password. Hashes only on a miss, and
     /// never on this thread.

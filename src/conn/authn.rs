@@ -14,14 +14,15 @@
 //! - Basic keeps working with `scheme = "bearer"`, so clients can move one
 //!   by one.
 
+use std::net::IpAddr;
 use std::rc::Rc;
 
 use super::Ctx;
 use crate::auth::acl::{Decision, Identity};
 use crate::auth::basic::{self, Credentials};
-use crate::auth::bearer::Cached;
 use crate::auth::cache::{AuthFailure, Lookup};
 use crate::auth::groups::WithClaimGroups;
+use crate::auth::limiter::Attempt;
 use crate::auth::oidc::OidcIdentity;
 use crate::auth::token::{self, AccessToken, BearerError};
 use crate::config::AuthScheme;
@@ -63,20 +64,20 @@ pub(super) async fn authenticate(
     ctx: &Ctx,
     auth: &AuthState,
     head: &RequestHead,
-    client: std::net::IpAddr,
+    client: IpAddr,
 ) -> Result<Who, ProxyError> {
     let Some(value) = head.header("authorization") else {
         return Ok(Who::Anonymous);
     };
     if let Some(token) = bearer_token(value) {
-        return bearer(ctx, auth, token).await;
+        return bearer(ctx, auth, token, client).await;
     }
     if basic::is_empty_credentials(value) {
         return Ok(Who::Anonymous);
     }
     let creds = basic::decode(value).map_err(|e| refused(ctx, e.into()))?;
     if auth.oidc.claims(creds.password()) {
-        return identity(ctx, auth, creds.password()).await;
+        return identity(ctx, auth, creds.password(), client).await;
     }
     password(ctx, auth, creds, client).await
 }
@@ -86,7 +87,7 @@ pub(super) async fn password(
     ctx: &Ctx,
     auth: &AuthState,
     creds: Credentials,
-    client: std::net::IpAddr,
+    client: IpAddr,
 ) -> Result<Who, ProxyError> {
     let checked = ctx.verifier.check(&auth.users, &creds, client).await;
     WorkerMetrics::inc(if checked == Ok(Lookup::Hit) {
@@ -115,44 +116,67 @@ pub(super) fn bearer_token(value: &[u8]) -> Option<&[u8]> {
 
 /// A Bearer token: an identity token when a configured issuer claims it,
 /// else one of regproxy's own.
-async fn bearer(ctx: &Ctx, auth: &AuthState, token: &[u8]) -> Result<Who, ProxyError> {
+async fn bearer(
+    ctx: &Ctx,
+    auth: &AuthState,
+    token: &[u8],
+    client: IpAddr,
+) -> Result<Who, ProxyError> {
     if token.len() > MAX_TOKEN_BYTES {
         return Err(token_refused(ctx, "token too large"));
     }
     if auth.oidc.claims(token) {
-        return identity(ctx, auth, token).await;
+        return identity(ctx, auth, token, client).await;
     }
     let Some(service) = &auth.tokens else {
         return Err(token_refused(ctx, "no token service is configured"));
     };
-    match ctx.tokens.access(service, auth.epoch, token) {
-        Ok((access, cached)) => {
-            count(ctx, cached);
-            Ok(Who::Token(access))
-        }
+    if let Some(access) = ctx.tokens.hit_access(auth.epoch, token) {
+        WorkerMetrics::inc(&ctx.m().token_cache_hits_total);
+        return Ok(Who::Token(access));
+    }
+    let attempt = begin_check(ctx, client)?;
+    let verified = ctx.tokens.verify_access(service, auth.epoch, token);
+    ctx.verifier.settle_token_check(attempt, verified.is_ok());
+    match verified {
+        Ok(access) => Ok(Who::Token(access)),
         Err(e) => Err(token_refused(ctx, &e.to_string())),
     }
 }
 
 /// A CI identity token, verified against its issuer's keys.
-pub(super) async fn identity(ctx: &Ctx, auth: &AuthState, token: &[u8]) -> Result<Who, ProxyError> {
+pub(super) async fn identity(
+    ctx: &Ctx,
+    auth: &AuthState,
+    token: &[u8],
+    client: IpAddr,
+) -> Result<Who, ProxyError> {
     if token.len() > MAX_TOKEN_BYTES {
         return Err(token_refused(ctx, "token too large"));
     }
-    match ctx.tokens.identity(&auth.oidc, auth.epoch, token).await {
-        Ok((id, cached)) => {
-            count(ctx, cached);
-            Ok(Who::Identity(id))
-        }
+    if let Some(id) = ctx.tokens.hit_identity(&auth.oidc, auth.epoch, token) {
+        WorkerMetrics::inc(&ctx.m().token_cache_hits_total);
+        return Ok(Who::Identity(id));
+    }
+    let attempt = begin_check(ctx, client)?;
+    let verified = ctx
+        .tokens
+        .verify_identity(&auth.oidc, auth.epoch, token)
+        .await;
+    ctx.verifier.settle_token_check(attempt, verified.is_ok());
+    match verified {
+        Ok(id) => Ok(Who::Identity(id)),
         Err(e) => Err(token_refused(ctx, &e.to_string())),
     }
 }
 
-fn count(ctx: &Ctx, cached: Cached) {
-    WorkerMetrics::inc(match cached {
-        Cached::Hit => &ctx.m().token_cache_hits_total,
-        Cached::Miss => &ctx.m().token_cache_misses_total,
-    });
+/// A signature check is about to run: the limiter may hold the address
+/// off (429) after too many refused tokens, as after wrong passwords.
+fn begin_check(ctx: &Ctx, client: IpAddr) -> Result<Attempt, ProxyError> {
+    WorkerMetrics::inc(&ctx.m().token_cache_misses_total);
+    ctx.verifier
+        .begin_token_check(client)
+        .map_err(|wait| refused(ctx, ProxyError::TooManyRequests(wait.secs())))
 }
 
 fn refused(ctx: &Ctx, e: ProxyError) -> ProxyError {

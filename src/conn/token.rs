@@ -106,7 +106,7 @@ async fn form_credentials(
     client: IpAddr,
 ) -> Result<Who, ProxyError> {
     if auth.oidc.claims(password.as_bytes()) {
-        return authn::identity(ctx, auth, password.as_bytes()).await;
+        return authn::identity(ctx, auth, password.as_bytes(), client).await;
     }
     let creds = Credentials::new(username, password.as_bytes());
     authn::password(ctx, auth, creds, client).await

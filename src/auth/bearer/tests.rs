@@ -52,13 +52,13 @@ fn a_token_is_checked_once_per_key_set() {
         .issuer
         .issue(Some("ci"), &pull("app"), now())
         .expect("issue");
-    let (a, c) = cache.access(&svc, 1, t.token.as_bytes()).expect("valid");
-    assert_eq!((a.subject.as_deref(), c), (Some("ci"), Cached::Miss));
-    let (_, c) = cache.access(&svc, 1, t.token.as_bytes()).expect("valid");
-    assert_eq!(c, Cached::Hit);
+    let t = t.token.as_bytes();
+    assert!(cache.hit_access(1, t).is_none());
+    let a = cache.verify_access(&svc, 1, t).expect("valid");
+    assert_eq!(a.subject.as_deref(), Some("ci"));
+    assert_eq!(cache.hit_access(1, t), Some(a));
     // A reload (new epoch) checks it again.
-    let (_, c) = cache.access(&svc, 2, t.token.as_bytes()).expect("valid");
-    assert_eq!(c, Cached::Miss);
+    assert!(cache.hit_access(2, t).is_none());
 }
 
 #[test]
@@ -69,7 +69,7 @@ fn refusals_are_never_kept() {
     let mut bad = t.token.clone();
     bad.push('A');
     for _ in 0..2 {
-        assert!(cache.access(&svc, 1, bad.as_bytes()).is_err());
+        assert!(cache.verify_access(&svc, 1, bad.as_bytes()).is_err());
     }
     assert!(cache.entries.borrow().is_empty());
     // Expired (issued long ago for 300 s): refused, not kept.
@@ -77,7 +77,7 @@ fn refusals_are_never_kept() {
         .issuer
         .issue(None, &pull("app"), now() - 10_000)
         .expect("issue");
-    assert!(cache.access(&svc, 1, old.token.as_bytes()).is_err());
+    assert!(cache.verify_access(&svc, 1, old.token.as_bytes()).is_err());
     assert!(cache.entries.borrow().is_empty());
 }
 
@@ -89,7 +89,7 @@ fn another_services_keys_do_not_verify() {
         .issuer
         .issue(Some("ci"), &pull("app"), now())
         .expect("issue");
-    assert!(cache.access(&svc, 1, t.token.as_bytes()).is_err());
+    assert!(cache.verify_access(&svc, 1, t.token.as_bytes()).is_err());
 }
 
 #[test]
@@ -150,17 +150,14 @@ fn identity_tokens_map_claims_and_are_kept() {
     let t = id_token(&key, "https://ci.test");
     assert!(issuers.claims(t.as_bytes()));
     block_on(async {
-        let (id, c) = cache
-            .identity(&issuers, 1, t.as_bytes())
+        assert!(cache.hit_identity(&issuers, 1, t.as_bytes()).is_none());
+        let id = cache
+            .verify_identity(&issuers, 1, t.as_bytes())
             .await
             .expect("valid");
-        assert_eq!((id.user.as_str(), c), ("org/app", Cached::Miss));
+        assert_eq!(id.user, "org/app");
         assert_eq!(id.groups, ["org"]);
-        let (_, c) = cache
-            .identity(&issuers, 1, t.as_bytes())
-            .await
-            .expect("valid");
-        assert_eq!(c, Cached::Hit);
+        assert_eq!(cache.hit_identity(&issuers, 1, t.as_bytes()), Some(id));
     });
 }
 
@@ -176,7 +173,7 @@ fn identity_tokens_of_other_issuers_are_not_claimed() {
     block_on(async {
         assert_eq!(
             cache
-                .identity(&issuers, 1, t.as_bytes())
+                .verify_identity(&issuers, 1, t.as_bytes())
                 .await
                 .expect_err("untrusted"),
             OidcError::UntrustedIssuer
@@ -185,7 +182,7 @@ fn identity_tokens_of_other_issuers_are_not_claimed() {
         let (stranger, _) = SigningKey::generate(Alg::Es256).expect("key");
         let forged = id_token(&stranger, "https://ci.test");
         assert!(cache
-            .identity(&issuers, 1, forged.as_bytes())
+            .verify_identity(&issuers, 1, forged.as_bytes())
             .await
             .is_err());
     });
