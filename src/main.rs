@@ -154,12 +154,17 @@ fn main() -> ExitCode {
 fn check(path: &Path) -> anyhow::Result<()> {
     let loaded = regproxy::live::load(path)?;
     regproxy::tls::registry_client(&loaded.config.upstream)?;
+    let tokens = match &loaded.auth.tokens {
+        Some(t) => format!(", bearer tokens signed {}", t.issuer.key().alg().as_str()),
+        None => String::new(),
+    };
     println!(
-        "{}: ok ({} users, tls {}, {} upstream servers)",
+        "{}: ok ({} users, tls {}, {} upstream servers{tokens}, {} OIDC issuers)",
         path.display(),
         loaded.auth.users.len(),
         if loaded.tls.is_some() { "on" } else { "off" },
-        loaded.config.upstream.servers.len()
+        loaded.config.upstream.servers.len(),
+        loaded.config.auth.oidc.len(),
     );
     Ok(())
 }
