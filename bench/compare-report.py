@@ -392,6 +392,8 @@ def pairs_text(b, row, target, peer):
 
 
 def bulk_tables(b, storage=""):
+    if not b:
+        return []
     md = [
         "### Bulk transfers with curl (`curl --http1.1`, real registry, one client)",
         "",
