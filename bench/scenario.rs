@@ -120,7 +120,8 @@ const SEED_PUSH: u64 = 2;
 const SEED_CI: u64 = 3;
 
 impl Plan {
-    /// Prepares the image the scenario works on; `None` for ping and push.
+    /// Prepares the image the scenario works on; `None` for ping, push and
+    /// token.
     pub async fn setup(&self, ctx: &Ctx) -> Result<Option<Image>, Failure> {
         if matches!(
             self.scenario,
