@@ -64,7 +64,10 @@ fn new_fetchers(config: &Config) -> anyhow::Result<Fetchers> {
     let mut fetchers = Fetchers::new();
     for o in &config.auth.oidc {
         if let crate::config::JwksSource::Url(url) = &o.jwks {
-            let tls = jwks::client_config(None)
+            jwks::check_url(url).map_err(|why| {
+                anyhow!("[[auth.oidc]] issuer {}: jwks {url}: {why}", o.provider.issuer)
+            })?;
+            let tls = jwks::client_config(o.ca_file.as_deref())
                 .with_context(|| format!("[[auth.oidc]] issuer {}", o.provider.issuer))?;
             fetchers.insert(url.clone(), JwksHandle::new(&o.provider.issuer, url, tls));
         }

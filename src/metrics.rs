@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use crate::admission::StateGauges;
 use crate::auth::cache::Verifier;
+use crate::auth::jwks::JwksHandle;
 use crate::cache::Cache;
 use crate::health::{Board, ServerReport};
 
@@ -131,6 +132,8 @@ pub struct Registry {
     pub top: Arc<TopBoard>,
     /// The edge cache, for its size gauges (0 without one).
     pub cache: Option<Arc<Cache>>,
+    /// The https JWKS fetchers, for their fetch counts.
+    pub jwks: Vec<Arc<JwksHandle>>,
 }
 
 /// One atomic of each worker's block, summed.
@@ -181,6 +184,15 @@ impl Registry {
             "Edge cache: files held on disk.",
             entries,
         );
+        let (ok, failed) = self.jwks.iter().map(|h| h.fetches()).fold((0, 0), |a, f| {
+            (a.0 + f.0, a.1 + f.1)
+        });
+        out.push_str(&format!(
+            "# HELP regproxy_jwks_fetches_total Fetches of the OIDC issuers' https JWKS documents, by outcome (an error keeps the keys held).\n\
+             # TYPE regproxy_jwks_fetches_total counter\n\
+             regproxy_jwks_fetches_total{{result=\"ok\"}} {ok}\n\
+             regproxy_jwks_fetches_total{{result=\"error\"}} {failed}\n"
+        ));
         histogram::render(self.workers.iter().map(|w| &w.traffic), &mut out);
         self.render_servers(&mut out);
         self.top.render(&mut out);

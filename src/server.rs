@@ -76,6 +76,8 @@ struct Services {
     top: Arc<metrics::top::TopBoard>,
     /// The edge cache, when `[cache]` is set and its folder usable.
     cache: Option<Arc<Cache>>,
+    /// The https JWKS fetchers (kept alive here and by the reloader).
+    jwks: Vec<Arc<crate::auth::jwks::JwksHandle>>,
     admin: Option<SocketAddr>,
 }
 
@@ -99,8 +101,8 @@ impl Services {
         // https JWKS documents are fetched in the background: start-up
         // never waits on the network, and a request waits only when its
         // token names a key not fetched yet.
-        let fetchers = loaded.fetchers.values().cloned().collect();
-        crate::auth::jwks::spawn_refresher(fetchers).context("cannot start the JWKS fetcher")?;
+        let jwks: Vec<_> = loaded.fetchers.values().cloned().collect();
+        crate::auth::jwks::spawn_refresher(jwks.clone()).context("cannot start the JWKS fetcher")?;
         let reloader = Arc::new(live::Reloader::new(path, loaded));
         let (watched, on_change) = (reloader.clone(), reloader.clone());
         reload::watch_files(
@@ -135,6 +137,7 @@ impl Services {
             upstream_tls,
             top,
             cache,
+            jwks,
             admin: None,
         };
         services.admin = services.serve_admin(config)?;
@@ -153,6 +156,7 @@ impl Services {
             health: self.health.clone(),
             top: self.top.clone(),
             cache: self.cache.clone(),
+            jwks: self.jwks.clone(),
         };
         crate::admin::serve(a, registry)
             .map(Some)

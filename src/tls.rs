@@ -1,8 +1,9 @@
 //! TLS with rustls: the server configuration built from the operator's PEM
 //! files, the client configuration for a registry reached over TLS
-//! (`[upstream] tls`), and the stream the workers run handshakes and
-//! bodies through on both sides (`tls/stream.rs`); a client's is started
-//! once its ClientHello is queued (`tls/hello.rs`).
+//! (`[upstream] tls`) and for an OIDC issuer's JWKS URL, and the stream
+//! the workers run handshakes and bodies through on both sides
+//! (`tls/stream.rs`); a client's is started once its ClientHello is queued
+//! (`tls/hello.rs`).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -59,17 +60,27 @@ pub fn registry_client(upstream: &UpstreamConfig) -> anyhow::Result<Option<Regis
     let Some(tls) = &upstream.tls else {
         return Ok(None);
     };
-    let file = &tls.ca_file;
+    let name = ServerName::try_from(tls.server_name.clone())
+        .map_err(|e| anyhow!("upstream.server_name {:?}: {e}", tls.server_name))?;
+    Ok(Some(RegistryTls {
+        config: client_trusting(&tls.ca_file, "upstream.ca_file")?,
+        name,
+    }))
+}
+
+/// A TLS client (ring, TLS 1.2 and 1.3, ALPN `http/1.1`) trusting only the
+/// CAs of the PEM bundle `file`; `key` names the setting in the error when
+/// the file holds no usable certificate. Shared by the registry's client
+/// and the JWKS fetcher (`auth::jwks`).
+pub fn client_trusting(file: &Path, key: &str) -> anyhow::Result<Arc<ClientConfig>> {
     let mut roots = RootCertStore::empty();
     let (added, _ignored) = roots.add_parsable_certificates(load_certs(file)?);
     if added == 0 {
         return Err(anyhow!(
-            "{}: upstream.ca_file holds no usable CA certificate",
+            "{}: {key} holds no usable CA certificate",
             file.display()
         ));
     }
-    let name = ServerName::try_from(tls.server_name.clone())
-        .map_err(|e| anyhow!("upstream.server_name {:?}: {e}", tls.server_name))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
@@ -77,10 +88,7 @@ pub fn registry_client(upstream: &UpstreamConfig) -> anyhow::Result<Option<Regis
         .with_root_certificates(roots)
         .with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Some(RegistryTls {
-        config: Arc::new(config),
-        name,
-    }))
+    Ok(Arc::new(config))
 }
 
 fn load_certs(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {

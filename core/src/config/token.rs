@@ -56,6 +56,9 @@ pub enum JwksSource {
 pub struct OidcConfig {
     pub provider: Provider,
     pub jwks: JwksSource,
+    /// The CA bundle (PEM) an https `jwks` URL's certificate is checked
+    /// against; `None`: the system bundle.
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -77,6 +80,7 @@ pub(super) struct RawOidc {
     issuer: Spanned<String>,
     audience: Spanned<String>,
     jwks: Spanned<String>,
+    ca_file: Option<Spanned<PathBuf>>,
     user: Spanned<String>,
     #[serde(default)]
     groups: Vec<Spanned<String>>,
@@ -210,6 +214,16 @@ impl RawOidc {
             let path = Spanned::new(self.jwks.span(), PathBuf::from(jwks_text));
             JwksSource::File(l.existing_file("auth.oidc.jwks", &path)?)
         };
+        let ca_file = match (&self.ca_file, &jwks) {
+            (None, _) => None,
+            (Some(p), JwksSource::Url(_)) => Some(l.existing_file("auth.oidc.ca_file", p)?),
+            (Some(p), JwksSource::File(_)) => {
+                return Err(l.located(
+                    p.span(),
+                    "auth.oidc.ca_file is only used with an https:// jwks URL".into(),
+                ))
+            }
+        };
         let leeway = l.bounded_duration(
             "auth.oidc.leeway",
             self.leeway.as_ref(),
@@ -229,6 +243,7 @@ impl RawOidc {
                     .collect::<Result<_, _>>()?,
             },
             jwks,
+            ca_file,
         })
     }
 }

@@ -21,7 +21,13 @@ impl Host for Disk {
 
 fn fixture() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
-    for f in ["users", "token.key", "old.pub", "github-jwks.json"] {
+    for f in [
+        "users",
+        "token.key",
+        "old.pub",
+        "github-jwks.json",
+        "ca.pem",
+    ] {
         std::fs::write(dir.path().join(f), "").expect("write");
     }
     dir
@@ -90,6 +96,7 @@ fn the_issues_configuration_parses() {
         o.jwks,
         JwksSource::File(dir.path().join("github-jwks.json"))
     );
+    assert_eq!(o.ca_file, None);
 }
 
 #[test]
@@ -113,6 +120,7 @@ leeway = "30s"
 issuer = "https://gitlab.com"
 audience = "https://r.test"
 jwks = "https://gitlab.com/oauth/discovery/keys"
+ca_file = "ca.pem"
 user = "ci-{project_path}"
 leeway = "0s"
 [[auth.oidc]]
@@ -133,6 +141,8 @@ user = "{repository}"
         JwksSource::Url("https://gitlab.com/oauth/discovery/keys".into())
     );
     assert_eq!(c.oidc[0].provider.leeway_secs, 0);
+    assert_eq!(c.oidc[0].ca_file, Some(dir.path().join("ca.pem")));
+    assert_eq!(c.oidc[1].ca_file, None);
     // OIDC alone, with Basic: tokens as passwords.
     let oidc_only = full
         .split("[[auth.oidc]]")
@@ -215,6 +225,17 @@ fn located_errors() {
             "no such file",
         ),
         (oidc("").to_owned(), ":7:", "missing field `user`"),
+        (
+            oidc("user = \"{a}\"\nca_file = \"ca.pem\""),
+            ":12:",
+            "ca_file is only used with an https:// jwks URL",
+        ),
+        (
+            oidc("user = \"{a}\"\nca_file = \"gone.pem\"")
+                .replace("github-jwks.json", "https://i.test/jwks"),
+            ":12:",
+            "auth.oidc.ca_file: no such file",
+        ),
         (
             format!("{}\n{}", oidc("user = \"{a}\""), oidc("user = \"{b}\"")),
             ":12:",
