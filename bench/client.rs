@@ -416,21 +416,26 @@ impl Response {
 pub struct Settings {
     /// `Authorization: Basic ...`, when credentials were given.
     pub authorization: Option<String>,
+    /// `--token-auth` (and the `token` scenario): where Bearer tokens come
+    /// from, learnt from the target's challenge before the run.
+    pub bearer: Option<std::sync::Arc<crate::bearer::Realm>>,
     /// Longest wait for any read or write.
     pub timeout: Duration,
 }
 
 impl Conn {
-    /// Sends `req` and reads the whole response.
+    /// Sends `req` with `authorization` (the caller's choice: Basic, a
+    /// Bearer token, or none) and reads the whole response.
     pub async fn exchange(
         &mut self,
         req: &Request,
         sink: Sink,
         host: &str,
+        authorization: Option<&str>,
         s: &Settings,
     ) -> Result<Response, Failure> {
         self.reusable = false;
-        let (sent, sent_digest) = match self.send(req, host, s).await {
+        let (sent, sent_digest) = match self.send(req, host, authorization, s).await {
             Ok(r) => r,
             // The server may have answered early (e.g. 401 before an upload
             // body) and closed: its answer says more than the broken pipe.
@@ -471,11 +476,12 @@ impl Conn {
         &mut self,
         req: &Request,
         host: &str,
+        authorization: Option<&str>,
         s: &Settings,
     ) -> Result<(u64, Option<String>), Failure> {
         let mut out = std::mem::take(&mut self.out);
         out.clear();
-        write_head(&mut out, req, host, s.authorization.as_deref());
+        write_head(&mut out, req, host, authorization);
         let result = match &req.body {
             Body::Empty => self.flush(&mut out, s).await.map(|()| (0, None)),
             Body::Bytes(b) => {

@@ -73,6 +73,7 @@ def measure(report, cpu_s):
         "cpu_us_per_req": cpu_s / requests * 1e6 if requests else None,
         "errors": sum(e["count"] for e in report["errors"]),
         "requests": requests,
+        "elapsed_s": report.get("elapsed_s"),
         "gib": moved / GIB,
     }
 
@@ -391,6 +392,8 @@ def pairs_text(b, row, target, peer):
 
 
 def bulk_tables(b, storage=""):
+    if not b:
+        return []
     md = [
         "### Bulk transfers with curl (`curl --http1.1`, real registry, one client)",
         "",
@@ -504,6 +507,125 @@ def bulk_goals(b):
     return out
 
 
+TOKEN_BACKENDS = {"tokens-registry": "real registry", "tokens-origin": "fast origin"}
+TOKEN_FRONTS = {"regproxy": "cached Basic", "regproxy-bearer": "Bearer tokens (ES256)"}
+ISSUERS = {"issue-es256": "ES256 (P-256)", "issue-eddsa": "EdDSA (Ed25519)"}
+# The ratio issue 26 bounds: Bearer over cached Basic, proxy CPU per request.
+TOKEN_CPU_GOAL = 1.1
+
+
+def load_jwt(path):
+    """case name -> {"op", "median_us": [...], "p90_us": [...]} over the runs."""
+    out = {}
+    if not path:
+        return out
+    with open(path, newline="") as f:
+        for line in csv.DictReader(f, delimiter="\t"):
+            try:
+                report = json.loads(Path(line["json"]).read_text())
+            except (OSError, ValueError):
+                continue
+            for c in report["cases"]:
+                e = out.setdefault(f"{c['op']} {c['name']}", {"n": c["n"], "runs": 0, "median_us": [], "p90_us": []})
+                e["runs"] += 1
+                e["median_us"].append(c["median_us"])
+                e["p90_us"].append(c["p90_us"])
+    return {k: {"n": v["n"], "runs": v["runs"], "median_us": median(v["median_us"]), "p90_us": median(v["p90_us"])} for k, v in out.items()}
+
+
+def token_ratio(s, phase):
+    rows = s.get((phase, "ci"), {})
+    b, t = rows.get("regproxy", {}), rows.get("regproxy-bearer", {})
+    return ratio(t.get("cpu_us_per_req"), b.get("cpu_us_per_req"))
+
+
+def token_tables(s, jwt):
+    """The Bearer token section: CI mix, issuance, first verification."""
+    md = []
+    ci = [(p, s[(p, "ci")]) for p in TOKEN_BACKENDS if (p, "ci") in s]
+    issue = s.get(("tokens", "token"), {})
+    if not (ci or issue or jwt):
+        return md
+    md += ["### Bearer tokens", ""]
+    if ci:
+        md += [
+            "The CI mix (`regbench ci`, TLS) through regproxy with cached Basic credentials, and through a "
+            "regproxy alike but for `[auth] scheme = \"bearer\"` driven by `regbench ci --token-auth` (a token "
+            "per repository and client, fetched with Basic credentials and kept until `expires_in` is near), "
+            "alternating in one run. Proxy CPU per request counts every request, the `/token` ones included.",
+            "",
+            "| upstream | front | jobs/s | req/s | p99 ms (job) | µs CPU/req | peak RSS MiB | errors |",
+            "|---|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for phase, rows in ci:
+            for t, label in TOKEN_FRONTS.items():
+                if t in rows:
+                    r = rows[t]
+                    md.append(
+                        f"| {TOKEN_BACKENDS[phase]} | {label} | {fmt(r['throughput'])} | {fmt(r['req_s'])} | "
+                        f"{fmt(r['p99_ms'], 2)} | {fmt(r['cpu_us_per_req'], 1)} | {fmt(r['rss_mib'], 1)} | {r['errors']} |"
+                    )
+        md.append("")
+        for phase, _ in ci:
+            md.append(
+                f"- {TOKEN_BACKENDS[phase]}: Bearer / cached Basic, proxy CPU per request "
+                f"{fmt(token_ratio(s, phase), 3)}×."
+            )
+        md.append("")
+    if issue:
+        md += [
+            "`GET /token` (`regbench token`: one scope, cached Basic credentials, TLS keep-alive) of a regproxy "
+            "with `workers = 1`. Tokens per CPU-second is the rate one fully used core would give; core use is "
+            "the proxy's CPU-seconds over the run's seconds (the client shares the machine).",
+            "",
+            "| signing key | tokens/s | µs CPU/token | tokens per CPU-second | core use | p99 ms | errors |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for t, label in ISSUERS.items():
+            if t in issue:
+                r = issue[t]
+                per_cpu = 1e6 / r["cpu_us_per_req"] if r["cpu_us_per_req"] else None
+                use = ratio(r["cpu_s"], r["elapsed_s"])
+                md.append(
+                    f"| {label} | {fmt(r['req_s'])} | {fmt(r['cpu_us_per_req'], 1)} | {fmt(per_cpu)} | "
+                    f"{fmt(use, 2)} | {fmt(r['p99_ms'], 2)} | {r['errors']} |"
+                )
+        md.append("")
+    if jwt:
+        runs = max(v["runs"] for v in jwt.values())
+        n = max(v["n"] for v in jwt.values())
+        md += [
+            f"A first verification, of a token never seen before (`regbench jwt-verify`: {n} distinct tokens per "
+            f"case, each timed; medians over {runs} runs). regproxy tokens: `TokenVerifier::verify`; OIDC: "
+            "`oidc::select` and `Provider::verify` with the user and group templates. `issue` rows: "
+            "`TokenIssuer::issue`, the signing half of `/token`.",
+            "",
+            "| case | median µs | p90 µs |",
+            "|---|---:|---:|",
+        ]
+        for name, v in jwt.items():
+            md.append(f"| {name} | {fmt(v['median_us'], 1)} | {fmt(v['p90_us'], 1)} |")
+        md.append("")
+    return md
+
+
+def token_goals(s):
+    """Issue 26's performance bound, per upstream."""
+    out = []
+    for phase, backend in TOKEN_BACKENDS.items():
+        r = token_ratio(s, phase)
+        if r is None:
+            continue
+        out.append(
+            (
+                f"CI mix with Bearer tokens ≤ {TOKEN_CPU_GOAL}× the proxy CPU per request of cached Basic ({backend})",
+                f"{fmt(r, 3)}×",
+                r <= TOKEN_CPU_GOAL,
+            )
+        )
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--results", required=True)
@@ -516,6 +638,7 @@ def main():
     ap.add_argument("--load", default="")
     ap.add_argument("--bulk", default=None)
     ap.add_argument("--bulk-storage", default="")
+    ap.add_argument("--jwt", default=None)
     a = ap.parse_args()
     s = summarize(load(a.results))
     md = [
@@ -535,9 +658,16 @@ def main():
             md += table(key, s[key])
     bulk = bulk_summary(load_bulk(a.bulk)) if a.bulk else {}
     md += bulk_tables(bulk, a.bulk_storage)
-    if s:
+    jwt = load_jwt(a.jwt)
+    md += token_tables(s, jwt)
+    if any(key in TITLES for key in s):
         md += ["### Goals (issue 3)", "", "| goal | measured | met |", "|---|---|---|"]
         for goal, measured, ok in goals(s):
+            md.append(f"| {goal} | {measured} | {'yes' if ok else '**no**'} |")
+        md.append("")
+    if token_goals(s):
+        md += ["### Token goals (issue 26)", "", "| goal | measured | met |", "|---|---|---|"]
+        for goal, measured, ok in token_goals(s):
             md.append(f"| {goal} | {measured} | {'yes' if ok else '**no**'} |")
         md.append("")
     if bulk:
@@ -551,7 +681,9 @@ def main():
     (out / "chart.svg").write_text(svg(s))
     (out / "summary.json").write_text(
         json.dumps(
-            {f"{p}/{sc}": rows for (p, sc), rows in s.items()} | {f"bulk/{r}": v for r, v in bulk.items()},
+            {f"{p}/{sc}": rows for (p, sc), rows in s.items()}
+            | {f"bulk/{r}": v for r, v in bulk.items()}
+            | {f"jwt/{k}": v for k, v in jwt.items()},
             indent=1,
             sort_keys=True,
         )

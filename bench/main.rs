@@ -16,8 +16,10 @@
 //! with failed requests, 1 when it could not run at all, 2 for usage errors.
 #![deny(unsafe_code)]
 
+mod bearer;
 mod client;
 mod content;
+mod jwt_verify;
 mod origin;
 mod registry;
 mod report;
@@ -68,11 +70,31 @@ enum Command {
     /// A CI fleet: each job pulls the base image, pushes a small image of
     /// fresh layers, then HEAD-checks layers. Tune with the --ci-* options.
     Ci(LoadArgs),
+    /// GET /token for one scope (repository:PREFIX/token:pull,push) with
+    /// the Basic credentials: token issuance. The realm comes from the
+    /// target's Bearer challenge.
+    Token(LoadArgs),
+    /// The cost of verifying a token never seen before (RS256, ES256,
+    /// EdDSA), with regproxy's token code called directly, in µs.
+    JwtVerify(JwtVerifyArgs),
     /// Serve a fast in-memory fake registry until killed.
     Origin(OriginArgs),
     /// Summarise a regproxy JSON access log: actions, bytes, latency,
     /// slowest repositories, error causes.
     Report(ReportArgs),
+}
+
+#[derive(Args, Debug)]
+struct JwtVerifyArgs {
+    /// Distinct tokens per case, each verified once.
+    #[arg(short = 'n', long, default_value_t = 1000)]
+    count: usize,
+    /// Turns the cases take, each verifying its share of its tokens.
+    #[arg(long, default_value_t = 10)]
+    rounds: usize,
+    /// Also write the report as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -101,6 +123,12 @@ struct LoadArgs {
     /// Accept any server certificate.
     #[arg(short = 'k', long, conflicts_with = "cacert")]
     insecure: bool,
+    /// Bearer tokens as docker uses them: learn the realm from the
+    /// target's challenge to an unauthenticated GET /v2/, fetch a token
+    /// per repository (scope pull,push) with the Basic credentials, keep
+    /// it until its expires_in is near, and send it on every request.
+    #[arg(long)]
+    token_auth: bool,
 
     /// Clients running operations concurrently (over all threads).
     #[arg(short, long, default_value_t = 16)]
@@ -195,6 +223,10 @@ fn main() -> ExitCode {
         Command::Pull(a) => load(Scenario::Pull, a),
         Command::Push(a) => load(Scenario::Push, a),
         Command::Ci(a) => load(Scenario::Ci, a),
+        Command::Token(a) => load(Scenario::Token, a),
+        Command::JwtVerify(a) => {
+            jwt_verify::run(a.count, a.rounds, a.json.as_deref()).map(|()| ExitCode::SUCCESS)
+        }
         Command::Origin(a) => origin(a).map(|()| ExitCode::SUCCESS),
         Command::Report(a) => traffic::run(&a.log).map(|()| ExitCode::SUCCESS),
     };
@@ -304,8 +336,10 @@ fn load(scenario: Scenario, a: LoadArgs) -> anyhow::Result<ExitCode> {
         tls,
         settings: Settings {
             authorization: authorization(&a)?,
+            bearer: None,
             timeout: a.timeout,
         },
+        token_auth: a.token_auth || scenario == Scenario::Token,
         verify: !a.no_verify,
         monolithic: a.monolithic,
         threads: a.threads.unwrap_or_else(cores),

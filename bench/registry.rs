@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use regproxy_core::http::head::Method;
 
+use crate::bearer::{self, Realm, TokenCache};
 use crate::client::{excerpt, Body, Failure, Pool, Request, Response, Settings, Sink};
 use crate::content::{digest_of, digest_of_generated, is_sha256_digest, Generated};
 use crate::stats::{Live, Stats};
@@ -41,6 +42,7 @@ pub mod kind {
     pub const UPLOAD_POST: &str = "upload POST";
     pub const UPLOAD_PATCH: &str = "upload PATCH";
     pub const UPLOAD_PUT: &str = "upload PUT";
+    pub const TOKEN_GET: &str = "token GET";
 }
 
 /// An OCI content descriptor.
@@ -94,14 +96,19 @@ pub struct Ctx {
     pub verify: bool,
     /// Upload blobs with one `PUT ?digest=` instead of PATCH then PUT.
     pub monolithic: bool,
+    /// This client's Bearer tokens (`--token-auth`).
+    pub tokens: RefCell<TokenCache>,
 }
 
 /// A check on a response with the expected status: content verification.
 type Check<'a> = &'a dyn Fn(&Response) -> Result<(), Failure>;
 
 impl Ctx {
-    /// Sends `req` and files the outcome under `kind`: latency and bytes when
-    /// the status is one of `expect` (and `check` passes), a failure otherwise.
+    /// Sends `req` with the run's credentials and files the outcome under
+    /// `kind`: latency and bytes when the status is one of `expect` (and
+    /// `check` passes), a failure otherwise. With Bearer tokens, a 401 on
+    /// a request that carried one drops that token, and the request goes
+    /// once more with a fresh one, as docker does.
     pub async fn send(
         &self,
         kind: &'static str,
@@ -110,9 +117,52 @@ impl Ctx {
         expect: &[u16],
         check: Check<'_>,
     ) -> Result<Response, Failure> {
-        let outcome = self.exchange(&req, sink).await.and_then(|(resp, took)| {
+        let Some(realm) = self.settings.bearer.clone() else {
+            let basic = self.settings.authorization.as_deref();
+            let outcome = self.exchange(&req, sink, basic).await;
+            return self.file(kind, &req, outcome, expect, check);
+        };
+        let key = repository_of(&req);
+        let auth = self.bearer_for(&realm, &key).await?;
+        let mut outcome = self.exchange(&req, sink, Some(&auth)).await;
+        let refused = match &outcome {
+            Ok((resp, _)) => resp.status() == 401,
+            Err(f) => f.kind == "status 401",
+        };
+        if refused {
+            self.tokens.borrow_mut().forget(&key);
+            let auth = self.bearer_for(&realm, &key).await?;
+            outcome = self.exchange(&req, sink, Some(&auth)).await;
+        }
+        self.file(kind, &req, outcome, expect, check)
+    }
+
+    /// `send` with the given `Authorization` value, never a token.
+    async fn send_as(
+        &self,
+        kind: &'static str,
+        req: &Request,
+        sink: Sink,
+        expect: &[u16],
+        check: Check<'_>,
+        authorization: Option<&str>,
+    ) -> Result<Response, Failure> {
+        let outcome = self.exchange(req, sink, authorization).await;
+        self.file(kind, req, outcome, expect, check)
+    }
+
+    /// Checks an exchange's outcome and records it under `kind`.
+    fn file(
+        &self,
+        kind: &'static str,
+        req: &Request,
+        outcome: Result<(Response, Duration), Failure>,
+        expect: &[u16],
+        check: Check<'_>,
+    ) -> Result<Response, Failure> {
+        let outcome = outcome.and_then(|(resp, took)| {
             if !expect.contains(&resp.status()) {
-                return Err(status_failure(&req, &resp));
+                return Err(status_failure(req, &resp));
             }
             check(&resp)?;
             Ok((resp, took))
@@ -136,7 +186,12 @@ impl Ctx {
     /// One request on a leased connection; a reused connection that turns
     /// out closed (the server dropped it while idle) is retried once on a
     /// fresh one. Returns the response and its latency (connecting excluded).
-    async fn exchange(&self, req: &Request, sink: Sink) -> Result<(Response, Duration), Failure> {
+    async fn exchange(
+        &self,
+        req: &Request,
+        sink: Sink,
+        authorization: Option<&str>,
+    ) -> Result<(Response, Duration), Failure> {
         let mut lease = self.pool.lease().await;
         let host = &self.pool.connector.target.authority;
         let mut retried = false;
@@ -147,7 +202,10 @@ impl Ctx {
             };
             let stale_possible = !conn.is_fresh() && !retried;
             let start = Instant::now();
-            match conn.exchange(req, sink, host, &self.settings).await {
+            match conn
+                .exchange(req, sink, host, authorization, &self.settings)
+                .await
+            {
                 Ok(resp) => {
                     let took = start.elapsed();
                     lease.put(conn);
@@ -159,6 +217,74 @@ impl Ctx {
                 Err(f) => return Err(f),
             }
         }
+    }
+
+    /// The `Authorization` value for requests under `key`: the token this
+    /// client holds, or a new one from the realm.
+    async fn bearer_for(&self, realm: &Realm, key: &Option<String>) -> Result<String, Failure> {
+        let held = self
+            .tokens
+            .borrow()
+            .get(key, Instant::now())
+            .map(str::to_owned);
+        if let Some(header) = held {
+            return Ok(header);
+        }
+        let scope = key.as_deref().map(bearer::scope_for);
+        let fetched = Instant::now();
+        let answer = self.fetch_token(realm, scope.as_deref()).await?;
+        Ok(self.tokens.borrow_mut().put(key.clone(), &answer, fetched))
+    }
+
+    /// `GET <realm>?service=…[&scope=…]` with the Basic credentials (or
+    /// none), filed as a `token GET`.
+    pub async fn fetch_token(
+        &self,
+        realm: &Realm,
+        scope: Option<&str>,
+    ) -> Result<bearer::Answer, Failure> {
+        let req = Request::new(Method::Get, realm.token_path(scope));
+        let check = |r: &Response| bearer::parse_answer(&r.body).map(drop);
+        let resp = self
+            .send_as(
+                kind::TOKEN_GET,
+                &req,
+                Sink::Keep,
+                &[200],
+                &check,
+                realm.basic.as_deref(),
+            )
+            .await?;
+        bearer::parse_answer(&resp.body)
+    }
+
+    /// `GET /v2/` without credentials must answer 401 with a Bearer
+    /// challenge: its realm and service, for `--token-auth` and the
+    /// `token` scenario.
+    pub async fn discover_realm(&self) -> Result<Realm, Failure> {
+        let req = Request::new(Method::Get, "/v2/");
+        let (resp, _) = self.exchange(&req, Sink::Discard, None).await?;
+        let found = (resp.status() == 401)
+            .then(|| resp.header_str("WWW-Authenticate"))
+            .flatten()
+            .and_then(bearer::parse_challenge)
+            .and_then(|(realm, service)| Some((bearer::realm_path(&realm)?, service)));
+        let (path, service) = found.ok_or_else(|| {
+            Failure::new(
+                "challenge",
+                format!(
+                    "GET /v2/ without credentials answered {} {}, not 401 with a Bearer \
+                     challenge (is the target set up for Bearer tokens?)",
+                    resp.status(),
+                    resp.head.reason()
+                ),
+            )
+        })?;
+        Ok(Realm {
+            path,
+            service,
+            basic: self.settings.authorization.clone(),
+        })
     }
 
     async fn connect(&self) -> Result<crate::client::Conn, Failure> {
@@ -424,6 +550,19 @@ impl Ctx {
     }
 }
 
+/// The repository a request is for, by regproxy's own route grammar
+/// (`None` for `/v2/` and anything else): the key of a client's token.
+fn repository_of(req: &Request) -> Option<String> {
+    let (path, query) = match req.path.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (req.path.as_str(), None),
+    };
+    regproxy_core::route::classify(req.method.as_str(), path, query, None)
+        .ok()?
+        .repository()
+        .map(str::to_owned)
+}
+
 fn status_failure(req: &Request, resp: &Response) -> Failure {
     let body = excerpt(&resp.body);
     Failure::new(
@@ -612,6 +751,30 @@ mod tests {
         assert!(serde_json::from_str::<Manifest>(docker).is_ok());
         let cfg: serde_json::Value = serde_json::from_slice(&config_json(&[layer], "t1")).unwrap();
         assert_eq!(cfg["rootfs"]["diff_ids"][0], digest_of(b"l"));
+    }
+
+    #[test]
+    fn tokens_are_kept_per_repository() {
+        let of = |m, p: &str| repository_of(&Request::new(m, p));
+        assert_eq!(of(Method::Get, "/v2/"), None);
+        assert_eq!(
+            of(Method::Head, "/v2/team/app/manifests/t1").as_deref(),
+            Some("team/app")
+        );
+        let d = digest_of(b"x");
+        assert_eq!(
+            of(
+                Method::Put,
+                &format!("/v2/a/blobs/uploads/u1?_state=s&digest={d}")
+            )
+            .as_deref(),
+            Some("a")
+        );
+        assert_eq!(
+            of(Method::Post, "/v2/a/b/blobs/uploads/").as_deref(),
+            Some("a/b")
+        );
+        assert_eq!(of(Method::Get, "/token?service=s"), None);
     }
 
     #[test]

@@ -42,6 +42,9 @@ pub struct RunConfig {
     pub settings: Settings,
     pub verify: bool,
     pub monolithic: bool,
+    /// Learn the token realm from the target's challenge first, then send
+    /// Bearer tokens (`--token-auth`, and the `token` scenario).
+    pub token_auth: bool,
     pub threads: usize,
     pub concurrency: usize,
     pub connections: usize,
@@ -110,27 +113,45 @@ fn runtime() -> std::io::Result<Runtime> {
         .build()
 }
 
-fn context(cfg: &RunConfig, connections: usize, live: Arc<Live>) -> Rc<Ctx> {
+fn pool(cfg: &RunConfig, connections: usize) -> Rc<Pool> {
     let connector = Connector::new(cfg.target.clone(), cfg.tls.clone(), cfg.settings.timeout);
+    Pool::new(connector, connections)
+}
+
+/// One client's context. Clients of a thread share its connections; each
+/// has its own statistics (merged at the end) and its own tokens.
+fn context(cfg: &RunConfig, settings: &Settings, pool: Rc<Pool>, live: Arc<Live>) -> Rc<Ctx> {
     Rc::new(Ctx {
-        pool: Pool::new(connector, connections),
+        pool,
         stats: Default::default(),
         live,
-        settings: cfg.settings.clone(),
+        settings: settings.clone(),
         verify: cfg.verify,
         monolithic: cfg.monolithic,
+        tokens: Default::default(),
     })
+}
+
+/// The settings of the measured phase (with the token realm, when asked
+/// for) and the image the scenario works on: neither is measured.
+async fn prepare(cfg: &RunConfig) -> Result<(Settings, Option<Image>), Failure> {
+    let pool = pool(cfg, 1);
+    let mut settings = cfg.settings.clone();
+    if cfg.token_auth {
+        let ctx = context(cfg, &settings, pool.clone(), Arc::default());
+        settings.bearer = Some(Arc::new(ctx.discover_realm().await?));
+    }
+    let ctx = context(cfg, &settings, pool, Arc::default());
+    let image = cfg.plan.setup(&ctx).await?;
+    Ok((settings, image))
 }
 
 /// Runs the setup, then the measured phase; blocks until it is over.
 pub fn run(cfg: &RunConfig) -> anyhow::Result<Outcome> {
     let setup_started = Instant::now();
-    let image = runtime()
+    let (settings, image) = runtime()
         .context("cannot start a monoio runtime")?
-        .block_on(async {
-            let ctx = context(cfg, 1, Arc::default());
-            cfg.plan.setup(&ctx).await
-        })
+        .block_on(prepare(cfg))
         .map_err(|f: Failure| anyhow!("setup failed: {f}"))?;
     let setup = SetupReport::new(image.as_ref(), setup_started);
     let image = Arc::new(image);
@@ -146,6 +167,7 @@ pub fn run(cfg: &RunConfig) -> anyhow::Result<Outcome> {
     for (t, live) in lives.iter().enumerate() {
         let job = ThreadJob {
             cfg: cfg.clone(),
+            settings: settings.clone(),
             thread: t,
             clients: share(cfg.concurrency, threads, t),
             connections: share(cfg.connections, threads, t).max(1),
@@ -236,6 +258,8 @@ type ThreadResult = anyhow::Result<(Stats, Instant)>;
 /// One client thread's share of the run.
 struct ThreadJob {
     cfg: RunConfig,
+    /// `cfg.settings` with the token realm, when there is one.
+    settings: Settings,
     thread: usize,
     clients: usize,
     connections: usize,
@@ -254,15 +278,24 @@ impl ThreadJob {
         self.barrier.wait();
         let mut rt = rt.context("cannot start a monoio runtime")?;
         let stats = rt.block_on(async {
-            let ctx = context(&self.cfg, self.connections, self.live.clone());
+            let pool = pool(&self.cfg, self.connections);
+            let ctxs: Vec<Rc<Ctx>> = (0..self.clients)
+                .map(|_| context(&self.cfg, &self.settings, pool.clone(), self.live.clone()))
+                .collect();
             let job = Rc::new(self);
-            let tasks: Vec<_> = (0..job.clients)
-                .map(|client| monoio::spawn(job.clone().client(ctx.clone(), client)))
+            let tasks: Vec<_> = ctxs
+                .iter()
+                .enumerate()
+                .map(|(client, ctx)| monoio::spawn(job.clone().client(ctx.clone(), client)))
                 .collect();
             for t in tasks {
                 t.await;
             }
-            ctx.stats.take()
+            let mut stats = Stats::default();
+            for ctx in ctxs {
+                stats.merge(ctx.stats.take());
+            }
+            stats
         });
         Ok((stats, Instant::now()))
     }

@@ -28,6 +28,8 @@ pub enum Scenario {
     Push,
     /// A CI job: pull the base image, push a small image, HEAD-check layers.
     Ci,
+    /// `GET /token` for one scope with the Basic credentials: issuance.
+    Token,
 }
 
 impl Scenario {
@@ -39,6 +41,7 @@ impl Scenario {
             Self::Pull => "pull",
             Self::Push => "push",
             Self::Ci => "ci job",
+            Self::Token => "token",
         }
     }
 
@@ -46,7 +49,7 @@ impl Scenario {
     /// enough for a meaningful table, few enough to end in seconds.
     pub fn default_count(self) -> u64 {
         match self {
-            Self::Ping | Self::Head => 1000,
+            Self::Ping | Self::Head | Self::Token => 1000,
             Self::Pull | Self::Push | Self::Ci => 20,
         }
     }
@@ -55,7 +58,7 @@ impl Scenario {
         match self {
             Self::Head => "head",
             Self::Ci => "base",
-            Self::Ping | Self::Pull | Self::Push => "pull",
+            Self::Ping | Self::Pull | Self::Push | Self::Token => "pull",
         }
     }
 }
@@ -68,6 +71,7 @@ impl fmt::Display for Scenario {
             Self::Pull => "pull",
             Self::Push => "push",
             Self::Ci => "ci",
+            Self::Token => "token",
         })
     }
 }
@@ -116,9 +120,13 @@ const SEED_PUSH: u64 = 2;
 const SEED_CI: u64 = 3;
 
 impl Plan {
-    /// Prepares the image the scenario works on; `None` for ping and push.
+    /// Prepares the image the scenario works on; `None` for ping, push and
+    /// token.
     pub async fn setup(&self, ctx: &Ctx) -> Result<Option<Image>, Failure> {
-        if matches!(self.scenario, Scenario::Ping | Scenario::Push) {
+        if matches!(
+            self.scenario,
+            Scenario::Ping | Scenario::Push | Scenario::Token
+        ) {
             return Ok(None);
         }
         if let Some((repo, reference)) = &self.image {
@@ -173,6 +181,13 @@ impl Plan {
                 Ok(())
             }
             Scenario::Ci => self.ci_job(ctx, need_image()?, who).await,
+            Scenario::Token => {
+                let realm = ctx.settings.bearer.clone().ok_or_else(|| {
+                    Failure::new("setup", "no token realm was learnt from the target")
+                })?;
+                let scope = crate::bearer::scope_for(&format!("{}/token", self.repo_prefix));
+                ctx.fetch_token(&realm, Some(&scope)).await.map(drop)
+            }
         }
     }
 

@@ -1,7 +1,8 @@
 //! regbench end to end: push then pull against the real registry with the
 //! digests checked, a corrupted blob from `regbench origin` reported as a
-//! digest error, `--count` and `--duration` bounding a run, and a run
-//! through regproxy with TLS and basic auth.
+//! digest error, `--count` and `--duration` bounding a run, a run
+//! through regproxy with TLS and basic auth, and runs through regproxy in
+//! Bearer mode (`ci --token-auth`, the `token` scenario).
 #![allow(clippy::unwrap_used)]
 
 mod support;
@@ -475,4 +476,95 @@ access = "off"
     assert_eq!(out.status.code(), Some(EXIT_ERRORS), "{}", describe(&out));
     assert_eq!(report["errors"][0]["request"], "connect");
     assert_eq!(report["errors"][0]["kind"], "tls");
+}
+
+/// An Ed25519 signing key in PKCS#8 PEM, as `openssl genpkey` writes it.
+fn signing_key_pem() -> String {
+    use base64::Engine as _;
+    use regproxy_core::auth::jwt::{Alg, SigningKey};
+    let (_, der) = SigningKey::generate(Alg::EdDsa).unwrap();
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    format!("-----BEGIN PRIVATE KEY-----\n{b64}\n-----END PRIVATE KEY-----\n")
+}
+
+#[test]
+fn through_regproxy_with_bearer_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = Registry::start();
+    let tls = Tls::generate(&dir.path().join("tls"));
+    support::write_htpasswd(&dir.path().join("users"), &[("testuser", "testpassword")]);
+    std::fs::write(dir.path().join("token.key"), signing_key_pem()).unwrap();
+    let config = format!(
+        r#"
+listen = "127.0.0.1:0"
+[tls]
+cert = "{cert}"
+key = "{key}"
+[auth]
+scheme = "bearer"
+htpasswd = "users"
+[auth.token]
+signing_key = "token.key"
+service = "regbench.test"
+[upstream]
+servers = ["{upstream}"]
+[log]
+access = "off"
+"#,
+        cert = tls.server_cert().display(),
+        key = tls.server_key().display(),
+        upstream = registry.addr(),
+    );
+    let proxy = Proxy::start(&config, dir.path());
+    let url = format!("https://localhost:{}", proxy.addr().port());
+    let ca = tls.ca_cert().display().to_string();
+    let auth = [
+        "--cacert",
+        &ca,
+        "--user",
+        "testuser",
+        "--password",
+        "testpassword",
+    ];
+
+    // A second of the CI mix with tokens: every request but /token carries
+    // one, and each client asks /token once per repository (its own and
+    // the base image's), as docker does.
+    let mut args = vec!["ci", &url, "--token-auth", "-d", "1s", "-c", "2"];
+    args.extend(auth);
+    let (out, report) = regbench(&args, dir.path());
+    assert_clean(&out, &report);
+    let jobs = ok_of(&report, "operations", "ci job");
+    assert!(jobs >= 1, "{}", describe(&out));
+    assert!(ok_of(&report, "requests", "blob HEAD") >= jobs * 4);
+    let tokens = ok_of(&report, "requests", "token GET");
+    assert!((1..=4).contains(&tokens), "{tokens} tokens for 2 clients");
+    for (_, _, _, blobs) in images(&report) {
+        for b in &blobs {
+            assert!(registry.has_blob(b), "the registry lacks {b}");
+        }
+    }
+
+    // Issuance: a second of /token requests, each answered with a token.
+    let mut args = vec!["token", &url, "-d", "1s", "-c", "2"];
+    args.extend(auth);
+    let (out, report) = regbench(&args, dir.path());
+    assert_clean(&out, &report);
+    assert!(
+        ok_of(&report, "requests", "token GET") > 10,
+        "{}",
+        describe(&out)
+    );
+
+    // A target without the Bearer flow: regbench says why instead of
+    // running.
+    let plain = Registry::start();
+    let plain_url = format!("http://{}", plain.addr());
+    let (out, _) = regbench(&["token", &plain_url, "-n", "1"], dir.path());
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Bearer challenge"),
+        "{}",
+        describe(&out)
+    );
 }

@@ -18,7 +18,7 @@ fn help_lists_the_subcommands() {
     let out = regbench(&["--help"]);
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    for sub in ["origin", "report"] {
+    for sub in ["origin", "report", "token", "jwt-verify"] {
         assert!(text.contains(sub), "--help does not mention {sub}:\n{text}");
     }
 }

@@ -1,7 +1,8 @@
 //! The bench's shell scripts and report, checked without running a bench:
 //! they parse (`bash -n`), `bench/fleet` answers `--help` and refuses bad
 //! options with exit 2 before it touches the network, and its report turns
-//! a few hand-written rows into the tables, the targets and a chart.
+//! a few hand-written rows into the tables, the targets and a chart; so
+//! does `bench/compare`'s report for the Bearer token rows.
 #![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
@@ -154,5 +155,123 @@ fn fleet_report_makes_tables_targets_and_a_chart() {
     assert!(
         chart.starts_with("<svg") && chart.contains("regproxy cache"),
         "{chart}"
+    );
+}
+
+#[test]
+fn compare_answers_help_with_the_token_options() {
+    if !have("bash", "bash") {
+        return;
+    }
+    let compare = bench_dir().join("compare");
+    let out = run(Command::new(&compare).arg("--help"));
+    assert!(out.status.success(), "{out:?}");
+    let help = String::from_utf8_lossy(&out.stdout);
+    for option in ["--tokens-only", "--no-tokens", "--quick", "--small-only"] {
+        assert!(
+            help.contains(option),
+            "--help does not mention {option}:\n{help}"
+        );
+    }
+    let out = run(Command::new(&compare).arg("--no-such-option"));
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+}
+
+/// A regbench JSON report as far as compare-report.py reads it.
+fn regbench_json(scenario: &str, requests: u64, secs: f64, op_rate: f64) -> String {
+    let lat = r#"{"p50":100.0,"p90":200.0,"p99":2000.0,"p99_9":3000.0,"max":4000.0,"mean":150.0}"#;
+    format!(
+        r#"{{"scenario":"{scenario}","elapsed_s":{secs},"errors":[],"requests":[],
+        "total":{{"name":"all requests","ok":{requests},"errors":0,"per_second":{rate},
+          "bytes_sent":1000,"bytes_received":1000,"mb_per_second":0.1,"latency_us":{lat}}},
+        "operations":[{{"name":"op","ok":10,"errors":0,"per_second":{op_rate},
+          "bytes_sent":0,"bytes_received":0,"mb_per_second":0.0,"latency_us":{lat}}}]}}"#,
+        rate = requests as f64 / secs,
+    )
+}
+
+#[test]
+fn compare_report_makes_the_token_rows_and_goal() {
+    if !have("python3", "python3") {
+        return;
+    }
+    let dir: PathBuf =
+        std::env::temp_dir().join(format!("regbench-compare-tokens-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut results = "phase\tscenario\ttarget\trep\tcpu_s\trss_kib\texit\tjson\n".to_owned();
+    // 1,000 requests each: CPU-s 0.100 -> 100 µs per request.
+    for (i, (phase, scenario, target, cpu, requests, secs)) in [
+        ("tokens-registry", "ci", "regproxy", 0.100, 1000, 4.0),
+        ("tokens-registry", "ci", "regproxy-bearer", 0.105, 1000, 4.0),
+        ("tokens-origin", "ci", "regproxy", 0.020, 1000, 4.0),
+        ("tokens-origin", "ci", "regproxy-bearer", 0.024, 1000, 4.0),
+        ("tokens", "token", "issue-es256", 1.0, 10_000, 2.0),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let json = dir.join(format!("run-{i}.json"));
+        std::fs::write(&json, regbench_json(scenario, requests, secs, 20.0)).unwrap();
+        results += &format!(
+            "{phase}\t{scenario}\t{target}\t1\t{cpu}\t8192\t0\t{}\n",
+            json.display()
+        );
+    }
+    std::fs::write(dir.join("results.tsv"), results).unwrap();
+    let jwt = dir.join("jwt-1.json");
+    std::fs::write(
+        &jwt,
+        r#"{"count":100,"rounds":10,"token_bytes":[],"cases":[
+        {"name":"ES256, regproxy token","op":"verify","alg":"ES256","path":"regproxy","n":100,
+         "median_us":57.3,"p90_us":62.5,"p99_us":70.0,"min_us":55.0,"mean_us":58.0}]}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("jwt.tsv"),
+        format!("rep\tjson\n1\t{}\n", jwt.display()),
+    )
+    .unwrap();
+    let out = run(Command::new("python3")
+        .arg(bench_dir().join("compare-report.py"))
+        .arg("--results")
+        .arg(dir.join("results.tsv"))
+        .arg("--jwt")
+        .arg(dir.join("jwt.tsv"))
+        .arg("--out")
+        .arg(&dir)
+        .args(["--date", "d", "--machine", "m", "--versions", "v"])
+        .args(["--command", "c", "--elapsed", "1"]));
+    let md = std::fs::read_to_string(dir.join("results.md")).unwrap_or_default();
+    let summary = std::fs::read_to_string(dir.join("summary.json")).unwrap_or_default();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        md.contains("| real registry | Bearer tokens (ES256) | 20.0 | 250.0 | 2.00 | 105.0 |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("real registry: Bearer / cached Basic, proxy CPU per request 1.050×."),
+        "{md}"
+    );
+    assert!(md.contains("(real registry) | 1.050× | yes |"), "{md}");
+    assert!(md.contains("(fast origin) | 1.200× | **no** |"), "{md}");
+    // 10,000 tokens in 2 s for 1 CPU-second: 100 µs each, half a core.
+    assert!(
+        md.contains("| ES256 (P-256) | 5,000 | 100.0 | 10,000 | 0.50 | 2.00 | 0 |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| verify ES256, regproxy token | 57.3 | 62.5 |"),
+        "{md}"
+    );
+    // Only token rows: the goals of the other phases are not claimed.
+    assert!(!md.contains("Goals (issue 3)"), "{md}");
+    assert!(
+        summary.contains("jwt/verify ES256, regproxy token"),
+        "{summary}"
     );
 }
