@@ -157,7 +157,7 @@ def table(key, rows):
             continue
         r = rows[target]
         proxy = target != "direct"
-        cells = [LABELS[target], fmt(r["throughput"])]
+        cells = [LABELS.get(target, target), fmt(r["throughput"])]
         if scenario == "ci":
             cells.append(fmt(r["req_s"]))
         cells += [fmt(r["p99_ms"], 2), fmt(ratio(r["throughput"], direct), 2)]
@@ -303,7 +303,7 @@ def svg(s):
                 continue
             r = ratio(rows[target]["throughput"], direct) or 0.0
             w = min(r, scale_max) / scale_max * width
-            parts.append(f'<text x="{left - 6}" y="{y + 11}" text-anchor="end">{LABELS[target]}</text>')
+            parts.append(f'<text x="{left - 6}" y="{y + 11}" text-anchor="end">{LABELS.get(target, target)}</text>')
             parts.append(
                 f'<rect x="{left}" y="{y + 1}" width="{w:.1f}" height="{bar_h - 3}" fill="{colors[target]}"/>'
             )
@@ -439,7 +439,7 @@ def bulk_tables(b, storage=""):
             reg = fmt(r["registry"], 2) if r["registry"] else "–"
             client = fmt(r["client"], 2) if r["client"] else "–"
             md.append(
-                f"| {BULK_LABELS[t]} | {fmt(r['mib_s'], 0)} | {cpu} | {user} | {sys_} | {kinds} | {vs} | {rss} | {reg} | {client} |"
+                f"| {BULK_LABELS.get(t, t)} | {fmt(r['mib_s'], 0)} | {cpu} | {user} | {sys_} | {kinds} | {vs} | {rss} | {reg} | {client} |"
             )
         md.append("")
     return md
