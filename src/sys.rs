@@ -3,6 +3,7 @@
 //! only inside these files, with a `// SAFETY:` comment per block.
 
 pub mod activation;
+pub mod calls;
 pub mod file;
 pub mod ifaddrs;
 pub mod malloc;

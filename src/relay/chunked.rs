@@ -11,10 +11,15 @@
 //!   more): the next chunk-size line is read with `MSG_PEEK`, checked, and
 //!   then the line and the chunk's data move together by splice(2), chunk
 //!   after chunk, through one pipe that is written out when it fills or the
-//!   sender pauses. Per chunk that is a peek and a splice; the chunk's bytes
-//!   never enter user space. Splicing only the data (the line read and
-//!   rewritten) cost a small `recv` and a small `send` per chunk, and its
-//!   CPU per GiB was no better than copying.
+//!   sender pauses. Per chunk that is a peek and a move of the peek offset
+//!   (or a splice, where the kernel cannot peek at an offset); the chunk's
+//!   bytes never enter user space. Splicing only the data (the line read
+//!   and rewritten) cost a small `recv` and a small `send` per chunk, and
+//!   its CPU per GiB was no better than copying. One peek over all that
+//!   was received, every chunk line in it checked at once, would save the
+//!   per-chunk calls but copy every byte: a 64 KiB peek costs 5 to 40
+//!   times a `setsockopt` and a 28-byte peek on loopback
+//!   (`bench/peek-cost.c`).
 
 use std::io;
 
@@ -163,7 +168,10 @@ async fn read_more<S: Io, D: Io>(
 /// line is read past the chunks already checked, and one splice moves up
 /// to a pipe's worth of them: per chunk a `setsockopt` and a peek, per
 /// pipe one splice in and one out. Elsewhere each chunk is spliced in
-/// before the next line is peeked at.
+/// before the next line is peeked at. A peek that comes back short is
+/// where the queue ended: the next is made after a wait, not before.
+/// A sender that is caught up with, one chunk per write, so costs two
+/// peeks per chunk (its line, then its CRLF), not three.
 async fn splice_chunks(
     src: &monoio::net::TcpStream,
     dst: &monoio::net::TcpStream,
@@ -179,18 +187,20 @@ async fn splice_chunks(
     // Bytes at the front of the source's queue that have been checked and
     // are to be passed on unchanged, chunk data included.
     let mut checked: u64 = 0;
+    // The last peek came back short: the queue ended inside what it saw,
+    // so a peek past the checked bytes would find nothing yet.
+    let mut drained = false;
     loop {
         if let Some(left) = pass.data_left() {
             pass.skip_data(left);
-            // A chunk may declare up to 2^64 - 1 bytes: never overflow.
             checked = checked.saturating_add(left);
-            moved.body = moved.body.saturating_add(left);
-            moved.spliced = moved.spliced.saturating_add(left);
+            count_spliced(moved, left);
         }
         if checked > 0 && (!ahead || checked >= s.room() as u64) {
             s.pass(std::mem::take(&mut checked)).await?;
         }
-        let n = match s.peek_at(checked, &mut peeked) {
+        let short = std::mem::take(&mut drained);
+        let n = match peek_unless_drained(&mut s, checked, &mut peeked, short) {
             Ok(n) => n,
             Err(RelayError::Src(e)) if e.kind() == io::ErrorKind::WouldBlock => {
                 // Nothing past the checked bytes yet: move those, then wait.
@@ -200,6 +210,10 @@ async fn splice_chunks(
             }
             Err(e) => return Err(e),
         };
+        // A sender caught up with (curl, whose every write is one chunk
+        // and its CRLF) leaves the queue ending right after that CRLF, or
+        // inside a chunk's data: a peek past it would only say so.
+        drained = n < peeked.len();
         if n == 0 {
             // The end of the stream, which the buffered read reports.
             s.pass(checked).await?;
@@ -213,8 +227,7 @@ async fn splice_chunks(
             Some(Start::Chunk { framing, size }) => {
                 checked = checked.saturating_add(framing as u64).saturating_add(size);
                 pass.skip_data(size);
-                moved.body = moved.body.saturating_add(size);
-                moved.spliced = moved.spliced.saturating_add(size);
+                count_spliced(moved, size);
             }
             Some(Start::Crlf) => checked = checked.saturating_add(2),
             // Part of a chunk line: under backpressure a sender's writes
@@ -222,6 +235,7 @@ async fn splice_chunks(
             Some(Start::NeedMore) => {
                 s.pass(std::mem::take(&mut checked)).await?;
                 s.wait_src_beyond(n).await?;
+                drained = false;
             }
             Some(Start::End { framing }) => {
                 s.pass(checked + framing as u64).await?;
@@ -236,4 +250,26 @@ async fn splice_chunks(
             }
         }
     }
+}
+
+/// Counts `n` body bytes passed by splice. A chunk may declare up to
+/// 2^64 - 1 bytes: never overflow.
+fn count_spliced(moved: &mut Moved, n: u64) {
+    moved.body = moved.body.saturating_add(n);
+    moved.spliced = moved.spliced.saturating_add(n);
+}
+
+/// Peeks past the `checked` bytes, unless the last peek came back short
+/// (`drained`): the queue ended inside what it saw, so this one would
+/// find nothing yet, and `WouldBlock` is answered without asking.
+fn peek_unless_drained(
+    s: &mut Session<'_>,
+    checked: u64,
+    buf: &mut [u8],
+    drained: bool,
+) -> Result<usize, RelayError> {
+    if drained {
+        return Err(RelayError::Src(io::ErrorKind::WouldBlock.into()));
+    }
+    s.peek_at(checked, buf)
 }

@@ -283,3 +283,96 @@ async fn without_a_pipe_plain_bodies_are_copied_and_with_one_spliced() {
     assert!(super::splice::close_idle_pipe());
     assert_eq!(roomy.used(), 0);
 }
+
+/// A plain TCP receiver that counts what it has read so far.
+fn counting_sink() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    std::thread::JoinHandle<Vec<u8>>,
+) {
+    use std::sync::atomic::Ordering;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = seen.clone();
+    let reader = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().expect("accept");
+        let (mut got, mut buf) = (Vec::new(), vec![0u8; 1 << 16]);
+        loop {
+            match std::io::Read::read(&mut s, &mut buf).expect("read") {
+                0 => return got,
+                n => got.extend_from_slice(&buf[..n]),
+            }
+            counter.store(got.len(), Ordering::Release);
+        }
+    });
+    (addr, seen, reader)
+}
+
+/// A sender that writes each chunk only once the receiver has everything
+/// before it (curl against a registry that keeps up): every chunk finds
+/// the relay waiting for it. Per chunk that costs a peek at its line and
+/// one at what follows its data, each after moving the peek offset; a peek
+/// that can only find nothing (the one before it came back short: the
+/// queue ended there) is not made.
+#[monoio::test_all(timer_enabled = true)]
+async fn a_chunk_that_finds_the_relay_waiting_costs_two_peeks() {
+    use std::sync::atomic::Ordering;
+    const CHUNKS: usize = 24;
+    let data = body(CHUNKS << 16);
+    let wire = chunked(&data);
+    for peek_ahead in [true, false] {
+        let (sink_addr, seen, reader) = counting_sink();
+        super::splice::set_peek_ahead(peek_ahead);
+        let listener = monoio::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let pieces: Vec<Vec<u8>> = {
+            let line = format!("{:x}\r\n", 1 << 16).len();
+            let each = line + (1 << 16) + 2;
+            wire.chunks(each).map(<[u8]>::to_vec).collect()
+        };
+        let writer = std::thread::spawn(move || {
+            let mut c = std::net::TcpStream::connect(addr).expect("connect");
+            let mut sent = 0;
+            for piece in pieces {
+                std::io::Write::write_all(&mut c, &piece).expect("write");
+                sent += piece.len();
+                // The CRLF after a chunk's data may wait for the next line
+                // while the body is still copied (its first chunks).
+                let deadline = std::time::Instant::now() + Duration::from_secs(10);
+                while seen.load(Ordering::Acquire) + 2 < sent
+                    && std::time::Instant::now() < deadline
+                {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+            c
+        });
+        let (s, _) = listener.accept().await.expect("accept");
+        let mut src = Buffered::new(s);
+        let before = crate::sys::calls::calls();
+        let moved = relay_to(&mut src, sink_addr, Framing::Chunked).await;
+        let calls = crate::sys::calls::calls().since(before);
+        drop(writer.join().expect("writer"));
+        super::splice::set_peek_ahead(true);
+        let got = reader.join().expect("reader");
+        assert!(
+            got == wire,
+            "peek ahead {peek_ahead}: the body arrives unchanged"
+        );
+        assert!(
+            moved.spliced * 10 >= moved.body * 8,
+            "peek ahead {peek_ahead}: {moved:?}"
+        );
+        let bound = 2 * CHUNKS as u64 + 4;
+        assert!(
+            calls.peeks <= bound,
+            "peek ahead {peek_ahead}: {} peeks for {CHUNKS} chunks: {calls:?}",
+            calls.peeks
+        );
+        assert!(
+            calls.peek_offsets <= bound,
+            "peek ahead {peek_ahead}: {calls:?}"
+        );
+    }
+}

@@ -58,6 +58,7 @@ impl Pipe {
 /// blocking. `Ok(0)` is the end of the socket's stream; `WouldBlock` means
 /// nothing is readable now (or the pipe is full).
 pub fn splice_to_pipe(src: &impl AsRawFd, pipe: &Pipe, len: usize) -> io::Result<usize> {
+    super::calls::count(|c| &mut c.splices);
     let src = borrow(src);
     Ok(splice(
         src,
@@ -71,6 +72,7 @@ pub fn splice_to_pipe(src: &impl AsRawFd, pipe: &Pipe, len: usize) -> io::Result
 
 /// Moves up to `len` bytes from `pipe` to the socket `dst` without blocking.
 pub fn splice_from_pipe(pipe: &Pipe, dst: &impl AsRawFd, len: usize) -> io::Result<usize> {
+    super::calls::count(|c| &mut c.splices);
     let dst = borrow(dst);
     Ok(splice(
         &pipe.read,
@@ -88,6 +90,7 @@ pub fn splice_from_pipe(pipe: &Pipe, dst: &impl AsRawFd, len: usize) -> io::Resu
 /// data together.
 pub fn peek(sock: &impl AsRawFd, buf: &mut [u8]) -> io::Result<usize> {
     use rustix::net::RecvFlags;
+    super::calls::count(|c| &mut c.peeks);
     let flags = RecvFlags::PEEK | RecvFlags::DONTWAIT;
     Ok(rustix::net::recv(borrow(sock), buf, flags)?.0)
 }

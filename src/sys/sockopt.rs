@@ -18,6 +18,7 @@ pub fn set_recv_lowat(fd: RawFd, bytes: usize) -> io::Result<()> {
 /// splice(2) does not. Linux supports it for TCP since 6.10; before, this
 /// fails with `EOPNOTSUPP`.
 pub fn set_peek_offset(fd: RawFd, offset: i32) -> io::Result<()> {
+    super::calls::count(|c| &mut c.peek_offsets);
     set_int(fd, libc::SO_PEEK_OFF, offset)
 }
 
