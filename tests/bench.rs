@@ -318,6 +318,32 @@ fn count_and_duration_bound_the_run() {
     assert_eq!(ok_of(&report, "requests", "ping"), 0);
 }
 
+/// regproxy over TLS in front of `registry`, with `auth` as the body of
+/// its `[auth]` table (and any tables after it): the proxy, its URL and
+/// the CA file its clients trust.
+fn tls_proxy(dir: &Path, tls: &Tls, registry: &Registry, auth: &str) -> (Proxy, String, String) {
+    let config = format!(
+        r#"
+listen = "127.0.0.1:0"
+[tls]
+cert = "{cert}"
+key = "{key}"
+[upstream]
+servers = ["{upstream}"]
+[log]
+access = "off"
+[auth]
+{auth}
+"#,
+        cert = tls.server_cert().display(),
+        key = tls.server_key().display(),
+        upstream = registry.addr(),
+    );
+    let proxy = Proxy::start(&config, dir);
+    let url = format!("https://localhost:{}", proxy.addr().port());
+    (proxy, url, tls.ca_cert().display().to_string())
+}
+
 #[test]
 fn through_regproxy_with_tls_and_auth() {
     let dir = tempfile::tempdir().unwrap();
@@ -327,27 +353,12 @@ fn through_regproxy_with_tls_and_auth() {
         &dir.path().join("users"),
         &[("testuser", "testpassword"), ("reader", "readerpassword")],
     );
-    let config = format!(
-        r#"
-listen = "127.0.0.1:0"
-[tls]
-cert = "{cert}"
-key = "{key}"
-[auth]
-htpasswd = "users"
-push_users = ["testuser"]
-[upstream]
-servers = ["{upstream}"]
-[log]
-access = "off"
-"#,
-        cert = tls.server_cert().display(),
-        key = tls.server_key().display(),
-        upstream = registry.addr(),
+    let (_proxy, url, ca) = tls_proxy(
+        dir.path(),
+        &tls,
+        &registry,
+        "htpasswd = \"users\"\npush_users = [\"testuser\"]",
     );
-    let proxy = Proxy::start(&config, dir.path());
-    let url = format!("https://localhost:{}", proxy.addr().port());
-    let ca = tls.ca_cert().display().to_string();
     let creds = dir.path().join("creds");
     std::fs::write(&creds, "testuser:testpassword\n").unwrap();
     let creds = creds.display().to_string();
@@ -494,30 +505,12 @@ fn through_regproxy_with_bearer_tokens() {
     let tls = Tls::generate(&dir.path().join("tls"));
     support::write_htpasswd(&dir.path().join("users"), &[("testuser", "testpassword")]);
     std::fs::write(dir.path().join("token.key"), signing_key_pem()).unwrap();
-    let config = format!(
-        r#"
-listen = "127.0.0.1:0"
-[tls]
-cert = "{cert}"
-key = "{key}"
-[auth]
-scheme = "bearer"
-htpasswd = "users"
-[auth.token]
-signing_key = "token.key"
-service = "regbench.test"
-[upstream]
-servers = ["{upstream}"]
-[log]
-access = "off"
-"#,
-        cert = tls.server_cert().display(),
-        key = tls.server_key().display(),
-        upstream = registry.addr(),
+    let (_proxy, url, ca) = tls_proxy(
+        dir.path(),
+        &tls,
+        &registry,
+        "scheme = \"bearer\"\nhtpasswd = \"users\"\n[auth.token]\nsigning_key = \"token.key\"\nservice = \"regbench.test\"",
     );
-    let proxy = Proxy::start(&config, dir.path());
-    let url = format!("https://localhost:{}", proxy.addr().port());
-    let ca = tls.ca_cert().display().to_string();
     let auth = [
         "--cacert",
         &ca,

@@ -27,7 +27,7 @@ use support::podman::Podman;
 use support::proxy::Proxy;
 use support::registry::Registry;
 use support::skopeo::{
-    docker_ref, image_dir_from_layer_files, make_image_dir, pulled_layer_digests, sha256_file,
+    docker_ref, make_image_dir, oci_archive_of_blob, pulled_layer_digests, sha256_file,
     skopeo_copy, verify_dir_blobs, CopyOpts, RandomStream, Sha256,
 };
 use support::tap::{describe_upload, Framing, Scanner, Tap};
@@ -569,29 +569,7 @@ fn ctr_pushes_and_pulls_through_tls_and_plain_http() {
     // An OCI archive with one uncompressed tar layer holding the random
     // blob, made by tar and skopeo, imported without unpacking.
     build_context(&s.path("ctx"), LAYER);
-    let layer_tar = s.path("layer.tar");
-    run(
-        Command::new("tar")
-            .arg("-C")
-            .arg(s.path("ctx"))
-            .arg("-cf")
-            .arg(&layer_tar)
-            .arg("blob"),
-        STEP_LIMIT,
-    )
-    .assert_success();
-    let image = image_dir_from_layer_files(&s.path("image"), &[layer_tar]);
-    let layer = image.layers[0].digest.clone();
-    let archive = s.path("image.tar");
-    skopeo_copy(
-        &image.reference(),
-        &format!("oci-archive:{}:v1", archive.display()),
-        &CopyOpts {
-            preserve_digests: true,
-            ..CopyOpts::default()
-        },
-    )
-    .assert_success();
+    let (archive, layer) = oci_archive_of_blob(&s.path("ctx"), &s.path("archive"));
     let (tls_name, plain_name) = (
         format!("{}/clients/ctr", s.tls_host()),
         format!("{}/clients/ctr-plain", s.plain_host()),

@@ -18,7 +18,6 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::path::Path;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -26,6 +25,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, Context};
 
+use super::cache::{CredKey as TokenKey, KeyMap};
 use super::jwks::JwksHandle;
 use crate::config::{JwksSource, OidcConfig, TokenConfig};
 use regproxy_core::auth::jwt::{KeySet, SigningKey, VerifyKey};
@@ -228,28 +228,10 @@ const MAX_ENTRIES: usize = 16_384;
 /// for the issuer's JWKS to be fetched again.
 pub const KID_MISS_WAIT: Duration = Duration::from_secs(3);
 
-type TokenKey = [u8; 32];
-
-/// The key is already uniformly random: fold it into the map's hash.
-#[derive(Default)]
-struct KeyHasher(u64);
-
-impl Hasher for KeyHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        let mut word = [0u8; 8];
-        let n = bytes.len().min(8);
-        word[..n].copy_from_slice(&bytes[..n]);
-        self.0 ^= u64::from_le_bytes(word);
-    }
-}
-
 /// One worker's verified tokens. Never shared across cores.
 pub struct TokenCache {
     key: [u8; 32],
-    entries: RefCell<HashMap<TokenKey, Entry, BuildHasherDefault<KeyHasher>>>,
+    entries: RefCell<KeyMap<Entry>>,
 }
 
 impl TokenCache {
@@ -258,7 +240,7 @@ impl TokenCache {
         getrandom::fill(&mut key).map_err(std::io::Error::other)?;
         Ok(TokenCache {
             key,
-            entries: RefCell::new(HashMap::default()),
+            entries: RefCell::new(KeyMap::default()),
         })
     }
 

@@ -71,12 +71,12 @@ pub enum AuthFailure {
     Limited(RetryAfter),
 }
 
-/// A keyed hash of one credential.
-type CredKey = [u8; 32];
+/// A keyed hash of one credential (or, in `auth::bearer`, of one token).
+pub(crate) type CredKey = [u8; 32];
 
 /// The key is already uniformly random: use its first bytes as the hash.
 #[derive(Default)]
-struct KeyHasher(u64);
+pub(crate) struct KeyHasher(u64);
 
 impl Hasher for KeyHasher {
     fn finish(&self) -> u64 {
@@ -92,7 +92,8 @@ impl Hasher for KeyHasher {
     }
 }
 
-type KeyMap<V> = HashMap<CredKey, V, BuildHasherDefault<KeyHasher>>;
+/// A map keyed by keyed hashes, which need no hashing of their own.
+pub(crate) type KeyMap<V> = HashMap<CredKey, V, BuildHasherDefault<KeyHasher>>;
 
 #[derive(Debug, Clone)]
 struct Verified {

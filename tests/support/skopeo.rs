@@ -216,6 +216,37 @@ pub fn make_image_dir_seeded(dir: &Path, layer_sizes: &[u64], seed: u64) -> Imag
     write_config_and_manifest(dir, layers, &format!("seed {seed}"))
 }
 
+/// An OCI archive (`oci-archive:ARCHIVE:v1`) of an image whose one layer
+/// is an uncompressed tar of `ctx/blob`, made by tar and skopeo: what ctr
+/// imports without unpacking. `work` (created) holds the tar and the image
+/// folder. Returns the archive and the layer's digest.
+pub fn oci_archive_of_blob(ctx: &Path, work: &Path) -> (PathBuf, String) {
+    std::fs::create_dir_all(work).expect("create work dir");
+    let layer_tar = work.join("layer.tar");
+    crate::support::cmd::run(
+        Command::new("tar")
+            .arg("-C")
+            .arg(ctx)
+            .arg("-cf")
+            .arg(&layer_tar)
+            .arg("blob"),
+        Duration::from_secs(120),
+    )
+    .assert_success();
+    let image = image_dir_from_layer_files(&work.join("image"), &[layer_tar]);
+    let archive = work.join("image.tar");
+    skopeo_copy(
+        &image.reference(),
+        &format!("oci-archive:{}:v1", archive.display()),
+        &CopyOpts {
+            preserve_digests: true,
+            ..CopyOpts::default()
+        },
+    )
+    .assert_success();
+    (archive, image.layers[0].digest.clone())
+}
+
 /// Writes an OCI image into `dir` (created) whose layers are copies of the
 /// given files (uncompressed tars, e.g. made with `tar -cf`).
 pub fn image_dir_from_layer_files(dir: &Path, files: &[PathBuf]) -> ImageDir {

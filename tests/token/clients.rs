@@ -19,7 +19,7 @@ use crate::support::containerd::Containerd;
 use crate::support::dockerd::{CertsD, Dockerd};
 use crate::support::podman::Podman;
 use crate::support::skopeo::{
-    docker_ref, image_dir_from_layer_files, make_image_dir, pulled_layer_digests, sha256_file,
+    docker_ref, make_image_dir, oci_archive_of_blob, pulled_layer_digests, sha256_file,
     skopeo_copy, verify_dir_blobs, CopyOpts, RandomStream, Sha256,
 };
 use crate::support::token::{fetch_token, granted, token_of, StackOpts, TokenStack, SERVICE};
@@ -267,29 +267,7 @@ fn ctr_pushes_and_pulls_with_tokens() {
         Err(e) => return skip("ctr", "containerd", &e),
     };
     build_context(&s.path("ctx"));
-    let layer_tar = s.path("layer.tar");
-    run(
-        Command::new("tar")
-            .arg("-C")
-            .arg(s.path("ctx"))
-            .arg("-cf")
-            .arg(&layer_tar)
-            .arg("blob"),
-        STEP_LIMIT,
-    )
-    .assert_success();
-    let image = image_dir_from_layer_files(&s.path("image"), &[layer_tar]);
-    let layer = image.layers[0].digest.clone();
-    let archive = s.path("image.tar");
-    skopeo_copy(
-        &image.reference(),
-        &format!("oci-archive:{}:v1", archive.display()),
-        &CopyOpts {
-            preserve_digests: true,
-            ..CopyOpts::default()
-        },
-    )
-    .assert_success();
+    let (archive, layer) = oci_archive_of_blob(&s.path("ctx"), &s.path("archive"));
     let name = format!("{}/tok/ctr", host(&s));
     let reference = format!("{name}:v1");
     let ctr = |args: &[&str], limit| -> Run { run(c.ctr().args(args), limit) };

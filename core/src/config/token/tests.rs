@@ -1,23 +1,7 @@
-use std::net::SocketAddr;
 use std::path::Path;
 
-use super::super::{Config, ConfigError, Host};
+use super::super::{Config, ConfigError};
 use super::*;
-
-/// The test's own files.
-struct Disk;
-
-impl Host for Disk {
-    fn is_file(&self, path: &Path) -> bool {
-        path.is_file()
-    }
-    fn resolve(&self, host_port: &str) -> Result<SocketAddr, String> {
-        Err(format!("cannot resolve {host_port:?}"))
-    }
-    fn cores(&self) -> usize {
-        2
-    }
-}
 
 fn fixture() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -58,7 +42,7 @@ groups = ["{repository_owner}"]
 "#;
 
 fn parse(dir: &Path, auth: &str) -> Result<Config, ConfigError> {
-    Config::parse(&dir.join("regproxy.toml"), &format!("{HEAD}{auth}"), &Disk)
+    super::super::tests::parse(dir, &format!("{HEAD}{auth}"))
 }
 
 fn err(dir: &Path, auth: &str) -> String {
