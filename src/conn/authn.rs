@@ -77,7 +77,9 @@ pub(super) async fn authenticate(
     }
     let creds = basic::decode(value).map_err(|e| refused(ctx, e.into()))?;
     if auth.oidc.claims(creds.password()) {
-        return identity(ctx, auth, creds.password(), client).await;
+        // Boxed: an identity check's state (1.3 KiB) would otherwise size
+        // every request's future (`conn/tests.rs`).
+        return Box::pin(identity(ctx, auth, creds.password(), client)).await;
     }
     password(ctx, auth, creds, client).await
 }
@@ -126,7 +128,7 @@ async fn bearer(
         return Err(token_refused(ctx, "token too large"));
     }
     if auth.oidc.claims(token) {
-        return identity(ctx, auth, token, client).await;
+        return Box::pin(identity(ctx, auth, token, client)).await;
     }
     let Some(service) = &auth.tokens else {
         return Err(token_refused(ctx, "no token service is configured"));

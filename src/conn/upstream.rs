@@ -215,7 +215,9 @@ pub(super) async fn connect(ctx: &Ctx, failed: Option<SocketAddr>) -> Result<Ups
                 if idle == 0 && !shed {
                     break;
                 }
-                monoio::time::sleep(EMFILE_RETRY_WAIT).await;
+                // Boxed: a timer entry is cache-padded, and this rare
+                // wait would otherwise size every request's future.
+                Box::pin(monoio::time::sleep(EMFILE_RETRY_WAIT)).await;
             }
             Err(ProxyError::OutOfDescriptors) => break,
             Err(e) => {
@@ -253,7 +255,9 @@ pub(super) async fn send_request<S: Io>(
         RequestBody::Length(n) => Framing::Length(n),
         RequestBody::Chunked => Framing::Chunked,
     };
-    let moved = relay::relay_body(
+    // Boxed: a relay's state (about 2.8 KiB) would otherwise size every
+    // request's boxed future, though most requests carry no body.
+    let moved = Box::pin(relay::relay_body(
         &mut conn.client,
         up,
         body,
@@ -261,7 +265,7 @@ pub(super) async fn send_request<S: Io>(
         t,
         &mut conn.timer,
         &mut conn.out,
-    )
+    ))
     .await;
     let moved = moved.map_err(|e| match e {
         RelayError::Dst(io) => {

@@ -113,7 +113,10 @@ impl Pool {
             return Ok(up);
         }
         let fd = room().ok_or(ProxyError::OutOfDescriptors)?;
-        self.connect_from(i, fd).await
+        // Boxed: a dial's state (about 2 KiB) would otherwise size every
+        // request's boxed future, though most requests take a pooled
+        // connection.
+        Box::pin(self.connect_from(i, fd)).await
     }
 
     /// A fresh connection to another server than `failed` when there is
@@ -125,7 +128,7 @@ impl Pool {
     ) -> Result<Upstream, ProxyError> {
         let i = self.pick(self.index(failed));
         let fd = room().ok_or(ProxyError::OutOfDescriptors)?;
-        self.connect_from(i, fd).await
+        Box::pin(self.connect_from(i, fd)).await
     }
 
     /// Connects to server `first`; on failure ejects it and tries the next

@@ -52,7 +52,7 @@ fn response_head(
     let (body, reusable) = response_body(status, version, method, headers)?;
     let keep_alive = reusable && ConnectionOptions::scan(headers).persistent(version);
     let reason = span_of(buf, res.reason.unwrap_or_default().as_bytes());
-    let fields = Fields::new(buf, len, &[], headers);
+    let fields = Fields::new(buf, len, headers);
     let (Some(reason), Some(fields)) = (reason, fields) else {
         return Err(BadResponse(MALFORMED));
     };
