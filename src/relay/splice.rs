@@ -40,6 +40,16 @@ pub use crate::config::DEFAULT_PIPE_SIZE;
 /// (pipe pages are allocated as data arrives).
 const MAX_IDLE_PIPES: usize = 16;
 
+/// A known-length body of at least this many pipes' worth has its source
+/// waited for a pipe's worth at a time ([`Session::batch_lowat`]): two or
+/// three `setsockopt` calls per body, against a wake-up per arrival.
+const BATCH_MIN_PIPES: u64 = 2;
+/// How long a batched wait for the source may last before batching ends
+/// for the body: a sender slower than a pipe's worth in this time (about
+/// 20 MB/s with 1 MiB pipes) has its bytes passed on as they come, not
+/// held back for up to the source's whole timeout.
+const BATCH_WAIT: Duration = Duration::from_millis(50);
+
 /// The pipe size every worker asks for, set once at start by [`configure`].
 static PIPE_SIZE: AtomicUsize = AtomicUsize::new(DEFAULT_PIPE_SIZE);
 
@@ -96,6 +106,11 @@ pub fn configure(requested: usize) -> usize {
     size
 }
 
+/// The pipe size this process asks for (a pipe may get less: [`Pipe::new`]).
+pub fn pipe_size() -> usize {
+    PIPE_SIZE.load(Ordering::Relaxed)
+}
+
 /// The size asked of F_SETPIPE_SZ: the request, at most the kernel's limit,
 /// at least one page (the kernel rounds up to a power-of-two page count).
 pub fn effective_size(requested: usize, kernel_max: Option<usize>) -> usize {
@@ -118,6 +133,7 @@ pub async fn splice_exact(
     let Some(mut s) = Session::open(src, dst, t)? else {
         return Ok(false);
     };
+    s.batch = n >= BATCH_MIN_PIPES * s.pipe().capacity() as u64;
     s.pass(n).await?;
     s.flush().await?;
     Ok(true)
@@ -140,6 +156,12 @@ pub struct Session<'a> {
     t: Timeouts,
     /// The source's `SO_PEEK_OFF` as the kernel holds it, once enabled.
     peek_off: Option<i32>,
+    /// Whether waits for the source ask for a pipe's worth of bytes
+    /// (`SO_RCVLOWAT`) rather than any ([`Session::batch_lowat`]).
+    batch: bool,
+    /// The source's `SO_RCVLOWAT` as this session set it (1, the default,
+    /// when untouched).
+    lowat: usize,
     _nonblocking: (NonBlocking<'a, TcpStream>, NonBlocking<'a, TcpStream>),
 }
 
@@ -165,6 +187,8 @@ impl<'a> Session<'a> {
             dst_ready: true,
             t,
             peek_off: None,
+            batch: false,
+            lowat: 1,
             _nonblocking: (nb_src, nb_dst),
         }))
     }
@@ -218,9 +242,59 @@ impl<'a> Session<'a> {
             }
             self.write_ready()?;
             if !(self.src_ready && self.in_pipe < cap) {
+                self.batch_lowat(left)?;
                 self.wait_either().await?;
             }
         }
+    }
+
+    /// With batching on, has a wait for the source end only once the bytes
+    /// left of the body or a pipe's worth, whichever is less, are queued
+    /// (`SO_RCVLOWAT`): on loopback a fast sender otherwise wakes the worker
+    /// for every few segments, each wake-up a splice in and out more. The
+    /// kernel still wakes early when the receive window or memory runs
+    /// short, so a wait never outlasts what the sender can send. Set once
+    /// per body and once more for its tail.
+    fn batch_lowat(&mut self, left: u64) -> Result<(), RelayError> {
+        if !self.batch {
+            return Ok(());
+        }
+        let want = clamp(left, self.pipe().capacity()).max(1);
+        if want != self.lowat {
+            self.set_lowat(want)?;
+        }
+        Ok(())
+    }
+
+    fn set_lowat(&mut self, bytes: usize) -> Result<(), RelayError> {
+        sockopt::set_recv_lowat(self.src.as_raw_fd(), bytes).map_err(RelayError::Src)?;
+        self.lowat = bytes;
+        Ok(())
+    }
+
+    /// How long the next wait for the source may last: [`BATCH_WAIT`]
+    /// while it asks for a batch, else the source's timeout.
+    fn src_wait(&self) -> Duration {
+        if self.lowat > 1 {
+            self.t.src.min(BATCH_WAIT)
+        } else {
+            self.t.src
+        }
+    }
+
+    /// A source wait that timed out while asking for a batch: the sender
+    /// is slower than a pipe's worth per [`BATCH_WAIT`], not silent.
+    /// Batching ends for the body and the source is tried again; if it has
+    /// nothing, the next wait (for any byte, bounded by `t.src`) decides.
+    /// `Err` otherwise.
+    fn src_timed_out(&mut self, e: io::Error) -> Result<(), RelayError> {
+        if e.kind() == io::ErrorKind::TimedOut && self.lowat > 1 {
+            self.batch = false;
+            self.set_lowat(1)?;
+            self.src_ready = true;
+            return Ok(());
+        }
+        Err(RelayError::Src(e))
     }
 
     /// Writes out what the pipe holds until it is empty or the destination
@@ -252,13 +326,14 @@ impl<'a> Session<'a> {
         let for_src = !self.src_ready && self.in_pipe < self.pipe().capacity();
         let for_dst = !self.dst_ready && self.in_pipe > 0;
         let (src, dst, t) = (self.src, self.dst, self.t);
+        let src_wait = self.src_wait();
         match (for_src, for_dst) {
             (true, true) => {
                 monoio::select! {
-                    r = wait(src.readable(false), t.src) => {
-                        r.map_err(RelayError::Src)?;
-                        self.src_ready = true;
-                    }
+                    r = wait(src.readable(false), src_wait) => match r {
+                        Ok(()) => self.src_ready = true,
+                        Err(e) => self.src_timed_out(e)?,
+                    },
                     r = wait(dst.writable(false), t.dst) => {
                         r.map_err(RelayError::Dst)?;
                         self.dst_ready = true;
@@ -317,12 +392,13 @@ impl<'a> Session<'a> {
         self.src_readable().await
     }
 
-    /// One wait, bounded by `t.src`, for the source to have bytes.
+    /// One wait, bounded by `t.src`, for the source to have bytes (a
+    /// batch of them while [`Session::batch_lowat`] asks for one).
     async fn src_readable(&mut self) -> Result<(), RelayError> {
-        wait(self.src.readable(false), self.t.src)
-            .await
-            .map_err(RelayError::Src)?;
-        self.src_ready = true;
+        match wait(self.src.readable(false), self.src_wait()).await {
+            Ok(()) => self.src_ready = true,
+            Err(e) => self.src_timed_out(e)?,
+        }
         Ok(())
     }
 
@@ -375,6 +451,11 @@ impl<'a> Session<'a> {
 
 impl Drop for Session<'_> {
     fn drop(&mut self) {
+        if self.lowat > 1 {
+            // Back to the default for the reads and polls of the next
+            // request (setsockopt on an open socket does not fail).
+            let _ = sockopt::set_recv_lowat(self.src.as_raw_fd(), 1);
+        }
         if self.peek_off.is_some() {
             // Off again, for the reads of the next request. Failing leaves
             // an offset that only MSG_PEEK reads, which nothing else does.

@@ -376,3 +376,105 @@ async fn a_chunk_that_finds_the_relay_waiting_costs_two_peeks() {
         );
     }
 }
+
+/// A known-length body from a sender that trickles it in 32 KiB writes (a
+/// registry reading its storage piece by piece): the relay waits for a
+/// pipe's worth of it at a time, not for every write, so the splices are
+/// counted in pipes, not in writes.
+#[monoio::test_all(timer_enabled = true)]
+async fn a_trickled_length_body_is_spliced_a_pipe_at_a_time() {
+    const LEN: usize = 4 << 20;
+    const PIECE: usize = 32 << 10;
+    let data = body(LEN);
+    let (sink_addr, _seen, reader) = counting_sink();
+    let listener = monoio::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let sent = data.clone();
+    let writer = std::thread::spawn(move || {
+        let mut c = std::net::TcpStream::connect(addr).expect("connect");
+        for piece in sent.chunks(PIECE) {
+            std::io::Write::write_all(&mut c, piece).expect("write");
+            // Bounded: 128 pieces.
+            std::thread::sleep(Duration::from_micros(300));
+        }
+        c
+    });
+    let (s, _) = listener.accept().await.expect("accept");
+    let mut src = Buffered::new(s);
+    let before = crate::sys::calls::calls();
+    let moved = relay_to(&mut src, sink_addr, Framing::Length(LEN as u64)).await;
+    let calls = crate::sys::calls::calls().since(before);
+    drop(writer.join().expect("writer"));
+    let got = reader.join().expect("reader");
+    assert!(got == data, "the body arrives unchanged");
+    assert_eq!(moved.spliced, LEN as u64, "{moved:?}");
+    // Each wait for the source ends with close to a pipe's worth queued
+    // (the kernel wakes early only when the window runs short): a splice
+    // in and one out per pipe, one or two more where the destination or
+    // the pipe's slots cut one short. Per write it would be 2 * 128.
+    let pipes = LEN.div_ceil(super::splice::pipe_size()) as u64;
+    let bound = 4 * pipes + 8;
+    assert!(
+        calls.splices <= bound,
+        "{} splices for {pipes} pipes' worth (bound {bound}): {calls:?}",
+        calls.splices
+    );
+}
+
+/// A sender too slow to fill a pipe quickly (a client on a slow link) has
+/// its bytes passed on as they come, after a short batched wait, not held
+/// back for the source's whole timeout: the receiver sees each piece while
+/// the sender still waits for it.
+#[monoio::test_all(timer_enabled = true)]
+async fn a_slow_length_body_is_not_held_back_for_a_batch() {
+    use std::sync::atomic::Ordering;
+    const LEN: usize = 4 << 20;
+    const FIRST: usize = 64 << 10;
+    let data = body(LEN);
+    let (sink_addr, seen, reader) = counting_sink();
+    let listener = monoio::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let sent = data.clone();
+    let writer = std::thread::spawn(move || {
+        let mut c = std::net::TcpStream::connect(addr).expect("connect");
+        // The first piece finds the relay splicing; the second finds it
+        // waiting for a batch.
+        let mut through = true;
+        for end in [FIRST, 2 * FIRST] {
+            std::io::Write::write_all(&mut c, &sent[end - FIRST..end]).expect("write");
+            // Far below the relay's source timeout (60 s): only a batch
+            // given up early lets the second piece through in time.
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while seen.load(Ordering::Acquire) < end && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            through &= seen.load(Ordering::Acquire) >= end;
+        }
+        std::io::Write::write_all(&mut c, &sent[2 * FIRST..]).expect("write");
+        (c, through)
+    });
+    let (s, _) = listener.accept().await.expect("accept");
+    let mut src = Buffered::new(s);
+    let mut dst = TcpStream::connect(sink_addr).await.expect("connect");
+    let t = Timeouts {
+        src: Duration::from_secs(60),
+        dst: Duration::from_secs(60),
+    };
+    let moved = relay_body(
+        &mut src,
+        &mut dst,
+        Framing::Length(LEN as u64),
+        Encode::Chunked,
+        t,
+        &mut Timer::new(),
+        &mut Vec::new(),
+    )
+    .await
+    .expect("relay");
+    AsyncWriteRent::shutdown(&mut dst).await.expect("shutdown");
+    let (_c, through) = writer.join().expect("writer");
+    let got = reader.join().expect("reader");
+    assert!(got == data, "the body arrives unchanged");
+    assert_eq!(moved.spliced, LEN as u64, "{moved:?}");
+    assert!(through, "a piece waited for the rest of a batch");
+}
