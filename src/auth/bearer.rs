@@ -144,30 +144,34 @@ impl OidcIssuers {
         !self.is_empty() && oidc::select(&self.providers, token).is_ok()
     }
 
-    /// The generation of the key set `token`'s issuer has now (`0` for a
-    /// file; a fetched set counts its refreshes).
-    fn generation(&self, token: &[u8]) -> u64 {
-        match self.issuer_of(token) {
-            Some((_, IssuerKeys::Fetched(h))) => h.generation(),
+    /// The generation of issuer `i`'s key set now (`0` for a file; a
+    /// fetched set counts its refreshes).
+    fn generation(&self, i: usize) -> u64 {
+        match self.keys.get(i) {
+            Some(IssuerKeys::Fetched(h)) => h.generation(),
             _ => 0,
         }
     }
 
-    fn issuer_of(&self, token: &[u8]) -> Option<(&Provider, &IssuerKeys)> {
+    /// The issuer `token` claims (unverified), by index.
+    fn issuer_of(&self, token: &[u8]) -> Option<usize> {
         let provider = oidc::select(&self.providers, token).ok()?;
-        let i = self
-            .providers
+        self.providers
             .iter()
-            .position(|p| std::ptr::eq(p, provider))?;
-        Some((provider, &self.keys[i]))
+            .position(|p| std::ptr::eq(p, provider))
     }
 
     /// Verifies an identity token. On a `kid` miss against a fetched JWKS
     /// the fetcher is asked for a refresh (rate-limited there), and the
     /// token is tried once more when it ends or after `wait`, whichever
     /// is first. Tokens whose keys are present never wait.
-    async fn verify(&self, token: &[u8], wait: Duration) -> Result<OidcIdentity, OidcError> {
-        let (provider, keys) = self.issuer_of(token).ok_or(OidcError::UntrustedIssuer)?;
+    async fn verify(
+        &self,
+        i: usize,
+        token: &[u8],
+        wait: Duration,
+    ) -> Result<OidcIdentity, OidcError> {
+        let (provider, keys) = (&self.providers[i], &self.keys[i]);
         match keys {
             IssuerKeys::File(set) => provider.verify(set, token, now()),
             IssuerKeys::Fetched(handle) => match provider.verify(&handle.keys(), token, now()) {
@@ -208,7 +212,8 @@ pub fn now() -> u64 {
 #[derive(Debug, Clone)]
 enum Verified {
     Access(Rc<AccessToken>),
-    Identity(Rc<OidcIdentity>),
+    /// With the index of its issuer, whose key set it was checked with.
+    Identity(Rc<OidcIdentity>, usize),
 }
 
 struct Entry {
@@ -273,7 +278,7 @@ impl TokenCache {
     pub fn hit_access(&self, epoch: u64, token: &[u8]) -> Option<Rc<AccessToken>> {
         match self.get(&self.hash(b'a', token), (epoch, 0), now())? {
             Verified::Access(a) => Some(a),
-            Verified::Identity(_) => None,
+            Verified::Identity(..) => None,
         }
     }
 
@@ -299,18 +304,21 @@ impl TokenCache {
     }
 
     /// A CI identity token this worker verified against its issuer's
-    /// current keys and that has not expired.
+    /// current keys and that has not expired. Only a hash and a lookup:
+    /// the token is not parsed.
     pub fn hit_identity(
         &self,
         issuers: &OidcIssuers,
         epoch: u64,
         token: &[u8],
     ) -> Option<Rc<OidcIdentity>> {
-        let keys = (epoch, issuers.generation(token));
-        match self.get(&self.hash(b'i', token), keys, now())? {
-            Verified::Identity(id) => Some(id),
-            Verified::Access(_) => None,
-        }
+        let entries = self.entries.borrow();
+        let e = entries.get(&self.hash(b'i', token))?;
+        let Verified::Identity(id, i) = &e.verified else {
+            return None;
+        };
+        let current = e.keys == (epoch, issuers.generation(*i)) && now() <= e.until;
+        current.then(|| id.clone())
     }
 
     /// Verifies a CI identity token (a Basic password, or at `/token`)
@@ -321,14 +329,15 @@ impl TokenCache {
         epoch: u64,
         token: &[u8],
     ) -> Result<Rc<OidcIdentity>, OidcError> {
-        let id = Rc::new(issuers.verify(token, KID_MISS_WAIT).await?);
+        let i = issuers.issuer_of(token).ok_or(OidcError::UntrustedIssuer)?;
+        let id = Rc::new(issuers.verify(i, token, KID_MISS_WAIT).await?);
         // The generation after a kid-miss refresh is the one it verified with.
-        let keys = (epoch, issuers.generation(token));
-        let leeway = issuers.issuer_of(token).map_or(0, |(p, _)| p.leeway_secs);
         let entry = Entry {
-            verified: Verified::Identity(id.clone()),
-            until: id.expires_at.saturating_add(leeway),
-            keys,
+            verified: Verified::Identity(id.clone(), i),
+            until: id
+                .expires_at
+                .saturating_add(issuers.providers[i].leeway_secs),
+            keys: (epoch, issuers.generation(i)),
         };
         self.put(self.hash(b'i', token), entry, now());
         Ok(id)

@@ -76,10 +76,12 @@ pub(super) async fn authenticate(
         return Ok(Who::Anonymous);
     }
     let creds = basic::decode(value).map_err(|e| refused(ctx, e.into()))?;
-    if auth.oidc.claims(creds.password()) {
-        // Boxed: an identity check's state (1.3 KiB) would otherwise size
-        // every request's future (`conn/tests.rs`).
-        return Box::pin(identity(ctx, auth, creds.password(), client)).await;
+    // A JWT's header, `{"…`, always encodes to `eyJ`: other passwords
+    // cost nothing more.
+    if creds.password().starts_with(b"eyJ") {
+        if let Some(who) = identity(ctx, auth, creds.password(), client).await? {
+            return Ok(who);
+        }
     }
     password(ctx, auth, creds, client).await
 }
@@ -116,8 +118,9 @@ pub(super) fn bearer_token(value: &[u8]) -> Option<&[u8]> {
         .then(|| rest.trim_ascii())
 }
 
-/// A Bearer token: an identity token when a configured issuer claims it,
-/// else one of regproxy's own.
+/// A Bearer token: one of regproxy's own, or an identity token when a
+/// configured issuer claims it. Verified tokens are found by a hash and a
+/// lookup, before anything parses them.
 async fn bearer(
     ctx: &Ctx,
     auth: &AuthState,
@@ -127,16 +130,16 @@ async fn bearer(
     if token.len() > MAX_TOKEN_BYTES {
         return Err(token_refused(ctx, "token too large"));
     }
-    if auth.oidc.claims(token) {
-        return Box::pin(identity(ctx, auth, token, client)).await;
-    }
-    let Some(service) = &auth.tokens else {
-        return Err(token_refused(ctx, "no token service is configured"));
-    };
     if let Some(access) = ctx.tokens.hit_access(auth.epoch, token) {
         WorkerMetrics::inc(&ctx.m().token_cache_hits_total);
         return Ok(Who::Token(access));
     }
+    if let Some(who) = identity(ctx, auth, token, client).await? {
+        return Ok(who);
+    }
+    let Some(service) = &auth.tokens else {
+        return Err(token_refused(ctx, "no token service is configured"));
+    };
     let attempt = begin_check(ctx, client)?;
     let verified = ctx.tokens.verify_access(service, auth.epoch, token);
     ctx.verifier.settle_token_check(attempt, verified.is_ok());
@@ -146,28 +149,34 @@ async fn bearer(
     }
 }
 
-/// A CI identity token, verified against its issuer's keys.
+/// A CI identity token, verified against its issuer's keys; `None` when no
+/// configured issuer claims it.
 pub(super) async fn identity(
     ctx: &Ctx,
     auth: &AuthState,
     token: &[u8],
     client: IpAddr,
-) -> Result<Who, ProxyError> {
-    if token.len() > MAX_TOKEN_BYTES {
-        return Err(token_refused(ctx, "token too large"));
+) -> Result<Option<Who>, ProxyError> {
+    if auth.oidc.is_empty() {
+        return Ok(None);
     }
     if let Some(id) = ctx.tokens.hit_identity(&auth.oidc, auth.epoch, token) {
         WorkerMetrics::inc(&ctx.m().token_cache_hits_total);
-        return Ok(Who::Identity(id));
+        return Ok(Some(Who::Identity(id)));
+    }
+    if !auth.oidc.claims(token) {
+        return Ok(None);
+    }
+    if token.len() > MAX_TOKEN_BYTES {
+        return Err(token_refused(ctx, "token too large"));
     }
     let attempt = begin_check(ctx, client)?;
-    let verified = ctx
-        .tokens
-        .verify_identity(&auth.oidc, auth.epoch, token)
-        .await;
+    // Boxed: an identity check's state (1.3 KiB, with the kid-miss wait)
+    // would otherwise size every request's future (`conn/tests.rs`).
+    let verified = Box::pin(ctx.tokens.verify_identity(&auth.oidc, auth.epoch, token)).await;
     ctx.verifier.settle_token_check(attempt, verified.is_ok());
     match verified {
-        Ok(id) => Ok(Who::Identity(id)),
+        Ok(id) => Ok(Some(Who::Identity(id))),
         Err(e) => Err(token_refused(ctx, &e.to_string())),
     }
 }

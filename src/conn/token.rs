@@ -105,8 +105,8 @@ async fn form_credentials(
     password: &str,
     client: IpAddr,
 ) -> Result<Who, ProxyError> {
-    if auth.oidc.claims(password.as_bytes()) {
-        return authn::identity(ctx, auth, password.as_bytes(), client).await;
+    if let Some(who) = authn::identity(ctx, auth, password.as_bytes(), client).await? {
+        return Ok(who);
     }
     let creds = Credentials::new(username, password.as_bytes());
     authn::password(ctx, auth, creds, client).await
